@@ -1,0 +1,85 @@
+/* chunkstore/cs.h - where object bytes live: erasure-coded shards on a set of
+ * shard stores (local drive directories today). Streams objects in and out
+ * through fixed stripe buffers; knows nothing of HTTP, S3 or metadata.
+ *
+ * An object's data is one or more segments. A segment is one erasure-coded
+ * byte stream with its own 16-byte id, written as one shard file per chosen
+ * drive. A "layout" is an opaque byte string (cs-encoded) listing segments in
+ * order; the metadata layer stores it verbatim with the object record.
+ * Multipart uploads produce one segment per part; completing the upload
+ * concatenates the parts' layouts. */
+#ifndef CS_H
+#define CS_H
+
+#include "common/cm.h"
+#include <sys/types.h>
+
+#define CS_ID_LEN 16
+
+typedef struct cs_store cs_store_t;
+typedef struct cs_writer cs_writer_t;
+typedef struct cs_reader cs_reader_t;
+
+/* Opens a local store over ndrives existing-or-creatable directories with
+ * the given erasure geometry (k data + m parity, k+m <= ndrives) and block
+ * size in bytes (one block per shard per stripe; stripe = k*block_size).
+ * Each segment's k+m shards go to k+m distinct drives chosen by rendezvous
+ * hashing of the segment id. Creates missing drive directories.
+ * Returns 0 and *out, or a CM_E* code. Free with cs_store_close(). The store
+ * is thread-safe. */
+int cs_store_open_local(const char *const *drives, int ndrives, int k, int m, size_t block_size,
+                        cs_store_t **out);
+void cs_store_close(cs_store_t *cs); /* NULL is a no-op */
+
+/* Starts writing a new segment with a fresh random id. *out_intent receives
+ * a small encoded descriptor (id + chosen drives) that is enough for
+ * cs_layout_delete() to remove whatever was written even if the writer never
+ * finishes (the caller records it durably before writing: crash safety).
+ * intent is malloc()ed into out_intent (a cm_buf the caller owns).
+ * Returns 0 and *out. Not thread-safe per writer. */
+int cs_writer_open(cs_store_t *cs, cm_buf *out_intent, cs_writer_t **out);
+/* Appends n bytes. Encodes and writes each full stripe as it fills. */
+int cs_writer_write(cs_writer_t *w, const void *p, size_t n);
+/* Flushes the last (short) stripe, fsyncs every shard file and their
+ * directories, and appends the segment's layout to out_layout. On success
+ * the writer is freed. On failure the writer is still valid: call
+ * cs_writer_abort(). */
+int cs_writer_finish(cs_writer_t *w, cm_buf *out_layout);
+/* Removes what was written and frees the writer. NULL is a no-op. */
+void cs_writer_abort(cs_writer_t *w);
+
+/* Total object size described by a layout (sum of segment sizes), or
+ * CM_ECORRUPT through err. */
+int cs_layout_size(cm_slice layout, uint64_t *out);
+/* Number of segments in a layout. */
+int cs_layout_count(cm_slice layout, size_t *out);
+/* Appends segment i of layout to out (to build a multipart object from the
+ * layouts of its parts: append each part's whole layout). */
+int cs_layout_append(cm_buf *out, cm_slice layout);
+
+/* Opens a reader for bytes [off, off+len) of the object described by
+ * layout. Reads data shards only while they are healthy; a missing shard
+ * file or a block whose CRC32C fails is rebuilt from parity (up to m per
+ * stripe) and the bad shard is reported through cm_log. Returns 0 and *out,
+ * CM_ERANGE if the range is outside the object. */
+int cs_reader_open(cs_store_t *cs, cm_slice layout, uint64_t off, uint64_t len,
+                   cs_reader_t **out);
+/* Copies up to n bytes into buf; returns the count (0 at the end) or a
+ * negative CM_E* code (CM_EIO / CM_ECORRUPT when more than m shards of a
+ * stripe are unreadable). */
+ssize_t cs_reader_read(cs_reader_t *r, void *buf, size_t n);
+void cs_reader_close(cs_reader_t *r); /* NULL is a no-op */
+
+/* Deletes every shard of every segment named by a layout or an intent
+ * (both encodings are accepted). Missing files are not an error. */
+int cs_layout_delete(cs_store_t *cs, cm_slice layout_or_intent);
+
+/* Removes leftovers of interrupted writes: temporary files on all drives.
+ * Called once at start, before serving. */
+int cs_store_recover(cs_store_t *cs);
+
+/* Calls fn for every segment id found on any drive (for orphan checks in
+ * tests and tools). */
+int cs_store_list(cs_store_t *cs, void (*fn)(void *arg, const uint8_t id[CS_ID_LEN]), void *arg);
+
+#endif

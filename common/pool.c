@@ -1,0 +1,89 @@
+/* common/pool.c - per-request arenas: allocations freed together, cleanups
+ * run in reverse order when the pool is freed. */
+#include "common/cm.h"
+#include <stdlib.h>
+
+#define POOL_BLOCK 4096
+
+struct pool_block {
+    struct pool_block *next;
+    size_t used, cap;
+    _Alignas(16) uint8_t data[];
+};
+
+struct pool_cleanup {
+    struct pool_cleanup *next;
+    void (*fn)(void *);
+    void *arg;
+};
+
+struct cm_pool {
+    struct pool_block *blocks;     /* newest first */
+    struct pool_cleanup *cleanups; /* newest first */
+};
+
+cm_pool *cm_pool_new(void)
+{
+    return calloc(1, sizeof(cm_pool));
+}
+
+void cm_pool_free(cm_pool *pool)
+{
+    if (!pool)
+        return;
+    for (struct pool_cleanup *c = pool->cleanups, *nx; c; c = nx) {
+        nx = c->next;
+        c->fn(c->arg);
+    }
+    for (struct pool_block *b = pool->blocks, *nx; b; b = nx) {
+        nx = b->next;
+        free(b);
+    }
+    free(pool);
+}
+
+void *cm_pool_alloc(cm_pool *pool, size_t n)
+{
+    n = (n + 15) & ~(size_t)15;
+    struct pool_block *b = pool->blocks;
+    if (!b || b->cap - b->used < n) {
+        size_t cap = n > POOL_BLOCK ? n : POOL_BLOCK;
+        struct pool_block *nb = malloc(sizeof *nb + cap);
+        if (!nb)
+            return NULL;
+        nb->used = 0;
+        nb->cap = cap;
+        if (b && n > POOL_BLOCK) { /* keep the current block for small allocations */
+            nb->next = b->next;
+            b->next = nb;
+        } else {
+            nb->next = b;
+            pool->blocks = nb;
+        }
+        b = nb;
+    }
+    void *p = b->data + b->used;
+    b->used += n;
+    memset(p, 0, n);
+    return p;
+}
+
+char *cm_pool_strndup(cm_pool *pool, const void *p, size_t n)
+{
+    char *s = cm_pool_alloc(pool, n + 1);
+    if (s && n)
+        memcpy(s, p, n);
+    return s;
+}
+
+int cm_pool_cleanup_add(cm_pool *pool, void (*fn)(void *), void *arg)
+{
+    struct pool_cleanup *c = cm_pool_alloc(pool, sizeof *c);
+    if (!c)
+        return CM_ENOMEM;
+    c->fn = fn;
+    c->arg = arg;
+    c->next = pool->cleanups;
+    pool->cleanups = c;
+    return 0;
+}

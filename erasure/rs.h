@@ -1,0 +1,44 @@
+/* erasure/rs.h - Reed-Solomon coding over ISA-L and the checksums built on
+ * ISA-L's CRC kernels. Sees buffers only: no files, no metadata.
+ * rs.c is the only file in the project that includes ISA-L headers. */
+#ifndef RS_H
+#define RS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define RS_MAX_K 16
+#define RS_MAX_M 8
+
+typedef struct rs_ctx rs_ctx_t;
+
+/* Creates a coder for k data and m parity blocks (1<=k<=RS_MAX_K,
+ * 0<=m<=RS_MAX_M). Returns NULL on bad arguments or OOM. Free with
+ * rs_ctx_free(). A ctx is immutable after creation: thread-safe. */
+rs_ctx_t *rs_ctx_new(int k, int m);
+void rs_ctx_free(rs_ctx_t *ctx); /* NULL is a no-op */
+int rs_ctx_k(const rs_ctx_t *ctx);
+int rs_ctx_m(const rs_ctx_t *ctx);
+
+/* Computes m parity blocks of len bytes from k data blocks of len bytes.
+ * data[k] are read; parity[m] are written. Returns 0. Thread-safe. */
+int rs_encode(const rs_ctx_t *ctx, size_t len, uint8_t *const *data, uint8_t *const *parity);
+
+/* Rebuilds lost blocks in place. blocks[k+m] point at len-byte buffers
+ * (data blocks first, then parity); erased[] lists the nerased indexes
+ * whose contents are lost and must be rebuilt (0 <= nerased <= m).
+ * Returns 0, or CM_EINVAL if nerased > m. Thread-safe. */
+int rs_decode(const rs_ctx_t *ctx, size_t len, uint8_t *const *blocks, const int *erased,
+              int nerased);
+
+/* CRC32C (Castagnoli, iSCSI), as used for block checksums and for
+ * x-amz-checksum-crc32c. Pass 0 as crc to start; feed the result back to
+ * continue. Result is the standard CRC (final xor applied). */
+uint32_t rs_crc32c(uint32_t crc, const void *p, size_t n);
+/* CRC32 (IEEE 802.3, gzip), for x-amz-checksum-crc32. Same chaining rule. */
+uint32_t rs_crc32(uint32_t crc, const void *p, size_t n);
+/* CRC-64/NVME (poly 0xad93d23594c93659, reflected, init/xorout ~0), for
+ * x-amz-checksum-crc64nvme. Same chaining rule. */
+uint64_t rs_crc64nvme(uint64_t crc, const void *p, size_t n);
+
+#endif
