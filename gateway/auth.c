@@ -1,0 +1,330 @@
+/* gateway/auth.c - request authentication and payload integrity for the
+ * gateway: runs SigV4 (sigv4.h) over a gw_req, looks up the secret, and
+ * verifies the body as it streams (signed SHA-256, aws-chunked signatures,
+ * Content-MD5, x-amz-checksum-* as headers or trailers). */
+#include "gateway/gw_int.h"
+#include "gateway/sigv4.h"
+#include <stdio.h>
+#include <stdlib.h>
+
+struct auth_state {
+    sigv4_auth a;
+    bool chunked;
+    sigv4_stream_t *stream;
+    gw_cksum sha;                /* raw body SHA-256 (signed payload mode) */
+    bool check_sha;
+    gw_cksum md5;                /* decoded body MD5 (ETag, Content-MD5) */
+    uint8_t md5_digest[16];
+    bool has_content_md5;
+    uint8_t content_md5[16];
+    enum gw_cksum_algo ck_algo;  /* checksum to verify, if any */
+    gw_cksum ck;
+    bool ck_trailer;             /* value arrives as a trailer */
+    cm_slice ck_value;           /* header value (base64) */
+    char ck_b64[GW_CKSUM_MAX_B64];
+    bool ck_done;
+    int (*sink)(gw_req *r, const uint8_t *p, size_t n);
+    gw_req *r;
+};
+
+static enum s3_err s3err_by_code(const char *code)
+{
+    for (int e = 1; e < S3E__COUNT; e++)
+        if (!strcmp(gw_s3err_code((enum s3_err)e), code))
+            return (enum s3_err)e;
+    return S3E_AccessDenied;
+}
+
+static void sigv4_fail(gw_req *r, sigv4_auth *a)
+{
+    enum s3_err e = s3err_by_code(sigv4_err_code(a->err, a->presigned));
+    gw_error_msg(r, e, a->errmsg[0] ? a->errmsg : NULL);
+    if (a->err == SIGV4_ERR_REGION)
+        gw_error_extra(r, "Region", CM_SLICE_STR(r->srv->cfg.region));
+    if (a->err == SIGV4_ERR_SKEWED) {
+        char now[20];
+        cm_time_amz(time(NULL), now);
+        gw_error_extra(r, "RequestTime", CM_SLICE_STR(a->amz_date));
+        gw_error_extra(r, "ServerTime", CM_SLICE_STR(now));
+        gw_error_extra(r, "MaxAllowedSkewMilliseconds", CM_SLICE_STR("900000"));
+    }
+}
+
+static void hex_bytes(cm_buf *out, cm_slice s)
+{
+    for (size_t i = 0; i < s.n; i++)
+        cm_buf_printf(out, i ? " %02x" : "%02x", s.p[i]);
+}
+
+static int decoded_sink(void *arg, const uint8_t *p, size_t n)
+{
+    struct auth_state *st = arg;
+    gw_cksum_update(&st->md5, p, n);
+    if (st->ck_algo != GW_CKSUM_NONE)
+        gw_cksum_update(&st->ck, p, n);
+    if (st->sink && st->sink(st->r, p, n))
+        return CM_EINVAL;
+    return 0;
+}
+
+static void build_sigreq(gw_req *r, sigv4_req *sr)
+{
+    sigv4_header *h = cm_pool_alloc(r->pool, (r->nhdrs + 1) * sizeof *h);
+    for (size_t i = 0; i < r->nhdrs; i++) {
+        h[i].name = r->hdrs[i].name;
+        h[i].value = r->hdrs[i].value;
+        if (cm_slice_case_eq_str(h[i].name, "host"))
+            h[i].value = r->host;
+    }
+    memset(sr, 0, sizeof *sr);
+    sr->method = r->method;
+    sr->path = r->raw_path;
+    sr->query = r->raw_query;
+    sr->headers = h;
+    sr->nheaders = r->nhdrs;
+    sr->now = time(NULL);
+    sr->region = CM_SLICE_STR(r->srv->cfg.region);
+    sr->service = CM_SLICE_STR("s3");
+}
+
+/* Sets up checksum verification from headers; false with an error set. */
+static bool setup_checksums(gw_req *r, struct auth_state *st)
+{
+    int found = 0;
+    for (size_t i = 0; i < r->nhdrs; i++) {
+        cm_slice n = r->hdrs[i].name;
+        enum gw_cksum_algo al;
+        if (n.n > 15 && cm_slice_case_eq_str(CM_SLICE(n.p, 15), "x-amz-checksum-") &&
+            gw_cksum_algo_parse(n, &al) == 0) {
+            uint8_t dig[GW_CKSUM_MAX_DIGEST];
+            if (gw_cksum_decode_b64(al, r->hdrs[i].value, dig)) {
+                char msg[160];
+                snprintf(msg, sizeof msg, "Value for %s header is invalid.",
+                         gw_cksum_header_name(al));
+                gw_error_msg(r, S3E_InvalidRequest, msg);
+                return false;
+            }
+            st->ck_algo = al;
+            st->ck_value = r->hdrs[i].value;
+            found++;
+        }
+    }
+    cm_slice tr;
+    if (gw_hdr(r, "x-amz-trailer", &tr)) {
+        enum gw_cksum_algo al;
+        if (gw_cksum_algo_parse(tr, &al)) {
+            gw_error_msg(r, S3E_InvalidRequest, "The value specified in the x-amz-trailer header is not supported");
+            return false;
+        }
+        if (!st->chunked || st->a.payload == SIGV4_PAYLOAD_STREAMING) {
+            gw_error_msg(r, S3E_InvalidRequest, "x-amz-trailer requires a trailer payload mode");
+            return false;
+        }
+        st->ck_algo = al;
+        st->ck_trailer = true;
+        found++;
+    }
+    if (found > 1) {
+        gw_error_msg(r, S3E_InvalidRequest, "Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed.");
+        return false;
+    }
+    if (st->ck_algo != GW_CKSUM_NONE && gw_cksum_init(&st->ck, st->ck_algo)) {
+        gw_error(r, S3E_InternalError);
+        return false;
+    }
+    cm_slice cmd5;
+    if (gw_hdr(r, "Content-MD5", &cmd5)) {
+        uint8_t tmp[24];
+        size_t n = 0;
+        if (cmd5.n > 24 || cm_base64_decode((const char *)cmd5.p, cmd5.n, tmp, &n) || n != 16) {
+            gw_error(r, S3E_InvalidDigest);
+            return false;
+        }
+        memcpy(st->content_md5, tmp, 16);
+        st->has_content_md5 = true;
+    }
+    return true;
+}
+
+int gw_auth_begin(gw_req *r)
+{
+    struct auth_state *st = calloc(1, sizeof *st);
+    if (!st) {
+        gw_error(r, S3E_InternalError);
+        return -1;
+    }
+    r->auth = st;
+    st->r = r;
+    gw_cksum_init(&st->md5, GW_CKSUM_MD5);
+    sigv4_req sr;
+    build_sigreq(r, &sr);
+    int rc = sigv4_parse(&sr, &st->a);
+    if (rc) {
+        if (st->a.err == SIGV4_ERR_ANONYMOUS) {
+            r->anonymous = true;
+            gw_error(r, S3E_AccessDenied);
+        } else {
+            sigv4_fail(r, &st->a);
+        }
+        return -1;
+    }
+    snprintf(r->access_key, sizeof r->access_key, "%s", st->a.access_key);
+    if (strcmp(st->a.access_key, r->srv->access_key)) {
+        gw_error(r, S3E_InvalidAccessKeyId);
+        gw_error_extra(r, "AWSAccessKeyId", CM_SLICE_STR(st->a.access_key));
+        return -1;
+    }
+    cm_buf creq = {0}, sts = {0};
+    sigv4_seed seed;
+    memset(&seed, 0, sizeof seed);
+    rc = sigv4_verify(&sr, &st->a, CM_SLICE_STR(r->srv->secret_key), &creq, &sts, &seed);
+    if (rc) {
+        char sig[65];
+        sigv4_fail(r, &st->a);
+        if (st->a.err == SIGV4_ERR_SIGNATURE) {
+            cm_buf hb = {0};
+            cm_hex_encode(st->a.signature, 32, sig);
+            gw_error_extra(r, "AWSAccessKeyId", CM_SLICE_STR(st->a.access_key));
+            gw_error_extra(r, "StringToSign", cm_buf_slice(&sts));
+            gw_error_extra(r, "SignatureProvided", CM_SLICE_STR(sig));
+            hex_bytes(&hb, cm_buf_slice(&sts));
+            gw_error_extra(r, "StringToSignBytes", cm_buf_slice(&hb));
+            gw_error_extra(r, "CanonicalRequest", cm_buf_slice(&creq));
+            cm_buf_reset(&hb);
+            hex_bytes(&hb, cm_buf_slice(&creq));
+            gw_error_extra(r, "CanonicalRequestBytes", cm_buf_slice(&hb));
+            cm_buf_free(&hb);
+        }
+        cm_buf_free(&creq);
+        cm_buf_free(&sts);
+        sigv4_seed_wipe(&seed);
+        return -1;
+    }
+    cm_buf_free(&creq);
+    cm_buf_free(&sts);
+    st->chunked = sigv4_payload_is_chunked(st->a.payload);
+    if (st->chunked) {
+        st->stream = sigv4_stream_new(st->a.payload, &seed, st->a.decoded_length, decoded_sink, st);
+        if (st->a.decoded_length >= 0) {
+            r->content_length = (uint64_t)st->a.decoded_length;
+            r->has_length = true;
+        }
+    } else if (st->a.payload == SIGV4_PAYLOAD_SHA256) {
+        st->check_sha = true;
+        gw_cksum_init(&st->sha, GW_CKSUM_SHA256);
+    }
+    sigv4_seed_wipe(&seed);
+    if (st->chunked && !st->stream) {
+        gw_error(r, S3E_InternalError);
+        return -1;
+    }
+    if (!setup_checksums(r, st))
+        return -1;
+    return 0;
+}
+
+int gw_auth_body(gw_req *r, const uint8_t *p, size_t n,
+                 int (*sink)(gw_req *r, const uint8_t *p, size_t n))
+{
+    struct auth_state *st = r->auth;
+    if (!st)
+        return -1;
+    st->sink = sink;
+    if (st->check_sha)
+        gw_cksum_update(&st->sha, p, n);
+    if (st->chunked) {
+        int rc = sigv4_stream_feed(st->stream, p, n);
+        if (rc) {
+            if (r->err == S3E__NONE) {
+                enum sigv4_err e = sigv4_stream_err(st->stream);
+                gw_error(r, e == SIGV4_OK ? S3E_InternalError
+                                          : s3err_by_code(sigv4_err_code(e, false)));
+            }
+            return -1;
+        }
+        return 0;
+    }
+    return decoded_sink(st, p, n) ? -1 : 0;
+}
+
+int gw_auth_end(gw_req *r)
+{
+    struct auth_state *st = r->auth;
+    if (!st)
+        return -1;
+    if (st->chunked) {
+        if (sigv4_stream_finish(st->stream)) {
+            gw_error(r, s3err_by_code(sigv4_err_code(sigv4_stream_err(st->stream), false)));
+            return -1;
+        }
+    } else if (st->check_sha) {
+        uint8_t d[GW_CKSUM_MAX_DIGEST];
+        size_t dn = 0;
+        gw_cksum_final(&st->sha, d, &dn);
+        if (dn != 32 || memcmp(d, st->a.payload_sha256, 32)) {
+            char calc[65], got[65];
+            cm_hex_encode(d, 32, calc);
+            cm_hex_encode(st->a.payload_sha256, 32, got);
+            gw_error(r, S3E_XAmzContentSHA256Mismatch);
+            gw_error_extra(r, "ClientComputedContentSHA256", CM_SLICE_STR(got));
+            gw_error_extra(r, "S3ComputedContentSHA256", CM_SLICE_STR(calc));
+            return -1;
+        }
+    }
+    size_t dn = 0;
+    uint8_t d[GW_CKSUM_MAX_DIGEST];
+    gw_cksum_final(&st->md5, d, &dn);
+    memcpy(st->md5_digest, d, 16);
+    if (st->has_content_md5 && memcmp(st->content_md5, st->md5_digest, 16)) {
+        gw_error(r, S3E_BadDigest);
+        return -1;
+    }
+    if (st->ck_algo != GW_CKSUM_NONE) {
+        gw_cksum_final_b64(&st->ck, st->ck_b64);
+        st->ck_done = true;
+        cm_slice want = st->ck_value;
+        if (st->ck_trailer &&
+            !sigv4_stream_trailer(st->stream, gw_cksum_header_name(st->ck_algo), &want)) {
+            gw_error_msg(r, S3E_InvalidRequest, "The x-amz-trailer header named a checksum that the body did not carry.");
+            return -1;
+        }
+        if (!cm_slice_eq_str(want, st->ck_b64)) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "The %s you specified did not match the calculated checksum.",
+                     gw_cksum_algo_name(st->ck_algo));
+            gw_error_msg(r, S3E_BadDigest, msg);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+const uint8_t *gw_auth_md5(gw_req *r)
+{
+    struct auth_state *st = r->auth;
+    return st->md5_digest;
+}
+
+bool gw_auth_checksum(gw_req *r, const char **name, const char **value_b64)
+{
+    struct auth_state *st = r->auth;
+    if (!st || !st->ck_done)
+        return false;
+    *name = gw_cksum_header_name(st->ck_algo);
+    *value_b64 = st->ck_b64;
+    return true;
+}
+
+void gw_auth_free(gw_req *r)
+{
+    struct auth_state *st = r->auth;
+    if (!st)
+        return;
+    sigv4_stream_free(st->stream);
+    sigv4_auth_free(&st->a);
+    gw_cksum_free(&st->sha);
+    gw_cksum_free(&st->md5);
+    gw_cksum_free(&st->ck);
+    free(st);
+    r->auth = NULL;
+}

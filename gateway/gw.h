@@ -1,0 +1,33 @@
+/* gateway/gw.h - the gateway's public face: its configuration and the
+ * start/stop of the S3 server. main.c is its only user. */
+#ifndef GW_H
+#define GW_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct gw_config {
+    const char *data_dir;     /* DIR: meta/ and (by default) drive1..driveN/ */
+    const char *listen;       /* "ADDR:PORT" */
+    const char *drives;       /* comma-separated drive directories, or NULL */
+    int ec_k, ec_m;           /* erasure geometry */
+    size_t block_size;        /* erasure block size in bytes */
+    const char *region;
+    const char *domain;       /* base domain for virtual-hosted style, or NULL */
+    bool trust_proxy;         /* honour X-Forwarded-Host / -Proto */
+    const char *public_url;   /* externally visible URL (presigned URLs), or NULL */
+    const char *access_key;   /* root credentials */
+    const char *secret_key;
+    size_t inline_max;        /* largest object kept inline in its record */
+} gw_config;
+
+typedef struct gw_server gw_server_t;
+
+/* Opens metadata and drives, recovers from an interrupted run (reclaims
+ * shards of writes that never committed), and starts serving. Returns 0 and
+ * *out, or a CM_E* code with a message logged. */
+int gw_start(const gw_config *cfg, gw_server_t **out);
+/* Stops serving and closes everything. NULL is a no-op. */
+void gw_stop(gw_server_t *srv);
+
+#endif

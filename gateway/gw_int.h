@@ -1,0 +1,266 @@
+/* gateway/gw_int.h - what the gateway's files share: the request and the
+ * server context, the operation table, error and XML helpers, handler
+ * prototypes. Private to gateway/; gateway/gw.h is the public face. */
+#ifndef GW_INT_H
+#define GW_INT_H
+
+#include "chunkstore/cs.h"
+#include "common/cm.h"
+#include "gateway/gw.h"
+#include "metadata/md.h"
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define GW_XML_MAX (1u << 20)            /* largest XML request body we buffer */
+#define GW_MAX_OBJECT (5ull << 40)       /* 5 TiB */
+#define GW_MAX_PUT (5ull << 30)          /* single PUT / part: 5 GiB */
+#define GW_MIN_PART (5u << 20)           /* 5 MiB, all but the last part */
+#define GW_MAX_PARTS 10000
+#define GW_META_MAX 2048                 /* x-amz-meta-* total bytes */
+
+/* ------------------------------------------------------------- the server */
+struct gw_server {
+    gw_config cfg;        /* copied at start; strings owned by the caller of gw_start */
+    md_db_t *md;
+    cs_store_t *cs;
+    size_t inline_max;    /* objects up to this size are stored in the record */
+    char owner_id[65];    /* canonical id of the root owner (hex) */
+    char owner_name[64];
+    void *http;           /* http.c's daemon */
+    char secret_key[128]; /* root credentials (never logged) */
+    char access_key[128];
+};
+typedef struct gw_server gw_server;
+
+/* ------------------------------------------------------------- operations */
+enum gw_body_kind { GW_BODY_NONE, GW_BODY_XML, GW_BODY_STREAM };
+
+typedef struct gw_req gw_req;
+
+enum gw_op {
+#define OP(name, body, begin, data, end, abort) GW_OP_##name,
+#include "gateway/ops.def"
+#undef OP
+    GW_OP__COUNT
+};
+
+typedef struct gw_op_def {
+    const char *name;
+    enum gw_body_kind body;
+    int (*begin)(gw_req *r);                                /* 0 or an S3 error already set */
+    int (*data)(gw_req *r, const uint8_t *p, size_t n);     /* decoded body bytes */
+    void (*end)(gw_req *r);                                 /* build the response */
+    void (*abort)(gw_req *r);                               /* body failed checks: undo */
+} gw_op_def;
+extern const gw_op_def gw_ops[GW_OP__COUNT];
+
+/* ----------------------------------------------------------------- errors */
+enum s3_err {
+    S3E__NONE = 0,
+#define S3E(name, status, msg) S3E_##name,
+#include "gateway/s3_errors.def"
+#undef S3E
+    S3E__COUNT
+};
+int gw_s3err_status(enum s3_err e);
+const char *gw_s3err_code(enum s3_err e);
+const char *gw_s3err_message(enum s3_err e);
+/* The only translation from internal CM_E* codes to S3 errors. */
+enum s3_err gw_s3err_from_cm(int cm_err, enum s3_err not_found);
+
+/* ---------------------------------------------------------------- request */
+typedef struct gw_kv {
+    cm_slice name;
+    cm_slice value;
+    bool has_value; /* for query params: "?acl" has none */
+} gw_kv;
+
+typedef ssize_t (*gw_stream_fn)(void *ctx, uint64_t pos, uint8_t *buf, size_t max);
+
+struct gw_req {
+    cm_pool *pool;        /* lives as long as the request */
+    gw_server *srv;
+    char id[20];          /* x-amz-request-id */
+    char host_id[48];     /* x-amz-id-2 */
+    enum gw_op op;
+    int64_t start_ms;
+
+    /* what the client sent */
+    cm_slice method;
+    cm_slice raw_path;    /* still percent-encoded, no query */
+    cm_slice raw_query;   /* no '?' */
+    gw_kv *hdrs;          /* request headers as received */
+    size_t nhdrs;
+    gw_kv *params;        /* decoded query parameters, in order */
+    size_t nparams;
+    cm_slice host;        /* effective host (X-Forwarded-Host if trusted) */
+    const char *peer;     /* client address */
+
+    /* addressing */
+    char bucket[64];      /* "" when the request names no bucket */
+    bool bucket_invalid;  /* the name can never be a bucket (too long, bad escape) */
+    cm_slice key;         /* decoded key; n == 0 when none */
+    bool has_key;
+
+    /* authentication */
+    bool anonymous;
+    char access_key[132];
+    void *auth;           /* auth.c state (payload verification) */
+
+    /* body */
+    bool has_length;
+    uint64_t content_length;   /* Content-Length (or x-amz-decoded-content-length) */
+    uint64_t body_n;           /* decoded body bytes seen so far */
+    cm_buf body;               /* XML bodies */
+    void *op_ctx;              /* handler's state for STREAM ops */
+
+    /* the response */
+    int status;
+    enum s3_err err;           /* set => error response */
+    const char *err_msg;       /* overrides the default message */
+    cm_buf err_extra;          /* extra XML elements inside <Error> */
+    cm_buf resp_hdrs;          /* "Name\0Value\0" pairs */
+    cm_buf resp_body;
+    const char *content_type;  /* of resp_body; default application/xml when body is set */
+    gw_stream_fn stream;       /* streamed body (GET) instead of resp_body */
+    void *stream_ctx;
+    uint64_t stream_len;
+    void (*stream_free)(void *ctx);
+    bool head_only;            /* HEAD: headers as for GET, no body */
+};
+
+/* Request helpers (http.c / router.c). Header lookup is case-insensitive;
+ * returns true and *out when present. */
+bool gw_hdr(const gw_req *r, const char *name, cm_slice *out);
+/* NUL-terminated copy of a header from the pool, or NULL if absent. */
+const char *gw_hdr_str(gw_req *r, const char *name);
+bool gw_param(const gw_req *r, const char *name, cm_slice *out);
+bool gw_param_has(const gw_req *r, const char *name);
+const char *gw_param_str(gw_req *r, const char *name);
+
+/* The HTTP daemon (http.c). */
+int gw_http_start(gw_server *srv, const char *listen_addr);
+void gw_http_stop(gw_server *srv);
+
+/* Names r->op from method, host, path, query and headers (router.c);
+ * -1 with an error set when the request cannot be routed. */
+int gw_route(gw_req *r);
+
+/* Response helpers. */
+void gw_set_hdr(gw_req *r, const char *name, const char *value);
+void gw_set_hdr_slice(gw_req *r, const char *name, cm_slice value);
+/* Sets an S3 error response (status from the table). Keeps the first one. */
+void gw_error(gw_req *r, enum s3_err e);
+void gw_error_msg(gw_req *r, enum s3_err e, const char *msg);
+/* Adds <Name>value</Name> (escaped) to the error body. */
+void gw_error_extra(gw_req *r, const char *name, cm_slice value);
+/* Renders the <Error> document for r into r->resp_body. */
+void gw_error_render(gw_req *r);
+
+/* ------------------------------------------------------------ XML (xml.c) */
+/* Response writer: appends to a cm_buf; text is escaped. */
+void gw_xml_start(cm_buf *b, const char *root);           /* <?xml ...?><root xmlns=...> */
+void gw_xml_open(cm_buf *b, const char *name);
+void gw_xml_close(cm_buf *b, const char *name);
+void gw_xml_elem(cm_buf *b, const char *name, const char *text);
+void gw_xml_elem_slice(cm_buf *b, const char *name, cm_slice text);
+void gw_xml_elem_u64(cm_buf *b, const char *name, uint64_t v);
+void gw_xml_elem_time(cm_buf *b, const char *name, int64_t ms); /* ISO 8601 with ms */
+void gw_xml_escape(cm_buf *b, cm_slice text);
+
+/* Request parsing: a tiny DOM over libxml2. Parse returns NULL on
+ * malformed XML (caller answers MalformedXML). Nodes and text are owned by
+ * the document; free with gw_xml_doc_free. */
+typedef struct gw_xnode gw_xnode;
+struct gw_xnode {
+    const char *name;      /* local name, namespace ignored */
+    cm_slice text;         /* concatenated text content of this element */
+    gw_xnode *child;       /* first child element */
+    gw_xnode *next;        /* next sibling element */
+};
+gw_xnode *gw_xml_parse(cm_slice body, void **doc_out);
+void gw_xml_doc_free(void *doc);
+gw_xnode *gw_xml_child(gw_xnode *n, const char *name);   /* first child named */
+
+/* --------------------------------------------------------- auth (auth.c) */
+/* Authenticates the request from its headers/query (called once headers are
+ * in). Sets r->err on failure. Sets up payload verification for the body. */
+int gw_auth_begin(gw_req *r);
+/* Feeds raw body bytes; decoded payload is passed to sink. */
+int gw_auth_body(gw_req *r, const uint8_t *p, size_t n,
+                 int (*sink)(gw_req *r, const uint8_t *p, size_t n));
+/* End of body: verifies payload hash, chunk signatures, Content-MD5 and
+ * x-amz-checksum-*. 0 or an error set on r. */
+int gw_auth_end(gw_req *r);
+/* After gw_auth_end succeeded: the body's MD5 (16 bytes) and, when the
+ * client sent or asked for one, its checksum header name and base64 value. */
+const uint8_t *gw_auth_md5(gw_req *r);
+bool gw_auth_checksum(gw_req *r, const char **name, const char **value_b64);
+/* Releases auth state (called when the request ends). */
+void gw_auth_free(gw_req *r);
+
+/* --------------------------------------------------- handlers (s3_*.c) */
+void gw_list_buckets(gw_req *r);
+void gw_create_bucket(gw_req *r);
+void gw_head_bucket(gw_req *r);
+void gw_delete_bucket(gw_req *r);
+void gw_get_bucket_location(gw_req *r);
+void gw_get_bucket_versioning(gw_req *r);
+void gw_list_objects(gw_req *r);
+void gw_list_objects_v2(gw_req *r);
+void gw_list_object_versions(gw_req *r);
+void gw_list_multipart_uploads(gw_req *r);
+void gw_delete_objects(gw_req *r);
+int gw_put_object_begin(gw_req *r);
+int gw_put_object_data(gw_req *r, const uint8_t *p, size_t n);
+void gw_put_object_end(gw_req *r);
+void gw_put_object_abort(gw_req *r);
+void gw_get_object(gw_req *r);
+void gw_delete_object(gw_req *r);
+void gw_copy_object(gw_req *r);
+void gw_create_multipart_upload(gw_req *r);
+int gw_upload_part_begin(gw_req *r);
+int gw_upload_part_data(gw_req *r, const uint8_t *p, size_t n);
+void gw_upload_part_end(gw_req *r);
+void gw_upload_part_abort(gw_req *r);
+void gw_upload_part_copy(gw_req *r);
+void gw_complete_multipart_upload(gw_req *r);
+void gw_abort_multipart_upload(gw_req *r);
+void gw_list_parts(gw_req *r);
+void gw_op_notimpl(gw_req *r);
+
+/* Shared by object handlers (s3_objects.c). */
+/* Checks that r->bucket exists; sets NoSuchBucket and returns false if not. */
+bool gw_bucket_exists(gw_req *r);
+/* Builds the stored headers of a new object from the request (Content-Type,
+ * Cache-Control, Content-Disposition, Content-Encoding, Content-Language,
+ * Expires, x-amz-meta-*, x-amz-website-redirect-location...). Returns false
+ * with an error set (MetadataTooLarge). Slices point into r->pool. */
+bool gw_object_hdrs_from_req(gw_req *r, md_kv **out, size_t *n);
+/* Writes a streamed body into the chunkstore/inline buffer (the object
+ * writer shared by PutObject and UploadPart). */
+typedef struct gw_objw gw_objw;
+gw_objw *gw_objw_new(gw_req *r, bool allow_inline);
+int gw_objw_write(gw_objw *w, const uint8_t *p, size_t n);
+/* Finishes: fills inline data or layout (+ intent id) into obj. */
+int gw_objw_finish(gw_objw *w, md_object *obj, uint64_t *intent_id);
+void gw_objw_abort(gw_objw *w);
+/* Write preconditions (If-Match / If-None-Match: *) as an md_precond_fn;
+ * false with an error set on a bad header. */
+bool gw_write_cond(gw_req *r, md_precond_fn *fn, void **arg);
+/* Sets the error for a failed commit made with gw_write_cond's arg. */
+void gw_write_commit_error(gw_req *r, int rc, void *cond_arg);
+/* x-amz-copy-source -> bucket, key (pool). false with an error set. */
+bool gw_copy_source(gw_req *r, char *bucket, size_t bsz, cm_slice *key);
+/* Streams src bytes [off, off+len) into w, computing their MD5. */
+bool gw_copy_data(gw_req *r, const md_object *src, uint64_t off, uint64_t len, gw_objw *w,
+                  uint8_t md5_out[16]);
+/* Formats an ETag with quotes into out (>= 80 bytes). */
+void gw_etag_quote(cm_slice etag, char *out);
+/* Owner id and display name used wherever an owner appears. */
+void gw_xml_owner(gw_req *r, cm_buf *b, const char *elem);
+/* Storage class string for listings. */
+#define GW_STORAGE_CLASS "STANDARD"
+
+#endif

@@ -1,0 +1,564 @@
+/* metadata/db.c - the only file that includes <leveldb/c.h>: opens and closes
+ * the database (block cache, bloom filter), runs gets, write batches and
+ * iterators, and maps LevelDB's error strings to CM_E* codes. No record
+ * formats and no key layout here. */
+#include "metadata/md_int.h"
+
+#include <leveldb/c.h>
+#include <stdlib.h>
+
+#define CACHE_BYTES ((size_t)64 << 20)  /* block cache */
+#define WRITE_BUFFER ((size_t)16 << 20) /* memtable size before a flush */
+#define BLOOM_BITS 10                   /* bits per key of the bloom filter */
+
+/* Handles owned by one open database; immutable after md__ldb_open. */
+struct md__ldb {
+    leveldb_t *db;
+    leveldb_options_t *opts;
+    leveldb_cache_t *cache;
+    leveldb_filterpolicy_t *bloom;
+    leveldb_readoptions_t *ropts;
+    leveldb_writeoptions_t *wsync;  /* sync = true: every mutation */
+    leveldb_writeoptions_t *wasync; /* sync = false: forgetting reclaimed garbage */
+};
+
+struct md__iter {
+    leveldb_iterator_t *it;
+    md_db_t *db;
+};
+
+/* Maps a LevelDB status string ("Corruption: ...") to a CM_E* code and
+ * frees it. Returns 0 if there was no error. */
+static int map_err(char *err, const char *what)
+{
+    int rc;
+
+    if (!err)
+        return 0;
+    if (!strncmp(err, "Corruption", 10))
+        rc = CM_ECORRUPT;
+    else if (!strncmp(err, "NotFound", 8))
+        rc = CM_ENOTFOUND;
+    else if (!strncmp(err, "Invalid argument", 16))
+        rc = CM_EINVAL;
+    else if (strstr(err, "No space"))
+        rc = CM_ENOSPACE;
+    else if (strstr(err, "lock"))
+        rc = CM_EUNAVAIL; /* the LOCK file is held by another process */
+    else
+        rc = CM_EIO;
+    cm_log(CM_LOG_ERROR, "metadata: %s: %s", what, err);
+    leveldb_free(err);
+    return rc;
+}
+
+static void ldb_free(struct md__ldb *l)
+{
+    if (!l)
+        return;
+    if (l->db)
+        leveldb_close(l->db);
+    if (l->opts)
+        leveldb_options_destroy(l->opts);
+    if (l->cache)
+        leveldb_cache_destroy(l->cache);
+    if (l->bloom)
+        leveldb_filterpolicy_destroy(l->bloom);
+    if (l->ropts)
+        leveldb_readoptions_destroy(l->ropts);
+    if (l->wsync)
+        leveldb_writeoptions_destroy(l->wsync);
+    if (l->wasync)
+        leveldb_writeoptions_destroy(l->wasync);
+    free(l);
+}
+
+int md__ldb_open(const char *dir, struct md__ldb **out)
+{
+    char *err = NULL;
+    int rc;
+    struct md__ldb *l = calloc(1, sizeof *l);
+
+    if (!l)
+        return CM_ENOMEM;
+    l->opts = leveldb_options_create();
+    l->cache = leveldb_cache_create_lru(CACHE_BYTES);
+    l->bloom = leveldb_filterpolicy_create_bloom(BLOOM_BITS);
+    l->ropts = leveldb_readoptions_create();
+    l->wsync = leveldb_writeoptions_create();
+    l->wasync = leveldb_writeoptions_create();
+    if (!l->opts || !l->cache || !l->bloom || !l->ropts || !l->wsync || !l->wasync) {
+        rc = CM_ENOMEM;
+        goto out;
+    }
+    leveldb_options_set_create_if_missing(l->opts, 1);
+    leveldb_options_set_cache(l->opts, l->cache);
+    leveldb_options_set_filter_policy(l->opts, l->bloom);
+    leveldb_options_set_write_buffer_size(l->opts, WRITE_BUFFER);
+    leveldb_options_set_max_open_files(l->opts, 1000);
+    leveldb_options_set_compression(l->opts, leveldb_snappy_compression);
+    leveldb_writeoptions_set_sync(l->wsync, 1);
+    leveldb_writeoptions_set_sync(l->wasync, 0);
+
+    l->db = leveldb_open(l->opts, dir, &err);
+    if ((rc = map_err(err, dir)))
+        goto out;
+    if (!l->db) {
+        rc = CM_EIO;
+        goto out;
+    }
+    *out = l;
+    l = NULL;
+out:
+    ldb_free(l);
+    return rc;
+}
+
+void md__ldb_close(struct md__ldb *l) { ldb_free(l); }
+
+int md__get(md_db_t *db, cm_slice key, cm_buf *out)
+{
+    char *err = NULL;
+    size_t vlen = 0;
+    int rc;
+    char *v = leveldb_get(db->ldb->db, db->ldb->ropts, (const char *)key.p, key.n, &vlen, &err);
+
+    if ((rc = map_err(err, "get")))
+        return rc;
+    if (!v)
+        return CM_ENOTFOUND;
+    cm_buf_reset(out);
+    rc = cm_buf_append(out, v, vlen);
+    leveldb_free(v);
+    return rc;
+}
+
+int md__exists(md_db_t *db, cm_slice key)
+{
+    cm_buf v = {0};
+    int rc = md__get(db, key, &v);
+
+    cm_buf_free(&v);
+    return rc;
+}
+
+struct md__batch *md__batch_new(void) { return (struct md__batch *)leveldb_writebatch_create(); }
+
+void md__batch_free(struct md__batch *b)
+{
+    if (b)
+        leveldb_writebatch_destroy((leveldb_writebatch_t *)b);
+}
+
+void md__batch_put(struct md__batch *b, cm_slice key, cm_slice val)
+{
+    leveldb_writebatch_put((leveldb_writebatch_t *)b, (const char *)key.p, key.n,
+                           (const char *)val.p, val.n);
+}
+
+void md__batch_del(struct md__batch *b, cm_slice key)
+{
+    leveldb_writebatch_delete((leveldb_writebatch_t *)b, (const char *)key.p, key.n);
+}
+
+int md__batch_commit(md_db_t *db, struct md__batch *b, bool sync)
+{
+    char *err = NULL;
+
+    leveldb_write(db->ldb->db, sync ? db->ldb->wsync : db->ldb->wasync,
+                  (leveldb_writebatch_t *)b, &err);
+    return map_err(err, "write");
+}
+
+struct md__iter *md__iter_new(md_db_t *db)
+{
+    struct md__iter *it = malloc(sizeof *it);
+
+    if (!it)
+        return NULL;
+    it->db = db;
+    it->it = leveldb_create_iterator(db->ldb->db, db->ldb->ropts);
+    if (!it->it) {
+        free(it);
+        return NULL;
+    }
+    return it;
+}
+
+void md__iter_free(struct md__iter *it)
+{
+    if (!it)
+        return;
+    leveldb_iter_destroy(it->it);
+    free(it);
+}
+
+static void count_step(struct md__iter *it)
+{
+    __atomic_fetch_add(&it->db->nsteps, 1, __ATOMIC_RELAXED);
+}
+
+void md__iter_seek(struct md__iter *it, cm_slice key)
+{
+    count_step(it);
+    leveldb_iter_seek(it->it, (const char *)key.p, key.n);
+}
+
+void md__iter_seek_last(struct md__iter *it)
+{
+    count_step(it);
+    leveldb_iter_seek_to_last(it->it);
+}
+
+bool md__iter_valid(const struct md__iter *it) { return leveldb_iter_valid(it->it) != 0; }
+
+void md__iter_next(struct md__iter *it)
+{
+    count_step(it);
+    leveldb_iter_next(it->it);
+}
+
+void md__iter_prev(struct md__iter *it)
+{
+    count_step(it);
+    leveldb_iter_prev(it->it);
+}
+
+cm_slice md__iter_key(const struct md__iter *it)
+{
+    size_t n = 0;
+    const char *p = leveldb_iter_key(it->it, &n);
+
+    return CM_SLICE(p, n);
+}
+
+cm_slice md__iter_val(const struct md__iter *it)
+{
+    size_t n = 0;
+    const char *p = leveldb_iter_value(it->it, &n);
+
+    return CM_SLICE(p, n);
+}
+
+int md__iter_status(const struct md__iter *it)
+{
+    char *err = NULL;
+
+    leveldb_iter_get_error(it->it, &err);
+    return map_err(err, "iterator");
+}
+
+/* ------------------------------------------------------------ store level */
+/* Opening and closing an md_db, ids, intents, garbage and recovery: the
+ * parts of md.h that belong to no record family. */
+
+int md_open(const char *dir, md_db_t **out)
+{
+    md_db_t *db;
+    int rc;
+
+    if (!dir || !out)
+        return CM_EINVAL;
+    if (!(db = calloc(1, sizeof *db)))
+        return CM_ENOMEM;
+    pthread_mutex_init(&db->seq_lk, NULL);
+    for (int i = 0; i < MD__NRWLOCK; i++) {
+        pthread_rwlock_init(&db->bucket_lk[i], NULL);
+        pthread_rwlock_init(&db->upload_lk[i], NULL);
+    }
+    for (int i = 0; i < MD__NKEYLOCK; i++)
+        pthread_mutex_init(&db->key_lk[i], NULL);
+    if ((rc = md__ldb_open(dir, &db->ldb)) || (rc = md__seq_load(db)))
+        goto out;
+    *out = db;
+    db = NULL;
+out:
+    md_close(db);
+    return rc;
+}
+
+void md_close(md_db_t *db)
+{
+    if (!db)
+        return;
+    md__ldb_close(db->ldb);
+    pthread_mutex_destroy(&db->seq_lk);
+    for (int i = 0; i < MD__NRWLOCK; i++) {
+        pthread_rwlock_destroy(&db->bucket_lk[i]);
+        pthread_rwlock_destroy(&db->upload_lk[i]);
+    }
+    for (int i = 0; i < MD__NKEYLOCK; i++)
+        pthread_mutex_destroy(&db->key_lk[i]);
+    free(db);
+}
+
+void md_set_reclaim(md_db_t *db, md_reclaim_fn fn, void *arg)
+{
+    db->reclaim = fn;
+    db->reclaim_arg = arg;
+}
+
+pthread_rwlock_t *md__bucket_lock(md_db_t *db, const char *bucket)
+{
+    return &db->bucket_lk[md__hash(CM_SLICE_STR(bucket), CM_SLICE_NULL) % MD__NRWLOCK];
+}
+
+pthread_rwlock_t *md__upload_lock(md_db_t *db, cm_slice upload_id)
+{
+    return &db->upload_lk[md__hash(upload_id, CM_SLICE("U", 1)) % MD__NRWLOCK];
+}
+
+pthread_mutex_t *md__key_lock(md_db_t *db, const char *bucket, cm_slice key)
+{
+    return &db->key_lk[md__hash(CM_SLICE_STR(bucket), key) % MD__NKEYLOCK];
+}
+
+/* ids: the '#seq' record holds a reservation: every id ever handed out is
+ * below it. Raising it takes one sync write per MD__SEQ_BLOCK ids. */
+static const cm_slice seq_key = {(const uint8_t *)"#seq", 4};
+
+/* Finds the largest id of kind ('I' or 'G') in the store; 0 if none. */
+static int seq_max(md_db_t *db, char kind, uint64_t *out)
+{
+    uint8_t next = (uint8_t)(kind + 1);
+    struct md__iter *it = md__iter_new(db);
+    int rc = 0;
+
+    *out = 0;
+    if (!it)
+        return CM_ENOMEM;
+    md__iter_seek(it, CM_SLICE(&next, 1));
+    if (md__iter_valid(it))
+        md__iter_prev(it);
+    else
+        md__iter_seek_last(it);
+    if (md__iter_valid(it)) {
+        cm_slice k = md__iter_key(it);
+        if (k.n > 0 && k.p[0] == (uint8_t)kind && md__key_seq_parse(k, kind, out))
+            cm_log(CM_LOG_WARN, "metadata: malformed %c key of %zu bytes", kind, k.n);
+    }
+    rc = md__iter_status(it);
+    md__iter_free(it);
+    return rc;
+}
+
+int md__seq_load(md_db_t *db)
+{
+    cm_buf v = {0};
+    cm_reader r;
+    uint64_t hw = 0, maxi, maxg, next;
+    int rc = md__get(db, seq_key, &v);
+
+    if (rc == 0) {
+        r = (cm_reader){v.p, v.n};
+        if ((rc = cm_get_u64(&r, &hw)))
+            goto out;
+    } else if (rc != CM_ENOTFOUND) {
+        goto out;
+    }
+    if ((rc = seq_max(db, MD__K_INTENT, &maxi)) || (rc = seq_max(db, MD__K_GARBAGE, &maxg)))
+        goto out;
+    next = hw;
+    if (maxi >= next)
+        next = maxi + 1;
+    if (maxg >= next)
+        next = maxg + 1;
+    if (next == 0)
+        next = 1;
+    db->seq_next = next;
+    db->seq_hw = next; /* the first id handed out raises the reservation */
+    rc = 0;
+out:
+    cm_buf_free(&v);
+    return rc;
+}
+
+int md__seq_next(md_db_t *db, uint64_t *out)
+{
+    uint64_t id = __atomic_fetch_add(&db->seq_next, 1, __ATOMIC_RELAXED);
+    struct md__batch *b;
+    cm_buf v = {0};
+    int rc = 0;
+
+    if (id < __atomic_load_n(&db->seq_hw, __ATOMIC_ACQUIRE)) {
+        *out = id;
+        return 0;
+    }
+    pthread_mutex_lock(&db->seq_lk);
+    if (id >= db->seq_hw) {
+        uint64_t hw = id + MD__SEQ_BLOCK;
+        if (!(b = md__batch_new())) {
+            rc = CM_ENOMEM;
+            goto out;
+        }
+        if (!(rc = cm_buf_put_u64(&v, hw))) {
+            md__batch_put(b, seq_key, cm_buf_slice(&v));
+            rc = md__batch_commit(db, b, true);
+        }
+        md__batch_free(b);
+        if (rc == 0)
+            __atomic_store_n(&db->seq_hw, hw, __ATOMIC_RELEASE);
+    }
+out:
+    pthread_mutex_unlock(&db->seq_lk);
+    cm_buf_free(&v);
+    if (rc == 0)
+        *out = id;
+    return rc;
+}
+
+int md__garbage_add(md_db_t *db, struct md__batch *b, md__garbage *g, cm_slice layout)
+{
+    cm_buf k = {0};
+    uint64_t id;
+    int rc;
+
+    if ((rc = md__seq_next(db, &id)) || (rc = md__key_seq(&k, MD__K_GARBAGE, id)))
+        goto out;
+    if ((rc = cm_buf_append_slice(&g->keys, cm_buf_slice(&k))) ||
+        (rc = cm_buf_put_bytes(&g->layouts, layout)))
+        goto out;
+    md__batch_put(b, cm_buf_slice(&k), layout);
+    g->n++;
+out:
+    cm_buf_free(&k);
+    return rc;
+}
+
+void md__garbage_reclaim(md_db_t *db, md__garbage *g)
+{
+    cm_reader r = {g->layouts.p, g->layouts.n};
+    struct md__batch *b = NULL;
+    size_t ndel = 0;
+    cm_slice layout;
+    int rc;
+
+    if (g->n == 0 || !db->reclaim)
+        goto out; /* left for md_recover */
+    if (!(b = md__batch_new()))
+        goto out;
+    for (size_t i = 0; i < g->n; i++) {
+        if (cm_get_bytes(&r, &layout))
+            break; /* our own buffer; cannot happen */
+        rc = db->reclaim(db->reclaim_arg, layout);
+        if (rc) {
+            cm_log(CM_LOG_WARN, "metadata: reclaim failed (%s); kept for recovery",
+                   cm_strerror(rc));
+            continue;
+        }
+        md__batch_del(b, CM_SLICE(g->keys.p + 9 * i, 9));
+        ndel++;
+    }
+    if (ndel && (rc = md__batch_commit(db, b, false)))
+        cm_log(CM_LOG_WARN, "metadata: dropping garbage records: %s", cm_strerror(rc));
+out:
+    md__batch_free(b);
+    cm_buf_free(&g->keys);
+    cm_buf_free(&g->layouts);
+    g->n = 0;
+}
+
+int md_intent_add(md_db_t *db, cm_slice intent, uint64_t *out_id)
+{
+    struct md__batch *b = NULL;
+    cm_buf k = {0};
+    uint64_t id;
+    int rc;
+
+    if ((rc = md__seq_next(db, &id)) || (rc = md__key_seq(&k, MD__K_INTENT, id)))
+        goto out;
+    if (!(b = md__batch_new())) {
+        rc = CM_ENOMEM;
+        goto out;
+    }
+    md__batch_put(b, cm_buf_slice(&k), intent);
+    if ((rc = md__batch_commit(db, b, true)))
+        goto out;
+    *out_id = id;
+out:
+    md__batch_free(b);
+    cm_buf_free(&k);
+    return rc;
+}
+
+int md_intent_drop(md_db_t *db, uint64_t id)
+{
+    struct md__batch *b = NULL;
+    cm_buf k = {0}, v = {0};
+    int rc;
+
+    if ((rc = md__key_seq(&k, MD__K_INTENT, id)) || (rc = md__get(db, cm_buf_slice(&k), &v)))
+        goto out;
+    if (!db->reclaim)
+        goto out; /* nothing can free the data yet: md_recover will */
+    if ((rc = db->reclaim(db->reclaim_arg, cm_buf_slice(&v))))
+        goto out;
+    if (!(b = md__batch_new())) {
+        rc = CM_ENOMEM;
+        goto out;
+    }
+    md__batch_del(b, cm_buf_slice(&k));
+    rc = md__batch_commit(db, b, true);
+out:
+    md__batch_free(b);
+    cm_buf_free(&k);
+    cm_buf_free(&v);
+    return rc;
+}
+
+/* Reclaims and forgets every record of one kind. */
+static int recover_kind(md_db_t *db, char kind, size_t *n)
+{
+    uint8_t start = (uint8_t)kind;
+    struct md__iter *it = md__iter_new(db);
+    struct md__batch *b = md__batch_new();
+    size_t ndel = 0;
+    int rc = 0, first = 0;
+
+    if (!it || !b) {
+        rc = CM_ENOMEM;
+        goto out;
+    }
+    for (md__iter_seek(it, CM_SLICE(&start, 1)); md__iter_valid(it); md__iter_next(it)) {
+        cm_slice k = md__iter_key(it);
+        uint64_t seq;
+        if (k.n == 0 || k.p[0] != start)
+            break;
+        if (md__key_seq_parse(k, kind, &seq)) {
+            cm_log(CM_LOG_WARN, "metadata: skipping malformed %c key", kind);
+            continue;
+        }
+        if ((rc = db->reclaim(db->reclaim_arg, md__iter_val(it)))) {
+            cm_log(CM_LOG_WARN, "metadata: reclaim of %c%llu failed: %s", kind,
+                   (unsigned long long)seq, cm_strerror(rc));
+            if (!first)
+                first = rc;
+            continue;
+        }
+        md__batch_del(b, k);
+        ndel++;
+        (*n)++;
+    }
+    if ((rc = md__iter_status(it)))
+        goto out;
+    if (ndel)
+        rc = md__batch_commit(db, b, true);
+out:
+    md__iter_free(it);
+    md__batch_free(b);
+    return rc ? rc : first;
+}
+
+int md_recover(md_db_t *db, size_t *out_n)
+{
+    size_t n = 0;
+    int rc, rc2;
+
+    if (!db->reclaim)
+        return CM_EINVAL;
+    rc = recover_kind(db, MD__K_GARBAGE, &n);
+    rc2 = recover_kind(db, MD__K_INTENT, &n);
+    if (out_n)
+        *out_n = n;
+    return rc ? rc : rc2;
+}

@@ -1,0 +1,186 @@
+/* metadata/md_int.h - internals shared by the files of metadata/: the md_db
+ * struct and its locks, the LevelDB wrapper (db.c), key encoding (keys.c) and
+ * record codecs (codec.c). Not for use outside metadata/ (tests excepted).
+ * No file but db.c sees <leveldb/c.h>; the handles here are opaque. */
+#ifndef MD_INT_H
+#define MD_INT_H
+
+#include "metadata/md.h"
+
+#include <pthread.h>
+
+/* ------------------------------------------------------------ key prefixes */
+/* One byte opens every key; see doc/metadata-keys.md for the full layout. */
+#define MD__K_META '#'    /* '#' name -> internal state (the sequence reservation) */
+#define MD__K_BUCKET 'B'  /* 'B' bucket -> bucket record */
+#define MD__K_GARBAGE 'G' /* 'G' seq(be64) -> layout to reclaim */
+#define MD__K_INTENT 'I'  /* 'I' seq(be64) -> intent bytes */
+#define MD__K_OBJECT 'O'  /* 'O' bucket 0x00 key -> object record */
+#define MD__K_PART 'P'    /* 'P' esc(upload_id) 0x00 partnum(be32) -> part record */
+#define MD__K_UPLOAD 'U'  /* 'U' bucket 0x00 esc(key) 0x00 upload_id -> upload record */
+
+#define MD__SEQ_BLOCK ((uint64_t)1 << 20) /* ids reserved per durable '#seq' write */
+#define MD__NKEYLOCK 1024                 /* stripes for object keys and parts */
+#define MD__NRWLOCK 64                    /* stripes for buckets and uploads */
+
+struct md__ldb; /* the LevelDB handles; defined in db.c */
+struct md__iter;
+struct md__batch;
+
+/* The store. Locks are striped by hash and always taken in this order:
+ * bucket rwlock -> upload rwlock -> key mutex (never two of one kind).
+ *  - bucket_lk[h(bucket)]: read by anything that needs the bucket to stay
+ *    (object put/delete, upload create/complete/abort), written by bucket
+ *    create/delete.
+ *  - upload_lk[h(upload_id)]: read by md_part_put, written by upload
+ *    create/complete/abort, so parts never appear after their upload went.
+ *  - key_lk[h(bucket, key)] / key_lk[h(upload_id, partnum)]: serialises the
+ *    read-check-write of one object record or one part record.
+ * No lock is held across anything but the one sync write it protects, and
+ * never a global one: LevelDB group-commits concurrent sync writes. */
+struct md_db {
+    struct md__ldb *ldb;
+    md_reclaim_fn reclaim;     /* set before use by md_set_reclaim; read unlocked */
+    void *reclaim_arg;
+    uint64_t seq_next;         /* atomic: next id to hand out */
+    uint64_t seq_hw;           /* atomic: ids < seq_hw are covered by the durable '#seq' */
+    pthread_mutex_t seq_lk;    /* serialises raising seq_hw */
+    uint64_t nsteps;           /* atomic: iterator seeks + steps, for tests */
+    pthread_rwlock_t bucket_lk[MD__NRWLOCK];
+    pthread_rwlock_t upload_lk[MD__NRWLOCK];
+    pthread_mutex_t key_lk[MD__NKEYLOCK];
+};
+
+/* ------------------------------------------------------------------ db.c */
+int md__ldb_open(const char *dir, struct md__ldb **out);
+void md__ldb_close(struct md__ldb *l);
+
+/* Reads key into *out (malloc()ed copy, free with free(); *out->p is NULL
+ * only if n == 0). CM_ENOTFOUND if absent. */
+int md__get(md_db_t *db, cm_slice key, cm_buf *out);
+/* Returns 0 if key exists, CM_ENOTFOUND if not, or another CM_E* code. */
+int md__exists(md_db_t *db, cm_slice key);
+
+/* Write batches: collect puts and deletes, commit them atomically. */
+struct md__batch *md__batch_new(void); /* NULL on OOM */
+void md__batch_free(struct md__batch *b); /* NULL is a no-op */
+void md__batch_put(struct md__batch *b, cm_slice key, cm_slice val);
+void md__batch_del(struct md__batch *b, cm_slice key);
+int md__batch_commit(md_db_t *db, struct md__batch *b, bool sync);
+
+/* Iterators over an implicit snapshot taken at creation. Key and value
+ * slices are valid until the next move or md__iter_free. Every seek and
+ * step counts in db->nsteps. */
+struct md__iter *md__iter_new(md_db_t *db); /* NULL on OOM */
+void md__iter_free(struct md__iter *it);     /* NULL is a no-op */
+void md__iter_seek(struct md__iter *it, cm_slice key);
+void md__iter_seek_last(struct md__iter *it);
+bool md__iter_valid(const struct md__iter *it);
+void md__iter_next(struct md__iter *it);
+void md__iter_prev(struct md__iter *it);
+cm_slice md__iter_key(const struct md__iter *it);
+cm_slice md__iter_val(const struct md__iter *it);
+int md__iter_status(const struct md__iter *it); /* 0 or the iterator's error */
+
+/* ------------------------------------------------------------------ keys.c */
+/* Each builder resets b and writes the full key into it. */
+int md__key_bucket(cm_buf *b, const char *bucket);
+int md__key_object(cm_buf *b, const char *bucket, cm_slice key);
+int md__key_upload(cm_buf *b, const char *bucket, cm_slice key, cm_slice upload_id);
+/* 'U' bucket 0x00 esc(prefix): every upload whose key starts with prefix. */
+int md__key_upload_prefix(cm_buf *b, const char *bucket, cm_slice prefix);
+int md__key_part(cm_buf *b, cm_slice upload_id, uint32_t num);
+int md__key_part_prefix(cm_buf *b, cm_slice upload_id); /* 'P' esc(id) 0x00 */
+int md__key_seq(cm_buf *b, char kind, uint64_t seq);   /* 'I' or 'G' */
+/* Appends esc(s): 0x00 -> 01 01, 0x01 -> 01 02, others as is. Order-preserving
+ * and prefix-free once followed by 0x00, so an escaped field can be followed
+ * by more fields and still sort by its own bytes first. */
+int md__key_esc(cm_buf *b, cm_slice s);
+/* Decodes one escaped field from r up to its 0x00 terminator (consumed),
+ * appending the raw bytes to out. CM_ECORRUPT on a bad escape or no end. */
+int md__key_unesc(cm_reader *r, cm_buf *out);
+/* Parses a 'U' key (with the bucket part already known to match). Slices
+ * into key for the upload id; the object key is appended to keyout. */
+int md__key_upload_parse(cm_slice k, size_t bucket_len, cm_buf *keyout, cm_slice *upload_id);
+/* Parses 'P' ... partnum; CM_ECORRUPT if k is not a well-formed part key. */
+int md__key_part_num(cm_slice k, size_t prefix_len, uint32_t *num);
+/* Parses 'I'/'G' seq keys. */
+int md__key_seq_parse(cm_slice k, char kind, uint64_t *seq);
+/* Turns b into the least byte string greater than every string it prefixes
+ * (strips trailing 0xff bytes, then increments the last byte). Returns false
+ * if b was all 0xff (no such string; b is left empty). */
+bool md__key_successor(cm_buf *b);
+/* Validation of names and keys: CM_EINVAL when out of bounds. */
+int md__check_bucket(const char *bucket);
+int md__check_key(cm_slice key);
+/* Stripe index for a byte string pair (h(a) mixed with h(b)). */
+uint32_t md__hash(cm_slice a, cm_slice b);
+
+/* ------------------------------------------------------------------ codec.c */
+#define MD__REC_VERSION 1
+
+int md__obj_encode(cm_buf *b, const md_object *o);
+/* Decodes an object record. With copy, o->mem is one malloc()ed block
+ * holding the header array and a copy of v, so o owns every byte; without
+ * copy o->mem holds only the header array and the slices borrow from v.
+ * Either way release with md_object_clear(). CM_ECORRUPT on bad bytes. */
+int md__obj_decode(cm_slice v, bool copy, md_object *o);
+/* Decodes for a listing: size, mtime, etag and hdrs copied into pool (inline
+ * data and layout left empty). */
+int md__obj_decode_pool(cm_slice v, cm_pool *pool, md_object *o);
+
+int md__bucket_encode(cm_buf *b, const md_bucket *bk);
+int md__bucket_decode(cm_slice name, cm_slice v, md_bucket *out);
+
+int md__upload_encode(cm_buf *b, int64_t ctime_ms, const md_object *tmpl);
+/* Fills ctime and tmpl (hdrs) of u, copying them into pool. */
+int md__upload_decode_pool(cm_slice v, cm_pool *pool, md_upload *u);
+
+int md__part_encode(cm_buf *b, const md_part *p);
+/* Borrows from v; p->num is left alone (it lives in the key). */
+int md__part_decode(cm_slice v, md_part *p);
+
+/* Copies s into pool; CM_ENOMEM. Empty slices come back {NULL, 0}. */
+int md__pool_slice(cm_pool *pool, cm_slice s, cm_slice *out);
+
+/* --------------------------------------------------------- objects.c etc. */
+/* Hands out a new id (unique across restarts). */
+int md__seq_next(md_db_t *db, uint64_t *out);
+/* Reads the '#seq' reservation and the largest I/G id at open. */
+int md__seq_load(md_db_t *db);
+
+/* Pending garbage of one mutation: layouts recorded as 'G' seq in its batch,
+ * reclaimed by md__garbage_reclaim after the commit. */
+typedef struct md__garbage {
+    cm_buf keys;     /* concatenated 9-byte 'G' keys */
+    cm_buf layouts;  /* concatenated u32 length + layout bytes */
+    size_t n;
+} md__garbage;
+
+/* Adds a 'G' record for layout to batch b and remembers it in g. */
+int md__garbage_add(md_db_t *db, struct md__batch *b, md__garbage *g, cm_slice layout);
+/* After commit: runs reclaim on each layout and deletes its 'G' record
+ * (non-sync) when reclaim returns 0. Frees g's buffers. */
+void md__garbage_reclaim(md_db_t *db, md__garbage *g);
+
+/* With bucket/key's key lock held: reads the current record, runs precond
+ * on it, and adds to b the put of obj (or the delete, if obj is NULL) plus a
+ * garbage record for the current layout when it is not obj's. Deleting an
+ * absent key gives CM_ENOTFOUND (after precond saw NULL). */
+int md__object_stage(md_db_t *db, struct md__batch *b, md__garbage *g, const char *bucket,
+                     cm_slice key, const md_object *obj, md_precond_fn precond, void *arg);
+
+/* Lock helpers (lock order above). */
+pthread_rwlock_t *md__bucket_lock(md_db_t *db, const char *bucket);
+pthread_rwlock_t *md__upload_lock(md_db_t *db, cm_slice upload_id);
+pthread_mutex_t *md__key_lock(md_db_t *db, const char *bucket, cm_slice key);
+
+/* Returns 0 if the bucket exists, CM_ENOTFOUND if not. */
+int md__bucket_exists(md_db_t *db, const char *bucket);
+
+static inline uint64_t md__nsteps(md_db_t *db)
+{
+    return __atomic_load_n(&db->nsteps, __ATOMIC_RELAXED);
+}
+
+#endif

@@ -1,0 +1,141 @@
+/* metadata/objects.c - object records: put (with precondition, intent drop
+ * and garbage for the replaced layout in one sync batch), get, delete, and
+ * the helpers on md_object. Listing lives in list.c; the record format in
+ * codec.c. */
+#include "metadata/md_int.h"
+
+#include <stdlib.h>
+
+void md_object_clear(md_object *o)
+{
+    if (!o)
+        return;
+    free(o->mem);
+    memset(o, 0, sizeof *o);
+}
+
+int md_object_hdr(const md_object *o, const char *name, cm_slice *out)
+{
+    for (size_t i = 0; i < o->nhdrs; i++) {
+        if (cm_slice_eq_str(o->hdrs[i].name, name)) {
+            *out = o->hdrs[i].value;
+            return 0;
+        }
+    }
+    return CM_ENOTFOUND;
+}
+
+int md__object_stage(md_db_t *db, struct md__batch *b, md__garbage *g, const char *bucket,
+                     cm_slice key, const md_object *obj, md_precond_fn precond, void *arg)
+{
+    cm_buf k = {0}, cur = {0}, v = {0};
+    md_object o = {0};
+    bool have;
+    int rc;
+
+    if ((rc = md__key_object(&k, bucket, key)))
+        goto out;
+    rc = md__get(db, cm_buf_slice(&k), &cur);
+    if (rc && rc != CM_ENOTFOUND)
+        goto out;
+    have = rc == 0;
+    if (have && (rc = md__obj_decode(cm_buf_slice(&cur), false, &o)))
+        goto out;
+    if (precond && (rc = precond(arg, have ? &o : NULL)))
+        goto out;
+    if (!obj && !have) {
+        rc = CM_ENOTFOUND;
+        goto out;
+    }
+    if (obj) {
+        if ((rc = md__obj_encode(&v, obj)))
+            goto out;
+        md__batch_put(b, cm_buf_slice(&k), cm_buf_slice(&v));
+    } else {
+        md__batch_del(b, cm_buf_slice(&k));
+    }
+    /* A record rewritten in place (e.g. a metadata-only copy onto itself)
+     * keeps its layout: that is not garbage. */
+    if (have && o.layout.n && !(obj && cm_slice_eq(o.layout, obj->layout)))
+        rc = md__garbage_add(db, b, g, o.layout);
+out:
+    md_object_clear(&o);
+    cm_buf_free(&k);
+    cm_buf_free(&cur);
+    cm_buf_free(&v);
+    return rc;
+}
+
+/* put (obj != NULL) or delete (obj == NULL) of one object. */
+static int object_change(md_db_t *db, const char *bucket, cm_slice key, const md_object *obj,
+                         uint64_t intent_id, md_precond_fn precond, void *arg)
+{
+    pthread_rwlock_t *blk;
+    pthread_mutex_t *klk;
+    struct md__batch *b = NULL;
+    md__garbage g = {0};
+    cm_buf ik = {0};
+    int rc;
+
+    if ((rc = md__check_bucket(bucket)))
+        return rc == CM_EINVAL ? CM_ENOTFOUND : rc;
+    if ((rc = md__check_key(key)))
+        return rc;
+    if (!(b = md__batch_new()))
+        return CM_ENOMEM;
+    if (intent_id) {
+        if ((rc = md__key_seq(&ik, MD__K_INTENT, intent_id)))
+            goto out0;
+        md__batch_del(b, cm_buf_slice(&ik));
+    }
+    blk = md__bucket_lock(db, bucket);
+    klk = md__key_lock(db, bucket, key);
+    pthread_rwlock_rdlock(blk);
+    pthread_mutex_lock(klk);
+    if ((rc = md__bucket_exists(db, bucket)) ||
+        (rc = md__object_stage(db, b, &g, bucket, key, obj, precond, arg)))
+        goto out;
+    rc = md__batch_commit(db, b, true);
+out:
+    pthread_mutex_unlock(klk);
+    pthread_rwlock_unlock(blk);
+    if (rc == 0)
+        md__garbage_reclaim(db, &g);
+out0:
+    cm_buf_free(&g.keys);
+    cm_buf_free(&g.layouts);
+    cm_buf_free(&ik);
+    md__batch_free(b);
+    return rc;
+}
+
+int md_object_put(md_db_t *db, const char *bucket, cm_slice key, const md_object *obj,
+                  uint64_t intent_id, md_precond_fn precond, void *arg)
+{
+    if (!obj)
+        return CM_EINVAL;
+    return object_change(db, bucket, key, obj, intent_id, precond, arg);
+}
+
+int md_object_delete(md_db_t *db, const char *bucket, cm_slice key, md_precond_fn precond,
+                     void *arg)
+{
+    return object_change(db, bucket, key, NULL, 0, precond, arg);
+}
+
+int md_object_get(md_db_t *db, const char *bucket, cm_slice key, md_object *out)
+{
+    cm_buf k = {0}, v = {0};
+    int rc;
+
+    if (md__check_bucket(bucket) || md__check_key(key))
+        return CM_ENOTFOUND;
+    if ((rc = md__key_object(&k, bucket, key)) || (rc = md__get(db, cm_buf_slice(&k), &v)))
+        goto out;
+    if ((rc = md__obj_decode(cm_buf_slice(&v), true, out)) == CM_ECORRUPT)
+        cm_log(CM_LOG_ERROR, "metadata: corrupt object record in bucket %s", bucket);
+out:
+    cm_buf_free(&k);
+    cm_buf_free(&v);
+    return rc;
+}

@@ -1,0 +1,886 @@
+/* tests/unit/test_md.c - unit tests of metadata/: key encoding order, record
+ * codecs, buckets, objects (precondition, garbage, intents, recovery),
+ * listings (prefix, delimiter, start_after, paging, seeking past common
+ * prefixes), multipart uploads, reopen, and concurrent sync puts. TAP. */
+#include "metadata/md_int.h"
+#include "tests/unit/tap.h"
+
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static char g_dir[64];
+
+/* ------------------------------------------------------------ reclaim log */
+static struct {
+    pthread_mutex_t lk;
+    char *a[4096];
+    size_t n;
+    int fail; /* reclaim returns CM_EIO while set */
+} rl = {PTHREAD_MUTEX_INITIALIZER, {0}, 0, 0};
+
+static int rec_fn(void *arg, cm_slice layout)
+{
+    (void)arg;
+    if (rl.fail)
+        return CM_EIO;
+    pthread_mutex_lock(&rl.lk);
+    if (rl.n < sizeof rl.a / sizeof rl.a[0])
+        rl.a[rl.n++] = cm_slice_strdup(layout);
+    pthread_mutex_unlock(&rl.lk);
+    return 0;
+}
+
+static void rl_reset(void)
+{
+    for (size_t i = 0; i < rl.n; i++)
+        free(rl.a[i]);
+    rl.n = 0;
+}
+
+static int rl_count(const char *layout)
+{
+    int c = 0;
+    for (size_t i = 0; i < rl.n; i++)
+        c += strcmp(rl.a[i], layout) == 0;
+    return c;
+}
+
+/* ---------------------------------------------------------------- helpers */
+static int rm_cb(const char *p, const struct stat *st, int flag, struct FTW *f)
+{
+    (void)st, (void)flag, (void)f;
+    return remove(p);
+}
+
+static md_db_t *reopen(md_db_t *db)
+{
+    md_db_t *n = NULL;
+    md_close(db);
+    if (md_open(g_dir, &n))
+        return NULL;
+    md_set_reclaim(n, rec_fn, NULL);
+    return n;
+}
+
+static md_object mkobj(const char *etag, uint64_t size, const char *layout, const char *inl)
+{
+    static md_kv hdrs[2];
+    md_object o = {0};
+    hdrs[0].name = CM_SLICE_STR("content-type");
+    hdrs[0].value = CM_SLICE_STR("text/plain");
+    hdrs[1].name = CM_SLICE_STR("x-amz-meta-a");
+    hdrs[1].value = CM_SLICE_STR("b");
+    o.size = size;
+    o.mtime_ms = 1700000000123;
+    o.etag = CM_SLICE_STR(etag);
+    o.hdrs = hdrs;
+    o.nhdrs = 2;
+    o.layout = layout ? CM_SLICE_STR(layout) : CM_SLICE_NULL;
+    o.inline_data = inl ? CM_SLICE_STR(inl) : CM_SLICE_NULL;
+    return o;
+}
+
+static int put(md_db_t *db, const char *bucket, const char *key, const char *layout)
+{
+    md_object o = mkobj("d41d8cd98f00b204e9800998ecf8427e", 3, layout, layout ? NULL : "abc");
+    return md_object_put(db, bucket, CM_SLICE_STR(key), &o, 0, NULL, NULL);
+}
+
+static int mkbucket(md_db_t *db, const char *name)
+{
+    md_bucket b = {0};
+    snprintf(b.name, sizeof b.name, "%s", name);
+    snprintf(b.region, sizeof b.region, "us-east-1");
+    b.ctime_ms = 42;
+    return md_bucket_create(db, &b);
+}
+
+static int sgn(int x) { return (x > 0) - (x < 0); }
+
+/* Renders a listing as "k1,k2/,..." ('|' ends it when truncated). */
+static char *render(const md_list_res *r)
+{
+    static char s[8192];
+    size_t o = 0;
+    s[0] = 0;
+    for (size_t i = 0; i < r->n && o < sizeof s - 2048; i++)
+        o += (size_t)snprintf(s + o, sizeof s - o, "%s%.*s", i ? "," : "", (int)r->a[i].key.n,
+                              (const char *)r->a[i].key.p);
+    if (r->truncated)
+        snprintf(s + o, sizeof s - o, "|");
+    return s;
+}
+
+static char *list(md_db_t *db, const char *bucket, const char *prefix, const char *delim,
+                  const char *after, size_t max)
+{
+    md_list_req q = {bucket, CM_SLICE_STR(prefix), CM_SLICE_STR(delim), CM_SLICE_STR(after), max};
+    md_list_res r;
+    char *s;
+    if (md_object_list(db, &q, &r))
+        return "ERROR";
+    s = render(&r);
+    md_list_res_free(&r);
+    return s;
+}
+
+/* -------------------------------------------------------------- key codec */
+static void test_keys(void)
+{
+    static uint8_t k1024a[1024], k1024b[1024], k1024c[1024];
+    cm_slice keys[20];
+    size_t n = 0;
+    cm_buf a = {0}, b = {0}, t = {0};
+    int bad = 0;
+
+    memset(k1024a, 'z', sizeof k1024a);
+    memset(k1024b, 0xff, sizeof k1024b);
+    memset(k1024c, 0xff, sizeof k1024c);
+    k1024c[1023] = 0;
+    keys[n++] = CM_SLICE("\x00", 1);
+    keys[n++] = CM_SLICE("\x00\x00", 2);
+    keys[n++] = CM_SLICE("\x00\x01", 2);
+    keys[n++] = CM_SLICE("\x01", 1);
+    keys[n++] = CM_SLICE("\x01\x00", 2);
+    keys[n++] = CM_SLICE("\x02", 1);
+    keys[n++] = CM_SLICE("a", 1);
+    keys[n++] = CM_SLICE("a\x00", 2);
+    keys[n++] = CM_SLICE("a\x00" "b", 3);
+    keys[n++] = CM_SLICE("a-b", 3);
+    keys[n++] = CM_SLICE("a/b", 3);
+    keys[n++] = CM_SLICE_STR("\xc3\xa9t\xc3\xa9");      /* été */
+    keys[n++] = CM_SLICE_STR("\xe6\x97\xa5\xe6\x9c\xac"); /* 日本 */
+    keys[n++] = CM_SLICE("\xff", 1);
+    keys[n++] = CM_SLICE("\xff\x00", 2);
+    keys[n++] = CM_SLICE(k1024a, 1024);
+    keys[n++] = CM_SLICE(k1024b, 1024);
+    keys[n++] = CM_SLICE(k1024c, 1024);
+
+    /* Object keys: same order as the raw bytes; never across buckets. */
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < n; j++) {
+            md__key_object(&a, "a", keys[i]);
+            md__key_object(&b, "a", keys[j]);
+            if (sgn(cm_slice_cmp(cm_buf_slice(&a), cm_buf_slice(&b))) !=
+                sgn(cm_slice_cmp(keys[i], keys[j])))
+                bad++;
+            md__key_object(&b, "a-b", keys[j]);
+            if (cm_slice_cmp(cm_buf_slice(&a), cm_buf_slice(&b)) >= 0)
+                bad++;
+            cm_buf_reset(&t);
+            md__key_object(&t, "a", CM_SLICE_NULL);
+            if (cm_slice_has_prefix(cm_buf_slice(&b), cm_buf_slice(&t)))
+                bad++;
+        }
+    }
+    is_int(bad, 0, "object keys sort as byte strings within a bucket, never across buckets");
+
+    /* Upload keys: (key, upload id) order, even with 0x00/0x01 in keys. */
+    bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < n; j++) {
+            for (int x = 0; x < 2; x++) {
+                cm_slice ida = x ? CM_SLICE("id2", 3) : CM_SLICE("id1", 3);
+                cm_slice idb = CM_SLICE("id1", 3);
+                int want = cm_slice_cmp(keys[i], keys[j]);
+                if (want == 0)
+                    want = cm_slice_cmp(ida, idb);
+                md__key_upload(&a, "a", keys[i], ida);
+                md__key_upload(&b, "a", keys[j], idb);
+                if (sgn(cm_slice_cmp(cm_buf_slice(&a), cm_buf_slice(&b))) != sgn(want))
+                    bad++;
+            }
+        }
+        /* round trip */
+        cm_slice id;
+        md__key_upload(&a, "a", keys[i], CM_SLICE("\x00id", 3));
+        cm_buf_reset(&t);
+        if (md__key_upload_parse(cm_buf_slice(&a), 1, &t, &id) ||
+            !cm_slice_eq(cm_buf_slice(&t), keys[i]) || !cm_slice_eq(id, CM_SLICE("\x00id", 3)))
+            bad++;
+    }
+    is_int(bad, 0, "upload keys sort by (key, upload id) and round-trip");
+
+    /* Escaped prefixes match exactly the keys that have the raw prefix. */
+    bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < n; j++) {
+            md__key_upload_prefix(&a, "a", keys[i]);
+            md__key_upload(&b, "a", keys[j], CM_SLICE("u", 1));
+            if (cm_slice_has_prefix(cm_buf_slice(&b), cm_buf_slice(&a)) !=
+                cm_slice_has_prefix(keys[j], keys[i]))
+                bad++;
+        }
+    }
+    is_int(bad, 0, "escaped upload prefix matches iff the raw key has the prefix");
+
+    cm_reader r = {(const uint8_t *)"a\x01\x03", 3};
+    cm_buf_reset(&t);
+    is_int(md__key_unesc(&r, &t), CM_ECORRUPT, "bad escape is CM_ECORRUPT");
+    r = (cm_reader){(const uint8_t *)"abc", 3};
+    is_int(md__key_unesc(&r, &t), CM_ECORRUPT, "unterminated escape is CM_ECORRUPT");
+
+    /* Part and seq keys sort numerically. */
+    md__key_part(&a, CM_SLICE("u", 1), 255);
+    md__key_part(&b, CM_SLICE("u", 1), 256);
+    ok(cm_slice_cmp(cm_buf_slice(&a), cm_buf_slice(&b)) < 0, "part 255 sorts before 256");
+    md__key_seq(&a, MD__K_INTENT, 0xff);
+    md__key_seq(&b, MD__K_INTENT, 0x100);
+    ok(cm_slice_cmp(cm_buf_slice(&a), cm_buf_slice(&b)) < 0, "seq 255 sorts before 256");
+    uint64_t seq = 0;
+    ok(md__key_seq_parse(cm_buf_slice(&b), MD__K_INTENT, &seq) == 0 && seq == 0x100,
+       "seq key parses");
+
+    /* Successor with carry. */
+    cm_buf_reset(&a);
+    cm_buf_append(&a, "O\x61\x00p\xff\xff", 6);
+    ok(md__key_successor(&a) && a.n == 4 && memcmp(a.p, "O\x61\x00q", 4) == 0,
+       "successor strips 0xff and increments");
+    cm_buf_reset(&a);
+    cm_buf_append(&a, "O\x61\x00\xff", 4);
+    ok(md__key_successor(&a) && a.n == 3 && memcmp(a.p, "O\x61\x01", 3) == 0,
+       "successor carries into the bucket separator");
+
+    cm_buf_free(&a);
+    cm_buf_free(&b);
+    cm_buf_free(&t);
+}
+
+/* ------------------------------------------------------------------ codec */
+static void test_codec(void)
+{
+    md_object o = mkobj("0123456789abcdef0123456789abcdef", 12345, "LAYOUT", "inline!");
+    md_object d = {0};
+    cm_buf v = {0};
+    int bad = 0;
+
+    ok(md__obj_encode(&v, &o) == 0, "encode object");
+    ok(md__obj_decode(cm_buf_slice(&v), true, &d) == 0, "decode object");
+    ok(d.size == 12345 && d.mtime_ms == 1700000000123 && cm_slice_eq(d.etag, o.etag) && d.nhdrs == 2 &&
+       cm_slice_eq_str(d.hdrs[1].value, "b") && cm_slice_eq_str(d.inline_data, "inline!") &&
+       cm_slice_eq_str(d.layout, "LAYOUT"), "fields round-trip");
+    cm_slice ct;
+    ok(md_object_hdr(&d, "content-type", &ct) == 0 && cm_slice_eq_str(ct, "text/plain"),
+       "md_object_hdr finds a header");
+    is_int(md_object_hdr(&d, "etag", &ct), CM_ENOTFOUND, "md_object_hdr: absent header");
+    md_object_clear(&d);
+    for (size_t i = 0; i < v.n; i++) {
+        if (md__obj_decode(CM_SLICE(v.p, i), true, &d) != CM_ECORRUPT)
+            bad++;
+        md_object_clear(&d);
+    }
+    is_int(bad, 0, "every truncation of a record is CM_ECORRUPT");
+    v.p[0] = 9;
+    is_int(md__obj_decode(cm_buf_slice(&v), false, &d), CM_ECORRUPT, "unknown version");
+    /* A header count far beyond the bytes must not allocate or crash. */
+    uint8_t evil[] = {1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                      0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff};
+    is_int(md__obj_decode(CM_SLICE(evil, sizeof evil), true, &d), CM_ECORRUPT,
+           "absurd header count");
+    /* Random bytes: decode returns, never crashes (ASan watches). */
+    srand(7);
+    for (int i = 0; i < 2000; i++) {
+        uint8_t junk[64];
+        size_t n = (size_t)(rand() % 64);
+        for (size_t j = 0; j < n; j++)
+            junk[j] = (uint8_t)rand();
+        if (n)
+            junk[0] = 1;
+        if (md__obj_decode(CM_SLICE(junk, n), true, &d) == 0)
+            md_object_clear(&d);
+    }
+    ok(1, "random bytes decode without crashing");
+
+    md_bucket bk = {0}, bo;
+    snprintf(bk.region, sizeof bk.region, "eu-west-1");
+    bk.ctime_ms = -5;
+    md__bucket_encode(&v, &bk);
+    ok(md__bucket_decode(CM_SLICE("bkt", 3), cm_buf_slice(&v), &bo) == 0 &&
+       !strcmp(bo.name, "bkt") && !strcmp(bo.region, "eu-west-1") && bo.ctime_ms == -5,
+       "bucket record round-trips");
+    is_int(md__bucket_decode(CM_SLICE("bkt", 3), CM_SLICE(v.p, v.n - 1), &bo), CM_ECORRUPT,
+           "truncated bucket record");
+    cm_buf_free(&v);
+}
+
+/* ---------------------------------------------------------------- buckets */
+static md_db_t *test_buckets(md_db_t *db)
+{
+    md_bucket b, *all = NULL;
+    size_t n = 0;
+
+    is_int(mkbucket(db, "zeta"), 0, "create bucket zeta");
+    is_int(mkbucket(db, "alpha"), 0, "create bucket alpha");
+    is_int(mkbucket(db, "alpha"), CM_EEXISTS, "create existing bucket: CM_EEXISTS");
+    is_int(md_bucket_get(db, "alpha", &b), 0, "get bucket");
+    ok(!strcmp(b.name, "alpha") && !strcmp(b.region, "us-east-1") && b.ctime_ms == 42,
+       "bucket fields");
+    is_int(md_bucket_get(db, "nope", &b), CM_ENOTFOUND, "get missing bucket");
+    is_int(md_bucket_list(db, &all, &n), 0, "list buckets");
+    ok(n == 2 && !strcmp(all[0].name, "alpha") && !strcmp(all[1].name, "zeta"),
+       "buckets in name order");
+    free(all);
+    is_int(put(db, "nope", "k", NULL), CM_ENOTFOUND, "put into missing bucket: CM_ENOTFOUND");
+
+    /* "a" holds an object; "a-b" must still delete (no cross-bucket leak). */
+    mkbucket(db, "a");
+    mkbucket(db, "a-b");
+    is_int(put(db, "a", "x", NULL), 0, "put a/x");
+    is_int(md_bucket_delete(db, "a"), CM_ENOTEMPTY, "delete bucket with object: CM_ENOTEMPTY");
+    is_int(md_bucket_delete(db, "a-b"), 0, "delete empty bucket a-b beside a");
+    is_int(md_object_delete(db, "a", CM_SLICE_STR("x"), NULL, NULL), 0, "delete a/x");
+    is_int(md_upload_create(db, "a", CM_SLICE_STR("up"), CM_SLICE_STR("U1"), NULL), 0,
+           "create upload in a");
+    is_int(md_bucket_delete(db, "a"), CM_ENOTEMPTY, "delete bucket with upload: CM_ENOTEMPTY");
+    is_int(md_upload_abort(db, "a", CM_SLICE_STR("up"), CM_SLICE_STR("U1")), 0, "abort upload");
+    is_int(md_bucket_delete(db, "a"), 0, "delete bucket a once empty");
+    is_int(md_bucket_get(db, "a", &b), CM_ENOTFOUND, "deleted bucket is gone");
+    is_int(md_bucket_delete(db, "a"), CM_ENOTFOUND, "delete missing bucket: CM_ENOTFOUND");
+    return db;
+}
+
+/* ---------------------------------------------------------------- objects */
+static int precond_none_match(void *arg, const md_object *cur)
+{
+    (void)arg;
+    return cur ? CM_EPRECOND : 0;
+}
+
+static int precond_seen;
+static int precond_fail(void *arg, const md_object *cur)
+{
+    precond_seen = cur ? 2 : 1;
+    return *(int *)arg;
+}
+
+static md_db_t *test_objects(md_db_t *db)
+{
+    md_object o = mkobj("00000000000000000000000000000001", 100, "L1", NULL), g;
+    uint64_t i1, i2, i3, i4;
+    size_t n;
+
+    mkbucket(db, "obj");
+    rl_reset();
+    is_int(md_object_put(db, "obj", CM_SLICE_STR("k"), &o, 0, NULL, NULL), 0, "put k (L1)");
+    is_int(md_object_get(db, "obj", CM_SLICE_STR("k"), &g), 0, "get k");
+    ok(g.size == 100 && cm_slice_eq_str(g.layout, "L1") && g.nhdrs == 2 &&
+       cm_slice_eq_str(g.hdrs[0].name, "content-type") && g.inline_data.n == 0,
+       "k reads back");
+    md_object_clear(&g);
+    is_int(rl.n, 0, "no reclaim on first put");
+
+    o.layout = CM_SLICE_STR("L2");
+    is_int(md_object_put(db, "obj", CM_SLICE_STR("k"), &o, 0, NULL, NULL), 0, "overwrite (L2)");
+    ok(rl.n == 1 && rl_count("L1") == 1, "old layout L1 reclaimed exactly once");
+    is_int(md_object_put(db, "obj", CM_SLICE_STR("k"), &o, 0, NULL, NULL), 0,
+           "rewrite with the same layout");
+    is_int(rl.n, 1, "same layout is not garbage");
+
+    int code = CM_EPRECOND;
+    md_object o3 = mkobj("00000000000000000000000000000003", 1, "L3", NULL);
+    is_int(md_intent_add(db, CM_SLICE_STR("I-L3"), &i1), 0, "intent added");
+    ok(i1 > 0, "intent id > 0");
+    precond_seen = 0;
+    is_int(md_object_put(db, "obj", CM_SLICE_STR("k"), &o3, i1, precond_fail, &code),
+           CM_EPRECOND, "precond abort returns its code");
+    is_int(precond_seen, 2, "precond saw the current record");
+    md_object_get(db, "obj", CM_SLICE_STR("k"), &g);
+    ok(cm_slice_eq_str(g.layout, "L2") && g.size == 100, "precond abort changed nothing");
+    md_object_clear(&g);
+    is_int(rl.n, 1, "precond abort reclaimed nothing");
+    is_int(md_object_put(db, "obj", CM_SLICE_STR("new"), &o3, 0, precond_none_match, NULL), 0,
+           "If-None-Match put of a new key");
+    is_int(md_object_put(db, "obj", CM_SLICE_STR("new"), &o3, 0, precond_none_match, NULL),
+           CM_EPRECOND, "If-None-Match put of an existing key");
+    is_int(rl.n, 1, "still nothing reclaimed");
+
+    /* Delete: precond sees NULL for absent keys first. */
+    code = 0;
+    precond_seen = 0;
+    is_int(md_object_delete(db, "obj", CM_SLICE_STR("absent"), precond_fail, &code),
+           CM_ENOTFOUND, "delete absent key: CM_ENOTFOUND");
+    is_int(precond_seen, 1, "precond saw NULL");
+    is_int(md_object_delete(db, "obj", CM_SLICE_STR("k"), NULL, NULL), 0, "delete k");
+    ok(rl.n == 2 && rl_count("L2") == 1, "deleted object's layout L2 reclaimed once");
+    is_int(md_object_get(db, "obj", CM_SLICE_STR("k"), &g), CM_ENOTFOUND, "k is gone");
+    is_int(md_object_delete(db, "obj", CM_SLICE_STR("new"), NULL, NULL), 0, "delete new");
+    is_int(rl_count("L3"), 1, "L3 reclaimed");
+
+    /* Inline objects produce no garbage. */
+    rl_reset();
+    put(db, "obj", "inl", NULL);
+    put(db, "obj", "inl", NULL);
+    md_object_get(db, "obj", CM_SLICE_STR("inl"), &g);
+    ok(cm_slice_eq_str(g.inline_data, "abc") && g.layout.n == 0, "inline data reads back");
+    md_object_clear(&g);
+    md_object_delete(db, "obj", CM_SLICE_STR("inl"), NULL, NULL);
+    is_int(rl.n, 0, "inline overwrite/delete reclaims nothing");
+
+    /* Key limits. */
+    static uint8_t big[MD_KEY_MAX + 1];
+    memset(big, 0xff, sizeof big);
+    is_int(md_object_put(db, "obj", CM_SLICE(big, MD_KEY_MAX), &o, 0, NULL, NULL), 0,
+           "1024-byte key");
+    is_int(md_object_put(db, "obj", CM_SLICE(big, MD_KEY_MAX + 1), &o, 0, NULL, NULL),
+           CM_EINVAL, "1025-byte key: CM_EINVAL");
+    is_int(md_object_put(db, "obj", CM_SLICE_NULL, &o, 0, NULL, NULL), CM_EINVAL,
+           "empty key: CM_EINVAL");
+    md_object_delete(db, "obj", CM_SLICE(big, MD_KEY_MAX), NULL, NULL);
+
+    /* Intents: i1 still pending (the aborted put); i2 committed with a put;
+     * i3 dropped; i4 pending. A failing reclaim leaves garbage for recovery. */
+    rl_reset();
+    md_intent_add(db, CM_SLICE_STR("I-2"), &i2);
+    md_intent_add(db, CM_SLICE_STR("I-3"), &i3);
+    md_intent_add(db, CM_SLICE_STR("I-4"), &i4);
+    ok(i1 < i2 && i2 < i3 && i3 < i4, "intent ids increase");
+    o = mkobj("00000000000000000000000000000002", 5, "I-2", NULL);
+    is_int(md_object_put(db, "obj", CM_SLICE_STR("withintent"), &o, i2, NULL, NULL), 0,
+           "put drops intent i2");
+    is_int(md_intent_drop(db, i3), 0, "drop intent i3");
+    ok(rl.n == 1 && rl_count("I-3") == 1, "dropped intent reclaimed");
+    is_int(md_intent_drop(db, i3), CM_ENOTFOUND, "drop again: CM_ENOTFOUND");
+    rl.fail = 1;
+    o.layout = CM_SLICE_STR("G-kept");
+    md_object_put(db, "obj", CM_SLICE_STR("gk"), &o, 0, NULL, NULL);
+    o.layout = CM_SLICE_STR("G-new");
+    is_int(md_object_put(db, "obj", CM_SLICE_STR("gk"), &o, 0, NULL, NULL), 0,
+           "put succeeds although reclaim fails");
+    rl.fail = 0;
+
+    db = reopen(db);
+    ok(db != NULL, "reopen");
+    rl_reset();
+    is_int(md_recover(db, &n), 0, "md_recover");
+    is_int(n, 3, "recovered 3 layouts");
+    ok(rl_count("I-L3") == 1 && rl_count("I-4") == 1 && rl_count("G-kept") == 1 &&
+       rl_count("I-2") == 0, "pending intents and kept garbage reclaimed; committed one not");
+    rl_reset();
+    is_int(md_recover(db, &n), 0, "md_recover again");
+    is_int(n, 0, "nothing left to recover");
+    uint64_t i5;
+    md_intent_add(db, CM_SLICE_STR("I-5"), &i5);
+    ok(i5 > i4, "ids stay unique across a restart");
+    md_intent_drop(db, i5);
+    md_object_get(db, "obj", CM_SLICE_STR("withintent"), &g);
+    ok(cm_slice_eq_str(g.layout, "I-2"), "object survives reopen");
+    md_object_clear(&g);
+    return db;
+}
+
+/* ---------------------------------------------------------------- listing */
+static void test_list(md_db_t *db)
+{
+    const char *keys[] = {"a", "b/1", "b/2", "b/c/3", "c", "d/1", "d/2", "e"};
+    md_list_req q;
+    md_list_res r;
+
+    mkbucket(db, "lst");
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        put(db, "lst", keys[i], NULL);
+
+    is_str(list(db, "lst", "", "", "", 1000), "a,b/1,b/2,b/c/3,c,d/1,d/2,e", "list all");
+    is_str(list(db, "lst", "b/", "", "", 1000), "b/1,b/2,b/c/3", "prefix b/");
+    is_str(list(db, "lst", "", "/", "", 1000), "a,b/,c,d/,e", "delimiter /");
+    is_str(list(db, "lst", "b/", "/", "", 1000), "b/1,b/2,b/c/", "prefix b/ delimiter /");
+    is_str(list(db, "lst", "", "/", "b/1", 1000), "c,d/,e", "start_after inside b/ skips it");
+    is_str(list(db, "lst", "", "/", "b/", 1000), "c,d/,e", "start_after == b/ skips it");
+    is_str(list(db, "lst", "", "/", "b", 1000), "b/,c,d/,e", "start_after b keeps b/");
+    is_str(list(db, "lst", "", "", "b/2", 1000), "b/c/3,c,d/1,d/2,e", "start_after b/2");
+    is_str(list(db, "lst", "b/", "", "a", 1000), "b/1,b/2,b/c/3", "start_after before prefix");
+    is_str(list(db, "lst", "b/", "", "c", 1000), "", "start_after beyond prefix");
+    is_str(list(db, "lst", "", "/", "", 2), "a,b/|", "max_keys 2 counts keys and prefixes");
+    is_str(list(db, "lst", "", "/", "", 5), "a,b/,c,d/,e", "exactly max_keys: not truncated");
+    is_str(list(db, "lst", "", "/", "", 1), "a|", "max_keys 1");
+    is_str(list(db, "lst", "", "/", "d/", 1), "e", "last page not truncated");
+    is_str(list(db, "lst", "zz", "", "", 10), "", "no match");
+    is_str(list(db, "lst", "", "c/", "", 10), "a,b/1,b/2,b/c/,c,d/1,d/2,e",
+           "multi-byte delimiter");
+    is_str(list(db, "lst", "", "/", "", 0), "", "max_keys 0: nothing, not truncated");
+
+    /* Pagination by max_keys=1 and 2 returns every entry exactly once. */
+    const char *want[2] = {"a,b/,c,d/,e", "a,b/1,b/2,b/c/3,c,d/1,d/2,e"};
+    for (int d = 0; d < 2; d++) {
+        for (size_t page = 1; page <= 2; page++) {
+            char acc[512] = "", after[64] = "";
+            int pages = 0, ok_trunc = 1;
+            for (;;) {
+                q = (md_list_req){"lst", CM_SLICE_NULL, d ? CM_SLICE_NULL : CM_SLICE_STR("/"),
+                                  CM_SLICE_STR(after), page};
+                if (md_object_list(db, &q, &r))
+                    break;
+                for (size_t i = 0; i < r.n; i++)
+                    snprintf(acc + strlen(acc), sizeof acc - strlen(acc), "%s%.*s",
+                             *acc ? "," : "", (int)r.a[i].key.n, (const char *)r.a[i].key.p);
+                pages++;
+                if (r.n)
+                    snprintf(after, sizeof after, "%.*s", (int)r.a[r.n - 1].key.n,
+                             (const char *)r.a[r.n - 1].key.p);
+                bool t = r.truncated;
+                if (t && r.n != page)
+                    ok_trunc = 0;
+                md_list_res_free(&r);
+                if (!t || pages > 20)
+                    break;
+            }
+            is_str(acc, want[d], "paged by %zu (%s): every entry once", page,
+                   d ? "no delimiter" : "delimiter /");
+            ok(ok_trunc, "truncated only on full pages");
+        }
+    }
+
+    /* Entries carry metadata, no inline data. */
+    q = (md_list_req){"lst", CM_SLICE_STR("a"), CM_SLICE_NULL, CM_SLICE_NULL, 10};
+    md_object_list(db, &q, &r);
+    ok(r.n == 1 && !r.a[0].is_prefix && r.a[0].obj.size == 3 &&
+       cm_slice_eq_str(r.a[0].obj.etag, "d41d8cd98f00b204e9800998ecf8427e") &&
+       r.a[0].obj.nhdrs == 2 && cm_slice_eq_str(r.a[0].obj.hdrs[1].name, "x-amz-meta-a") &&
+       r.a[0].obj.inline_data.n == 0 && r.a[0].obj.mtime_ms == 1700000000123,
+       "entry has size, mtime, etag and hdrs, no inline data");
+    md_list_res_free(&r);
+    q = (md_list_req){"none", CM_SLICE_NULL, CM_SLICE_NULL, CM_SLICE_NULL, 10};
+    is_int(md_object_list(db, &q, &r), CM_ENOTFOUND, "list missing bucket: CM_ENOTFOUND");
+
+    /* Binary keys and 0xff delimiters: the successor must carry. */
+    mkbucket(db, "bin");
+    md_object o = mkobj("e", 1, NULL, "x");
+    const cm_slice bk[] = {CM_SLICE("p\xff" "1", 3), CM_SLICE("p\xff\xff" "2", 4),
+                           CM_SLICE("p\xff\xff", 3), CM_SLICE("q", 1), CM_SLICE("\xff\xff", 2),
+                           CM_SLICE("\x00", 1), CM_SLICE("\x00\xff", 2)};
+    for (size_t i = 0; i < sizeof bk / sizeof bk[0]; i++)
+        md_object_put(db, "bin", bk[i], &o, 0, NULL, NULL);
+    q = (md_list_req){"bin", CM_SLICE_NULL, CM_SLICE("\xff", 1), CM_SLICE_NULL, 100};
+    md_object_list(db, &q, &r);
+    ok(r.n == 4 && cm_slice_eq(r.a[0].key, CM_SLICE("\x00\xff", 2)) && r.a[0].is_prefix &&
+       cm_slice_eq(r.a[1].key, CM_SLICE("p\xff", 2)) && r.a[1].is_prefix &&
+       cm_slice_eq(r.a[2].key, CM_SLICE("q", 1)) && !r.a[2].is_prefix &&
+       cm_slice_eq(r.a[3].key, CM_SLICE("\xff", 1)) && r.a[3].is_prefix && !r.truncated,
+       "0xff delimiter: prefixes \\0\\xff, p\\xff, key q, prefix \\xff");
+    md_list_res_free(&r);
+    q.delimiter = CM_SLICE_NULL;
+    md_object_list(db, &q, &r);
+    bool sorted = r.n == 7;
+    for (size_t i = 1; i < r.n; i++)
+        sorted = sorted && cm_slice_cmp(r.a[i - 1].key, r.a[i].key) < 0;
+    ok(sorted, "binary keys list in byte order");
+    md_list_res_free(&r);
+}
+
+/* Listing one page must not iterate keys rolled into a common prefix or
+ * outside the prefix: counted by the iterator step counter. */
+static void test_list_seeks(md_db_t *db)
+{
+    struct md__batch *b;
+    cm_buf k = {0}, v = {0};
+    md_object o = mkobj("0123456789abcdef0123456789abcdef", 10, NULL, "0123456789");
+    char name[32];
+    uint64_t s0;
+    int rc = 0;
+
+    mkbucket(db, "big");
+    md__obj_encode(&v, &o);
+    for (int i = 0; i < 200000 && rc == 0; i += 10000) {
+        b = md__batch_new();
+        for (int j = i; j < i + 10000; j++) {
+            snprintf(name, sizeof name, "m/%07d", j);
+            md__key_object(&k, "big", CM_SLICE_STR(name));
+            md__batch_put(b, cm_buf_slice(&k), cm_buf_slice(&v));
+        }
+        rc = md__batch_commit(db, b, false);
+        md__batch_free(b);
+    }
+    is_int(rc, 0, "loaded 200000 keys under m/");
+    put(db, "big", "a/1", NULL);
+    put(db, "big", "a/2", NULL);
+    put(db, "big", "n/1", NULL);
+    put(db, "big", "z", NULL);
+
+    s0 = md__nsteps(db);
+    is_str(list(db, "big", "", "/", "", 1000), "a/,m/,n/,z", "delimiter over 200k keys");
+    ok(md__nsteps(db) - s0 < 20, "rolled-up keys not iterated (%llu steps)",
+       (unsigned long long)(md__nsteps(db) - s0));
+    s0 = md__nsteps(db);
+    is_str(list(db, "big", "n/", "", "", 1000), "n/1", "prefix n/ after 200k keys");
+    ok(md__nsteps(db) - s0 < 10, "other prefix ranges not iterated (%llu steps)",
+       (unsigned long long)(md__nsteps(db) - s0));
+    s0 = md__nsteps(db);
+    is_str(list(db, "big", "", "/", "m/0000005", 1000), "n/,z", "start_after inside m/");
+    ok(md__nsteps(db) - s0 < 10, "start_after inside a prefix: skipped by seek (%llu steps)",
+       (unsigned long long)(md__nsteps(db) - s0));
+    s0 = md__nsteps(db);
+    is_str(list(db, "big", "m/", "", "m/0150000", 3), "m/0150001,m/0150002,m/0150003|",
+           "a page in the middle of 200k keys");
+    ok(md__nsteps(db) - s0 < 10, "page costs a seek and a few steps (%llu steps)",
+       (unsigned long long)(md__nsteps(db) - s0));
+    s0 = md__nsteps(db);
+    is_int(md_bucket_delete(db, "big"), CM_ENOTEMPTY, "delete big bucket: CM_ENOTEMPTY");
+    ok(md__nsteps(db) - s0 < 5, "emptiness check seeks");
+    cm_buf_free(&k);
+    cm_buf_free(&v);
+}
+
+/* -------------------------------------------------------------- multipart */
+static md_part mkpart(uint32_t num, const char *layout)
+{
+    md_part p = {0};
+    p.num = num;
+    p.size = 5u << 20;
+    p.mtime_ms = 77;
+    p.etag = CM_SLICE_STR("0123456789abcdef0123456789abcdef");
+    p.cksum = CM_SLICE_STR("crc32c:AAAAAA==");
+    p.layout = CM_SLICE_STR(layout);
+    return p;
+}
+
+static md_db_t *test_multipart(md_db_t *db)
+{
+    cm_slice key = CM_SLICE_STR("mp"), id = CM_SLICE_STR("UP-1");
+    md_object tmpl = mkobj("", 0, NULL, NULL), g;
+    md_upload u;
+    md_part p, *parts;
+    size_t n;
+    bool trunc;
+    uint64_t intent;
+
+    mkbucket(db, "mpb");
+    rl_reset();
+    is_int(md_upload_create(db, "nob", key, id, &tmpl), CM_ENOTFOUND, "upload in missing bucket");
+    is_int(md_upload_create(db, "mpb", key, id, &tmpl), 0, "create upload");
+    is_int(md_upload_create(db, "mpb", key, id, &tmpl), CM_EEXISTS, "create twice: CM_EEXISTS");
+    is_int(md_upload_get(db, "mpb", key, id, &u), 0, "get upload");
+    ok(cm_slice_eq_str(u.key, "mp") && cm_slice_eq_str(u.upload_id, "UP-1") &&
+       u.tmpl.nhdrs == 2 && cm_slice_eq_str(u.tmpl.hdrs[0].value, "text/plain") &&
+       u.ctime_ms > 0, "upload fields");
+    md_upload_clear(&u);
+
+    md_intent_add(db, CM_SLICE_STR("P1"), &intent);
+    p = mkpart(1, "P1");
+    is_int(md_part_put(db, "mpb", key, id, &p, intent), 0, "part 1");
+    p = mkpart(2, "P2");
+    is_int(md_part_put(db, "mpb", key, id, &p, 0), 0, "part 2");
+    p = mkpart(3, "P3");
+    is_int(md_part_put(db, "mpb", key, id, &p, 0), 0, "part 3");
+    p = mkpart(2, "P2b");
+    is_int(md_part_put(db, "mpb", key, id, &p, 0), 0, "replace part 2");
+    ok(rl.n == 1 && rl_count("P2") == 1, "replaced part's layout reclaimed once");
+    is_int(md_part_put(db, "mpb", key, CM_SLICE_STR("UP-X"), &p, 0), CM_ENOTFOUND,
+           "part of missing upload: CM_ENOTFOUND");
+    p = mkpart(0, "P0");
+    is_int(md_part_put(db, "mpb", key, id, &p, 0), CM_EINVAL, "part 0: CM_EINVAL");
+
+    is_int(md_part_list(db, "mpb", key, id, 0, 2, &parts, &n, &trunc), 0, "list parts");
+    ok(n == 2 && trunc && parts[0].num == 1 && parts[1].num == 2 &&
+       cm_slice_eq_str(parts[1].layout, "P2b") && parts[1].size == 5u << 20 &&
+       cm_slice_eq_str(parts[0].cksum, "crc32c:AAAAAA==") && parts[0].mtime_ms == 77,
+       "parts 1, 2 (truncated)");
+    free(parts);
+    is_int(md_part_list(db, "mpb", key, id, 2, 2, &parts, &n, &trunc), 0, "list parts after 2");
+    ok(n == 1 && !trunc && parts[0].num == 3, "part 3, not truncated");
+    free(parts);
+    is_int(md_part_list(db, "mpb", key, CM_SLICE_STR("UP-X"), 0, 10, &parts, &n, &trunc),
+           CM_ENOTFOUND, "parts of missing upload");
+
+    /* A replaced object and the unused part 3 become garbage. */
+    md_object old = mkobj("1", 1, "OLD", NULL);
+    md_object_put(db, "mpb", key, &old, 0, NULL, NULL);
+    md_object fin = mkobj("0123456789abcdef0123456789abcdef-2", 10u << 20, "FINAL", NULL);
+    uint32_t keep[] = {2, 1}, bad_keep[] = {1, 4};
+    rl_reset();
+    is_int(md_upload_complete(db, "mpb", key, id, &fin, bad_keep, 2, NULL, NULL), CM_EINVAL,
+           "complete with a missing part: CM_EINVAL");
+    int code = CM_EPRECOND;
+    is_int(md_upload_complete(db, "mpb", key, id, &fin, keep, 2, precond_fail, &code),
+           CM_EPRECOND, "complete with failing precond");
+    ok(rl.n == 0 && md_upload_get(db, "mpb", key, id, &u) == 0, "failed completes change nothing");
+    md_upload_clear(&u);
+    is_int(md_upload_complete(db, "mpb", key, id, &fin, keep, 2, NULL, NULL), 0, "complete");
+    ok(rl.n == 2 && rl_count("P3") == 1 && rl_count("OLD") == 1,
+       "unused part and replaced object reclaimed");
+    md_object_get(db, "mpb", key, &g);
+    ok(cm_slice_eq_str(g.layout, "FINAL") && g.size == 10u << 20, "completed object");
+    md_object_clear(&g);
+    is_int(md_upload_get(db, "mpb", key, id, &u), CM_ENOTFOUND, "upload gone");
+    is_int(md_part_list(db, "mpb", key, id, 0, 10, &parts, &n, &trunc), CM_ENOTFOUND,
+           "parts gone");
+    is_int(md_upload_complete(db, "mpb", key, id, &fin, keep, 2, NULL, NULL), CM_ENOTFOUND,
+           "complete again: CM_ENOTFOUND");
+
+    /* Abort. */
+    rl_reset();
+    cm_slice id2 = CM_SLICE_STR("UP-2");
+    md_upload_create(db, "mpb", key, id2, NULL);
+    p = mkpart(1, "A1");
+    md_part_put(db, "mpb", key, id2, &p, 0);
+    p = mkpart(9, "A9");
+    md_part_put(db, "mpb", key, id2, &p, 0);
+    is_int(md_upload_abort(db, "mpb", key, id2), 0, "abort");
+    ok(rl.n == 2 && rl_count("A1") == 1 && rl_count("A9") == 1, "aborted parts reclaimed");
+    is_int(md_upload_abort(db, "mpb", key, id2), CM_ENOTFOUND, "abort again: CM_ENOTFOUND");
+
+    /* Upload listing. */
+    mkbucket(db, "ul");
+    const char *uk[][2] = {{"x/1", "i1"}, {"x/1", "i2"}, {"x/2", "i1"}, {"y", "i1"},
+                           {"k", "i1"}};
+    for (size_t i = 0; i < sizeof uk / sizeof uk[0]; i++)
+        md_upload_create(db, "ul", CM_SLICE_STR(uk[i][0]), CM_SLICE_STR(uk[i][1]), NULL);
+    md_upload_create(db, "ul", CM_SLICE("k\x00z", 3), CM_SLICE_STR("i1"), NULL);
+    md_upload_create(db, "ul", CM_SLICE("k\x01", 2), CM_SLICE_STR("i1"), NULL);
+    md_upload_create(db, "ul", CM_SLICE("k\x00", 2), CM_SLICE_STR("i1"), NULL);
+
+    md_upload_list_res r;
+    char s[512];
+#define RENDER_U(r)                                                                                \
+    do {                                                                                           \
+        s[0] = 0;                                                                                  \
+        for (size_t i_ = 0; i_ < (r).n; i_++)                                                      \
+            for (size_t j_ = 0; j_ < (r).a[i_].key.n; j_++) {                                      \
+                uint8_t c_ = (r).a[i_].key.p[j_];                                                  \
+                snprintf(s + strlen(s), sizeof s - strlen(s), c_ < 32 ? "\\%d" : "%c", c_);        \
+                if (j_ + 1 == (r).a[i_].key.n)                                                     \
+                    snprintf(s + strlen(s), sizeof s - strlen(s), ":%.*s,",                        \
+                             (int)(r).a[i_].upload_id.n, (const char *)(r).a[i_].upload_id.p);     \
+            }                                                                                      \
+        for (size_t i_ = 0; i_ < (r).nprefixes; i_++)                                              \
+            snprintf(s + strlen(s), sizeof s - strlen(s), "[%.*s]",                                \
+                     (int)(r).prefixes[i_].n, (const char *)(r).prefixes[i_].p);                   \
+        if ((r).truncated)                                                                         \
+            snprintf(s + strlen(s), sizeof s - strlen(s), "|");                                    \
+    } while (0)
+
+    md_upload_list(db, "ul", CM_SLICE_NULL, CM_SLICE_NULL, CM_SLICE_NULL, CM_SLICE_NULL, 100, &r);
+    RENDER_U(r);
+    is_str(s, "k:i1,k\\0:i1,k\\0z:i1,k\\1:i1,x/1:i1,x/1:i2,x/2:i1,y:i1,",
+           "uploads in (key, id) order, binary keys too");
+    ok(r.n && r.a[0].tmpl.nhdrs == 0, "upload entries carry tmpl");
+    md_upload_list_res_free(&r);
+    md_upload_list(db, "ul", CM_SLICE_NULL, CM_SLICE_STR("/"), CM_SLICE_NULL, CM_SLICE_NULL, 100,
+                   &r);
+    RENDER_U(r);
+    is_str(s, "k:i1,k\\0:i1,k\\0z:i1,k\\1:i1,y:i1,[x/]", "uploads with delimiter");
+    md_upload_list_res_free(&r);
+    md_upload_list(db, "ul", CM_SLICE_STR("x/"), CM_SLICE_NULL, CM_SLICE_STR("x/1"),
+                   CM_SLICE_NULL, 100, &r);
+    RENDER_U(r);
+    is_str(s, "x/2:i1,", "key_marker alone: keys after it");
+    md_upload_list_res_free(&r);
+    md_upload_list(db, "ul", CM_SLICE_STR("x/"), CM_SLICE_NULL, CM_SLICE_STR("x/1"),
+                   CM_SLICE_STR("i1"), 100, &r);
+    RENDER_U(r);
+    is_str(s, "x/1:i2,x/2:i1,", "key_marker + upload_id_marker");
+    md_upload_list_res_free(&r);
+    md_upload_list(db, "ul", CM_SLICE_NULL, CM_SLICE_STR("/"), CM_SLICE_STR("x/1"),
+                   CM_SLICE_STR("i1"), 100, &r);
+    RENDER_U(r);
+    is_str(s, "y:i1,", "key_marker inside a common prefix skips it");
+    md_upload_list_res_free(&r);
+    md_upload_list(db, "ul", CM_SLICE_NULL, CM_SLICE_NULL, CM_SLICE("k\x00", 2), CM_SLICE_NULL,
+                   2, &r);
+    RENDER_U(r);
+    is_str(s, "k\\0z:i1,k\\1:i1,|", "binary key_marker, max 2, truncated");
+    md_upload_list_res_free(&r);
+    return db;
+}
+
+/* -------------------------------------------------------------- threads */
+#define NTHREADS 16
+#define NPUTS 150
+
+static md_db_t *g_db;
+static int g_won;
+
+static void *put_thread(void *arg)
+{
+    long t = (long)arg;
+    char key[32];
+    md_object o = mkobj("0123456789abcdef0123456789abcdef", 100, NULL,
+                        "small object body, inline in the metadata record");
+    for (int i = 0; i < NPUTS; i++) {
+        snprintf(key, sizeof key, "t%02ld/%04d", t, i);
+        if (md_object_put(g_db, "conc", CM_SLICE_STR(key), &o, 0, NULL, NULL))
+            return (void *)1;
+    }
+    if (md_object_put(g_db, "conc", CM_SLICE_STR("race"), &o, 0, precond_none_match, NULL) == 0)
+        __atomic_fetch_add(&g_won, 1, __ATOMIC_RELAXED);
+    return NULL;
+}
+
+static void test_threads(md_db_t *db)
+{
+    pthread_t th[NTHREADS];
+    uint64_t t0, t1;
+    int fails = 0;
+
+    mkbucket(db, "conc");
+    g_db = db;
+    t0 = cm_mono_ns();
+    for (long i = 0; i < NTHREADS; i++)
+        pthread_create(&th[i], NULL, put_thread, (void *)i);
+    for (int i = 0; i < NTHREADS; i++) {
+        void *rv;
+        pthread_join(th[i], &rv);
+        fails += rv != NULL;
+    }
+    t1 = cm_mono_ns();
+    is_int(fails, 0, "%d threads x %d sync puts", NTHREADS, NPUTS);
+    is_int(g_won, 1, "concurrent If-None-Match puts: exactly one wins");
+    printf("# sync md_object_put, %d threads: %.0f ops/s\n", NTHREADS,
+           (double)(NTHREADS * (NPUTS + 1)) * 1e9 / (double)(t1 - t0));
+    md_list_req q = {"conc", CM_SLICE_NULL, CM_SLICE_NULL, CM_SLICE_NULL, 100000};
+    md_list_res r;
+    md_object_list(db, &q, &r);
+    is_int(r.n, NTHREADS * NPUTS + 1, "every put is listed");
+    md_list_res_free(&r);
+}
+
+int main(void)
+{
+    md_db_t *db = NULL;
+    md_bucket *all;
+    size_t n;
+    md_object g;
+
+    snprintf(g_dir, sizeof g_dir, "/tmp/test_md.XXXXXX");
+    if (!mkdtemp(g_dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    test_keys();
+    test_codec();
+    is_int(md_open(g_dir, &db), 0, "md_open");
+    if (!db)
+        return done_testing();
+    md_set_reclaim(db, rec_fn, NULL);
+    db = test_buckets(db);
+    db = test_objects(db);
+    if (!db)
+        return done_testing();
+    test_list(db);
+    test_list_seeks(db);
+    db = test_multipart(db);
+    test_threads(db);
+
+    db = reopen(db);
+    ok(db != NULL, "reopen after everything");
+    is_int(md_bucket_list(db, &all, &n), 0, "buckets after reopen");
+    is_int(n, 9, "all buckets survive");
+    free(all);
+    is_str(list(db, "lst", "", "/", "", 1000), "a,b/,c,d/,e", "listing survives reopen");
+    ok(md_object_get(db, "mpb", CM_SLICE_STR("mp"), &g) == 0 && cm_slice_eq_str(g.layout, "FINAL"),
+       "completed object survives reopen");
+    md_object_clear(&g);
+    md_upload_list_res r;
+    md_upload_list(db, "ul", CM_SLICE_NULL, CM_SLICE_NULL, CM_SLICE_NULL, CM_SLICE_NULL, 100, &r);
+    is_int(r.n, 8, "uploads survive reopen");
+    md_upload_list_res_free(&r);
+    rl_reset();
+    is_int(md_recover(db, &n), 0, "recover after reopen");
+    is_int(n, 0, "no garbage or intents left behind");
+    md_close(db);
+
+    rl_reset();
+    nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    return done_testing();
+}
