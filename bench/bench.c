@@ -13,7 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -42,7 +45,8 @@ static struct {
     uint64_t count;
     uint64_t keys;
     bool keys_given;
-    bool verify, no_verify, json, prepare, self_test;
+    bool verify, no_verify, json, prepare, self_test, free_port;
+    double wait;  /* --wait: seconds to wait for the endpoint to accept */
     enum payload payload;
     int mix;      /* percent of GETs in mixed */
     int max_keys; /* ListObjectsV2 page size */
@@ -223,9 +227,14 @@ static void show_error(const char *what, const char *target, int status, int rc,
 {
     if (atomic_fetch_add(&R.errors_shown, 1) >= 3)
         return;
-    if (status)
-        fprintf(stderr, "cairn-bench: %s %s: HTTP %d: %.300s\n", what, target, status,
-                body ? cm_buf_str(body) : "");
+    if (status) {
+        char text[301];
+        snprintf(text, sizeof text, "%s", body ? cm_buf_str(body) : "");
+        for (char *p = text; *p; p++)
+            if (*p == '\r' || *p == '\n')
+                *p = ' ';
+        fprintf(stderr, "cairn-bench: %s %s: HTTP %d: %s\n", what, target, status, text);
+    }
     else
         fprintf(stderr, "cairn-bench: %s %s: %s\n", what, target, strerror(-rc));
 }
@@ -613,7 +622,7 @@ static int run_phase(enum op op, int n, uint64_t count, double duration, double 
     free(ws);
 
     res->op = op;
-    res->size = R.size;
+    res->size = op == OP_LIST ? 0 : R.size;
     res->concurrency = n;
     res->secs = (double)(end - R.start_ns) / 1e9;
     res->cpu_s = cpu_seconds() - cpu0;
@@ -858,6 +867,9 @@ static void usage(FILE *f)
 "  --json                print one JSON line per phase instead of text\n"
 "  --label L             copied into the JSON line\n"
 "  --timeout S           socket timeout (60)\n"
+"  --wait S              first wait up to S seconds for the endpoint to accept TCP;\n"
+"                        with no --op and no --prepare, only wait\n"
+"  --free-port           print a free 127.0.0.1 TCP port and exit (for scripts)\n"
 "  --self-test           check SigV4 against AWS's published examples and exit\n"
 "  -q, --quiet           fewer messages on stderr\n");
 }
@@ -865,7 +877,8 @@ static void usage(FILE *f)
 enum {
     O_ENDPOINT = 256, O_AK, O_SK, O_REGION, O_BUCKET, O_OP, O_SIZE, O_CONC, O_DURATION,
     O_COUNT, O_KEYS, O_PREFIX, O_VERIFY, O_NOVERIFY, O_JSON, O_PREPARE, O_PREPCONC, O_PREPDIR,
-    O_URLPATH, O_SELFTEST, O_PAYLOAD, O_MIX, O_MAXKEYS, O_WARMUP, O_TIMEOUT, O_LABEL, O_HELP
+    O_URLPATH, O_SELFTEST, O_PAYLOAD, O_MIX, O_MAXKEYS, O_WARMUP, O_TIMEOUT, O_LABEL, O_HELP,
+    O_WAIT, O_FREEPORT
 };
 
 static const struct option long_opts[] = {
@@ -895,6 +908,8 @@ static const struct option long_opts[] = {
     {"warmup", 1, NULL, O_WARMUP},
     {"timeout", 1, NULL, O_TIMEOUT},
     {"label", 1, NULL, O_LABEL},
+    {"wait", 1, NULL, O_WAIT},
+    {"free-port", 0, NULL, O_FREEPORT},
     {"quiet", 0, NULL, 'q'},
     {"help", 0, NULL, O_HELP},
     {NULL, 0, NULL, 0},
@@ -968,6 +983,8 @@ static int parse_args(int argc, char **argv)
         case O_WARMUP: g.warmup = atof(optarg); break;
         case O_TIMEOUT: g.timeout = atoi(optarg); break;
         case O_LABEL: g.label = optarg; break;
+        case O_WAIT: g.wait = atof(optarg); break;
+        case O_FREEPORT: g.free_port = true; break;
         case 'q': g.quiet = 1; break;
         case O_HELP: usage(stdout); exit(0);
         default: return -1;
@@ -977,7 +994,7 @@ static int parse_args(int argc, char **argv)
         fprintf(stderr, "cairn-bench: unexpected argument %s\n", argv[optind]);
         return -1;
     }
-    if (g.self_test)
+    if (g.self_test || g.free_port)
         return 0;
     if (g.concurrency < 1 || g.prepare_conc < 1 || g.max_keys < 1 || g.max_keys > 1000 ||
         g.mix < 0 || g.mix > 100 || g.timeout < 1) {
@@ -1008,6 +1025,39 @@ static int parse_args(int argc, char **argv)
     return 0;
 }
 
+static int print_free_port(void)
+{
+    struct sockaddr_in sa = {0};
+    socklen_t len = sizeof sa;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
+        perror("cairn-bench: free port");
+        return 1;
+    }
+    printf("%d\n", ntohs(sa.sin_port));
+    close(fd);
+    return 0;
+}
+
+/* Polls a TCP connect every 50 ms; returns 0 once one succeeds. */
+static int wait_endpoint(double secs)
+{
+    uint64_t deadline = cm_mono_ns() + (uint64_t)(secs * 1e9);
+    do {
+        bench_conn_t *c = bench_conn_new(g.host, g.port, 1);
+        int rc = c ? bench_conn_connect(c) : CM_ENOMEM;
+        bench_conn_free(c);
+        if (rc == 0)
+            return 0;
+        usleep(50 * 1000);
+    } while (cm_mono_ns() < deadline && !interrupted);
+    return -1;
+}
+
 static void on_signal(int sig)
 {
     (void)sig;
@@ -1030,8 +1080,19 @@ int main(int argc, char **argv)
         printf("%s\n", fails ? "self-test FAILED" : "self-test passed");
         return fails ? 1 : 0;
     }
+    if (g.free_port)
+        return print_free_port();
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
+    if (g.wait > 0) {
+        if (wait_endpoint(g.wait)) {
+            fprintf(stderr, "cairn-bench: %s:%d not accepting after %.0fs\n", g.host, g.port,
+                    g.wait);
+            return 1;
+        }
+        if (!g.op_given && !g.prepare)
+            return 0;
+    }
 
     R.size = g.size;
     R.prefix = g.prefix;

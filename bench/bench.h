@@ -90,6 +90,9 @@ void bench_conn_free(bench_conn_t *c); /* NULL is a no-op */
 int bench_conn_request(bench_conn_t *c, const void *head, size_t headlen, const void *body,
                        size_t bodylen, struct bench_resp *r);
 
+/* Connects now if not connected. Returns 0 or a negative errno. */
+int bench_conn_connect(bench_conn_t *c);
+
 /* Number of TCP connects this connection has made (1 when keep-alive held). */
 unsigned bench_conn_connects(const bench_conn_t *c);
 

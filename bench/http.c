@@ -73,6 +73,15 @@ void bench_conn_free(bench_conn_t *c)
 
 unsigned bench_conn_connects(const bench_conn_t *c) { return c->connects; }
 
+static int conn_open(bench_conn_t *c);
+
+int bench_conn_connect(bench_conn_t *c)
+{
+    if (c->fd >= 0)
+        return 0;
+    return conn_open(c);
+}
+
 static int conn_open(bench_conn_t *c)
 {
     struct addrinfo hints = {0}, *res = NULL, *ai;
@@ -280,9 +289,12 @@ static int read_head(bench_conn_t *c, int *status, uint64_t *clen, bool *chunked
             return c->rend == c->rpos ? -ECONNRESET : -EPROTO;
     }
     char *p = (char *)c->rbuf + c->rpos, *stop = (char *)end + 2;
-    int minor = 1;
-    if (sscanf(p, "HTTP/1.%d %d", &minor, status) != 2)
+    /* "HTTP/1.x NNN " */
+    if ((size_t)(stop - p) < 13 || memcmp(p, "HTTP/1.", 7) != 0 || p[8] != ' ' ||
+        p[9] < '1' || p[9] > '5' || p[10] < '0' || p[10] > '9' || p[11] < '0' || p[11] > '9')
         return -EPROTO;
+    int minor = p[7] - '0';
+    *status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
     *clen = UINT64_MAX;
     *chunked = false;
     *close_ = minor == 0;

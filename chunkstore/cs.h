@@ -53,8 +53,9 @@ void cs_writer_abort(cs_writer_t *w);
 int cs_layout_size(cm_slice layout, uint64_t *out);
 /* Number of segments in a layout. */
 int cs_layout_count(cm_slice layout, size_t *out);
-/* Appends segment i of layout to out (to build a multipart object from the
- * layouts of its parts: append each part's whole layout). */
+/* Appends every segment of layout to out (to build a multipart object from
+ * the layouts of its parts: append each part's whole layout). Validates
+ * layout first: CM_ECORRUPT leaves out unchanged. */
 int cs_layout_append(cm_buf *out, cm_slice layout);
 
 /* Opens a reader for bytes [off, off+len) of the object described by

@@ -201,3 +201,10 @@ int gw_route(gw_req *r)
     gw_error(r, S3E_MethodNotAllowed);
     return -1;
 }
+
+/* The operation table: ops.def rows, in enum order. */
+const gw_op_def gw_ops[GW_OP__COUNT] = {
+#define OP(name, body, begin, data, end, abort) {#name, GW_BODY_##body, begin, data, end, abort},
+#include "gateway/ops.def"
+#undef OP
+};

@@ -1,9 +1,8 @@
 /* metadata/codec.c - value encoding of bucket, object, upload and part
- * records: a version byte, then little-endian fixed fields and u32-length
- * byte strings (cm_buf_put_*). Decoding never trusts the bytes: any underrun,
- * unknown version or absurd count is CM_ECORRUPT. Bytes after the known
- * fields are ignored, so a later version may append fields. Formats are
- * tabled in doc/metadata-keys.md. */
+ * records: a version byte, little-endian fixed fields and u32-length byte
+ * strings. Decoding never trusts the bytes: an underrun, unknown version or
+ * absurd count is CM_ECORRUPT; bytes after the known fields are ignored (a
+ * later version may append). Formats are tabled in doc/metadata-keys.md. */
 #include "metadata/md_int.h"
 
 #include <stdlib.h>
@@ -196,8 +195,8 @@ int md__bucket_encode(cm_buf *b, const md_bucket *bk)
     cm_buf_reset(b);
     if ((rc = cm_buf_put_u8(b, MD__REC_VERSION)) ||
         (rc = cm_buf_put_u64(b, (uint64_t)bk->ctime_ms)) ||
-        (rc = cm_buf_put_bytes(b, CM_SLICE(bk->region, strnlen(bk->region,
-                                                               sizeof bk->region - 1)))))
+        (rc =
+             cm_buf_put_bytes(b, CM_SLICE(bk->region, strnlen(bk->region, sizeof bk->region - 1)))))
         return rc;
     return 0;
 }
@@ -211,8 +210,7 @@ int md__bucket_decode(cm_slice name, cm_slice v, md_bucket *out)
 
     if (name.n == 0 || name.n > MD_BUCKET_MAX || memchr(name.p, 0, name.n))
         return CM_ECORRUPT;
-    if ((rc = get_version(&r)) || (rc = cm_get_u64(&r, &ctime)) ||
-        (rc = cm_get_bytes(&r, &region)))
+    if ((rc = get_version(&r)) || (rc = cm_get_u64(&r, &ctime)) || (rc = cm_get_bytes(&r, &region)))
         return rc;
     if (region.n >= sizeof out->region || memchr(region.p, 0, region.n))
         return CM_ECORRUPT;

@@ -114,7 +114,10 @@ out:
     return rc;
 }
 
-void md__ldb_close(struct md__ldb *l) { ldb_free(l); }
+void md__ldb_close(struct md__ldb *l)
+{
+    ldb_free(l);
+}
 
 int md__get(md_db_t *db, cm_slice key, cm_buf *out)
 {
@@ -142,7 +145,10 @@ int md__exists(md_db_t *db, cm_slice key)
     return rc;
 }
 
-struct md__batch *md__batch_new(void) { return (struct md__batch *)leveldb_writebatch_create(); }
+struct md__batch *md__batch_new(void)
+{
+    return (struct md__batch *)leveldb_writebatch_create();
+}
 
 void md__batch_free(struct md__batch *b)
 {
@@ -165,8 +171,8 @@ int md__batch_commit(md_db_t *db, struct md__batch *b, bool sync)
 {
     char *err = NULL;
 
-    leveldb_write(db->ldb->db, sync ? db->ldb->wsync : db->ldb->wasync,
-                  (leveldb_writebatch_t *)b, &err);
+    leveldb_write(db->ldb->db, sync ? db->ldb->wsync : db->ldb->wasync, (leveldb_writebatch_t *)b,
+                  &err);
     return map_err(err, "write");
 }
 
@@ -210,7 +216,10 @@ void md__iter_seek_last(struct md__iter *it)
     leveldb_iter_seek_to_last(it->it);
 }
 
-bool md__iter_valid(const struct md__iter *it) { return leveldb_iter_valid(it->it) != 0; }
+bool md__iter_valid(const struct md__iter *it)
+{
+    return leveldb_iter_valid(it->it) != 0;
+}
 
 void md__iter_next(struct md__iter *it)
 {
@@ -351,8 +360,10 @@ int md__seq_load(md_db_t *db)
 
     if (rc == 0) {
         r = (cm_reader){v.p, v.n};
-        if ((rc = cm_get_u64(&r, &hw)))
-            goto out;
+        if (cm_get_u64(&r, &hw)) {
+            cm_log(CM_LOG_WARN, "metadata: corrupt #seq record; ids restart above I/G keys");
+            hw = 0;
+        }
     } else if (rc != CM_ENOTFOUND) {
         goto out;
     }
@@ -506,14 +517,16 @@ out:
     return rc;
 }
 
-/* Reclaims and forgets every record of one kind. */
+/* Reclaims and forgets every record of one kind. A failing reclaim leaves
+ * its record for the next md_recover (logged, not an error: a storage node
+ * being down must not keep the server from starting). */
 static int recover_kind(md_db_t *db, char kind, size_t *n)
 {
     uint8_t start = (uint8_t)kind;
     struct md__iter *it = md__iter_new(db);
     struct md__batch *b = md__batch_new();
-    size_t ndel = 0;
-    int rc = 0, first = 0;
+    size_t ndel = 0, nfail = 0;
+    int rc = 0;
 
     if (!it || !b) {
         rc = CM_ENOMEM;
@@ -529,24 +542,25 @@ static int recover_kind(md_db_t *db, char kind, size_t *n)
             continue;
         }
         if ((rc = db->reclaim(db->reclaim_arg, md__iter_val(it)))) {
-            cm_log(CM_LOG_WARN, "metadata: reclaim of %c%llu failed: %s", kind,
+            cm_log(CM_LOG_DEBUG, "metadata: reclaim of %c%llu failed: %s", kind,
                    (unsigned long long)seq, cm_strerror(rc));
-            if (!first)
-                first = rc;
+            nfail++;
             continue;
         }
         md__batch_del(b, k);
         ndel++;
-        (*n)++;
     }
+    if (nfail)
+        cm_log(CM_LOG_WARN, "metadata: %zu %s records could not be reclaimed; kept for later",
+               nfail, kind == MD__K_INTENT ? "intent" : "garbage");
     if ((rc = md__iter_status(it)))
         goto out;
-    if (ndel)
-        rc = md__batch_commit(db, b, true);
+    if (ndel && (rc = md__batch_commit(db, b, true)) == 0)
+        *n += ndel;
 out:
     md__iter_free(it);
     md__batch_free(b);
-    return rc ? rc : first;
+    return rc;
 }
 
 int md_recover(md_db_t *db, size_t *out_n)

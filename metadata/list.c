@@ -242,8 +242,8 @@ int md_upload_list(md_db_t *db, const char *bucket, cm_slice prefix, cm_slice de
                     res.truncated = true;
                     break;
                 }
-                if ((rc = grow((void **)&res.prefixes, &pcap, res.nprefixes,
-                               sizeof *res.prefixes, 16)) ||
+                if ((rc = grow((void **)&res.prefixes, &pcap, res.nprefixes, sizeof *res.prefixes,
+                               16)) ||
                     (rc = md__pool_slice(pool, cp, &res.prefixes[res.nprefixes])))
                     goto out;
                 res.nprefixes++;

@@ -40,12 +40,12 @@ struct md__batch;
  * never a global one: LevelDB group-commits concurrent sync writes. */
 struct md_db {
     struct md__ldb *ldb;
-    md_reclaim_fn reclaim;     /* set before use by md_set_reclaim; read unlocked */
+    md_reclaim_fn reclaim; /* set before use by md_set_reclaim; read unlocked */
     void *reclaim_arg;
-    uint64_t seq_next;         /* atomic: next id to hand out */
-    uint64_t seq_hw;           /* atomic: ids < seq_hw are covered by the durable '#seq' */
-    pthread_mutex_t seq_lk;    /* serialises raising seq_hw */
-    uint64_t nsteps;           /* atomic: iterator seeks + steps, for tests */
+    uint64_t seq_next;      /* atomic: next id to hand out */
+    uint64_t seq_hw;        /* atomic: ids < seq_hw are covered by the durable '#seq' */
+    pthread_mutex_t seq_lk; /* serialises raising seq_hw */
+    uint64_t nsteps;        /* atomic: iterator seeks + steps, for tests */
     pthread_rwlock_t bucket_lk[MD__NRWLOCK];
     pthread_rwlock_t upload_lk[MD__NRWLOCK];
     pthread_mutex_t key_lk[MD__NKEYLOCK];
@@ -62,7 +62,7 @@ int md__get(md_db_t *db, cm_slice key, cm_buf *out);
 int md__exists(md_db_t *db, cm_slice key);
 
 /* Write batches: collect puts and deletes, commit them atomically. */
-struct md__batch *md__batch_new(void); /* NULL on OOM */
+struct md__batch *md__batch_new(void);    /* NULL on OOM */
 void md__batch_free(struct md__batch *b); /* NULL is a no-op */
 void md__batch_put(struct md__batch *b, cm_slice key, cm_slice val);
 void md__batch_del(struct md__batch *b, cm_slice key);
@@ -72,7 +72,7 @@ int md__batch_commit(md_db_t *db, struct md__batch *b, bool sync);
  * slices are valid until the next move or md__iter_free. Every seek and
  * step counts in db->nsteps. */
 struct md__iter *md__iter_new(md_db_t *db); /* NULL on OOM */
-void md__iter_free(struct md__iter *it);     /* NULL is a no-op */
+void md__iter_free(struct md__iter *it);    /* NULL is a no-op */
 void md__iter_seek(struct md__iter *it, cm_slice key);
 void md__iter_seek_last(struct md__iter *it);
 bool md__iter_valid(const struct md__iter *it);
@@ -91,7 +91,7 @@ int md__key_upload(cm_buf *b, const char *bucket, cm_slice key, cm_slice upload_
 int md__key_upload_prefix(cm_buf *b, const char *bucket, cm_slice prefix);
 int md__key_part(cm_buf *b, cm_slice upload_id, uint32_t num);
 int md__key_part_prefix(cm_buf *b, cm_slice upload_id); /* 'P' esc(id) 0x00 */
-int md__key_seq(cm_buf *b, char kind, uint64_t seq);   /* 'I' or 'G' */
+int md__key_seq(cm_buf *b, char kind, uint64_t seq);    /* 'I' or 'G' */
 /* Appends esc(s): 0x00 -> 01 01, 0x01 -> 01 02, others as is. Order-preserving
  * and prefix-free once followed by 0x00, so an escaped field can be followed
  * by more fields and still sort by its own bytes first. */
@@ -152,8 +152,8 @@ int md__seq_load(md_db_t *db);
 /* Pending garbage of one mutation: layouts recorded as 'G' seq in its batch,
  * reclaimed by md__garbage_reclaim after the commit. */
 typedef struct md__garbage {
-    cm_buf keys;     /* concatenated 9-byte 'G' keys */
-    cm_buf layouts;  /* concatenated u32 length + layout bytes */
+    cm_buf keys;    /* concatenated 9-byte 'G' keys */
+    cm_buf layouts; /* concatenated u32 length + layout bytes */
     size_t n;
 } md__garbage;
 

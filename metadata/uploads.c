@@ -57,8 +57,7 @@ out0:
     return rc;
 }
 
-int md_upload_get(md_db_t *db, const char *bucket, cm_slice key, cm_slice upload_id,
-                  md_upload *out)
+int md_upload_get(md_db_t *db, const char *bucket, cm_slice key, cm_slice upload_id, md_upload *out)
 {
     cm_buf k = {0}, v = {0};
     md_upload u = {0};
@@ -98,8 +97,7 @@ void md_upload_clear(md_upload *u)
 
 static pthread_mutex_t *part_lock(md_db_t *db, cm_slice upload_id, uint32_t num)
 {
-    uint8_t be[4] = {(uint8_t)(num >> 24), (uint8_t)(num >> 16), (uint8_t)(num >> 8),
-                     (uint8_t)num};
+    uint8_t be[4] = {(uint8_t)(num >> 24), (uint8_t)(num >> 16), (uint8_t)(num >> 8), (uint8_t)num};
 
     return &db->key_lk[md__hash(upload_id, CM_SLICE(be, 4)) % MD__NKEYLOCK];
 }
@@ -168,8 +166,8 @@ out0:
     return rc;
 }
 
-int md_part_list(md_db_t *db, const char *bucket, cm_slice key, cm_slice upload_id,
-                 uint32_t after, size_t max, md_part **out, size_t *n, bool *truncated)
+int md_part_list(md_db_t *db, const char *bucket, cm_slice key, cm_slice upload_id, uint32_t after,
+                 size_t max, md_part **out, size_t *n, bool *truncated)
 {
     struct md__iter *it = NULL;
     cm_buf uk = {0}, pk = {0}, raw = {0};

@@ -1,0 +1,136 @@
+/* tests/unit/test_cm.c - the common library: slices, buffers, codecs,
+ * hex/base64/URI encodings, times, pools. */
+#include "common/cm.h"
+#include "tests/unit/tap.h"
+#include <stdlib.h>
+
+static void test_buf_codec(void)
+{
+    cm_buf b = {0};
+    cm_buf_put_u8(&b, 7);
+    cm_buf_put_u32(&b, 0xdeadbeef);
+    cm_buf_put_u64(&b, 0x0102030405060708ull);
+    cm_buf_put_bytes(&b, CM_SLICE("a\0b", 3));
+    cm_reader rd = {b.p, b.n};
+    uint8_t u8;
+    uint32_t u32;
+    uint64_t u64;
+    cm_slice s;
+    ok(cm_get_u8(&rd, &u8) == 0 && u8 == 7, "u8 round trip");
+    ok(cm_get_u32(&rd, &u32) == 0 && u32 == 0xdeadbeef, "u32 round trip");
+    ok(cm_get_u64(&rd, &u64) == 0 && u64 == 0x0102030405060708ull, "u64 round trip");
+    ok(cm_get_bytes(&rd, &s) == 0 && s.n == 3 && memcmp(s.p, "a\0b", 3) == 0,
+       "bytes round trip keeps NUL");
+    is_int(cm_get_u8(&rd, &u8), CM_ECORRUPT, "underrun is CM_ECORRUPT");
+    cm_reader bad = {b.p + 13, 5}; /* length prefix says 3, only 1 byte follows */
+    is_int(cm_get_bytes(&bad, &s), CM_ECORRUPT, "short bytes field is CM_ECORRUPT");
+    cm_buf_reset(&b);
+    cm_buf_printf(&b, "%s-%d", "x", 42);
+    is_str(cm_buf_str(&b), "x-42", "printf appends");
+    char big[600];
+    memset(big, 'q', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    cm_buf_printf(&b, "%s", big);
+    is_int(b.n, 4 + 599, "printf grows past its stack buffer");
+    cm_buf_free(&b);
+}
+
+static void test_encodings(void)
+{
+    char hex[64], b64[64];
+    uint8_t out[64];
+    size_t n;
+    cm_hex_encode("\x01\xab\xff", 3, hex);
+    is_str(hex, "01abff", "hex encode");
+    ok(cm_hex_decode("01ABff", 6, out) == 0 && memcmp(out, "\x01\xab\xff", 3) == 0,
+       "hex decode mixed case");
+    is_int(cm_hex_decode("0g", 2, out), CM_EINVAL, "bad hex digit");
+    static const struct {
+        const char *in, *out;
+    } b64v[] = {{"", ""}, {"f", "Zg=="}, {"fo", "Zm8="}, {"foo", "Zm9v"}, {"foob", "Zm9vYg=="},
+                {"fooba", "Zm9vYmE="}, {"foobar", "Zm9vYmFy"}};
+    for (size_t i = 0; i < sizeof b64v / sizeof b64v[0]; i++) {
+        cm_base64_encode(b64v[i].in, strlen(b64v[i].in), b64);
+        is_str(b64, b64v[i].out, "base64 encode '%s'", b64v[i].in);
+        ok(cm_base64_decode(b64v[i].out, strlen(b64v[i].out), out, &n) == 0 &&
+               n == strlen(b64v[i].in) && memcmp(out, b64v[i].in, n) == 0,
+           "base64 decode '%s'", b64v[i].out);
+    }
+    is_int(cm_base64_decode("Zg=", 3, out, &n), CM_EINVAL, "base64 bad length");
+    is_int(cm_base64_decode("Z=g=", 4, out, &n), CM_EINVAL, "base64 pad in the middle");
+    cm_buf b = {0};
+    cm_uri_encode(&b, CM_SLICE_STR("a b/c+d%é~"), false);
+    is_str(cm_buf_str(&b), "a%20b/c%2Bd%25%C3%A9~", "uri encode keeps slash");
+    cm_buf_reset(&b);
+    cm_uri_encode(&b, CM_SLICE_STR("a/b"), true);
+    is_str(cm_buf_str(&b), "a%2Fb", "uri encode slash");
+    cm_buf_reset(&b);
+    ok(cm_uri_decode(&b, CM_SLICE_STR("a%20b+c%2f"), true) == 0 &&
+           strcmp(cm_buf_str(&b), "a b c/") == 0,
+       "uri decode with plus as space");
+    cm_buf_reset(&b);
+    ok(cm_uri_decode(&b, CM_SLICE_STR("a+b"), false) == 0 && strcmp(cm_buf_str(&b), "a+b") == 0,
+       "uri decode keeps plus in paths");
+    cm_buf_reset(&b);
+    is_int(cm_uri_decode(&b, CM_SLICE_STR("abc%2"), false), CM_EINVAL, "truncated escape");
+    cm_buf_reset(&b);
+    is_int(cm_uri_decode(&b, CM_SLICE_STR("%zz"), false), CM_EINVAL, "bad escape");
+    cm_buf_free(&b);
+}
+
+static void test_times(void)
+{
+    char s[32];
+    time_t t;
+    cm_time_rfc1123(1440938160, s);
+    is_str(s, "Sun, 30 Aug 2015 12:36:00 GMT", "rfc1123");
+    cm_time_amz(1440938160, s);
+    is_str(s, "20150830T123600Z", "amz date");
+    cm_time_iso8601_ms(1440938160123LL, s);
+    is_str(s, "2015-08-30T12:36:00.123Z", "iso8601 with ms");
+    ok(cm_time_parse_amz("20150830T123600Z", 16, &t) == 0 && t == 1440938160, "parse amz date");
+    ok(cm_time_parse_amz("20150830T1236000", 16, &t) != 0, "reject amz date without Z");
+    ok(cm_time_parse_http("Sun, 30 Aug 2015 12:36:00 GMT", 29, &t) == 0 && t == 1440938160,
+       "parse rfc1123");
+    ok(cm_time_parse_http("2015-08-30T12:36:00.000Z", 24, &t) == 0 && t == 1440938160,
+       "parse iso8601");
+    ok(cm_time_parse_http("yesterday", 9, &t) != 0, "reject garbage date");
+}
+
+static void count_cleanup(void *arg)
+{
+    (*(int *)arg)++;
+}
+
+static void test_slices_pool(void)
+{
+    ok(cm_slice_cmp(CM_SLICE_STR("a"), CM_SLICE_STR("ab")) < 0, "shorter sorts first");
+    ok(cm_slice_cmp(CM_SLICE("\xff", 1), CM_SLICE_STR("a")) > 0, "bytes compare unsigned");
+    ok(cm_slice_case_eq_str(CM_SLICE_STR("Content-Type"), "content-type"), "case-insensitive eq");
+    ok(cm_slice_has_prefix(CM_SLICE_STR("photos/2024"), CM_SLICE_STR("photos/")), "prefix");
+    cm_pool *p = cm_pool_new();
+    int called = 0;
+    char *a = cm_pool_alloc(p, 10);
+    char *big = cm_pool_alloc(p, 100000);
+    char *c = cm_pool_strndup(p, "hello", 5);
+    ok(a && big && c && strcmp(c, "hello") == 0, "pool allocations");
+    memset(big, 1, 100000);
+    cm_pool_cleanup_add(p, count_cleanup, &called);
+    cm_pool_cleanup_add(p, count_cleanup, &called);
+    cm_pool_free(p);
+    is_int(called, 2, "pool cleanups ran");
+    uint8_t r1[16], r2[16];
+    cm_random_bytes(r1, 16);
+    cm_random_bytes(r2, 16);
+    ok(memcmp(r1, r2, 16) != 0, "random bytes differ");
+    is_str(cm_strerror(CM_ENOTFOUND), "not found", "strerror");
+}
+
+int main(void)
+{
+    test_buf_codec();
+    test_encodings();
+    test_times();
+    test_slices_pool();
+    return done_testing();
+}
