@@ -87,6 +87,18 @@ static void build_sigreq(gw_req *r, sigv4_req *sr)
     sr->service = CM_SLICE_STR("s3");
 }
 
+/* The host[:port] of --public-url, or an empty slice. */
+static cm_slice public_host(gw_req *r)
+{
+    const char *u = r->srv->cfg.public_url;
+    if (!u)
+        return CM_SLICE_NULL;
+    const char *p = strstr(u, "://");
+    p = p ? p + 3 : u;
+    size_t n = strcspn(p, "/?#");
+    return CM_SLICE(p, n);
+}
+
 /* Sets up checksum verification from headers; false with an error set. */
 static bool setup_checksums(gw_req *r, struct auth_state *st)
 {
@@ -178,6 +190,22 @@ int gw_auth_begin(gw_req *r)
     sigv4_seed seed;
     memset(&seed, 0, sizeof seed);
     rc = sigv4_verify(&sr, &st->a, CM_SLICE_STR(r->srv->secret_key), &creq, &sts, &seed);
+    cm_slice pub = public_host(r);
+    if (rc && st->a.err == SIGV4_ERR_SIGNATURE && pub.n && !cm_slice_eq(pub, r->host)) {
+        /* Behind a proxy that rewrites Host: the client signed the public host. */
+        sigv4_req sr2;
+        cm_slice saved = r->host;
+        r->host = pub;
+        build_sigreq(r, &sr2);
+        r->host = saved;
+        sigv4_auth_free(&st->a);
+        memset(&st->a, 0, sizeof st->a);
+        if (sigv4_parse(&sr2, &st->a) == 0 &&
+            sigv4_verify(&sr2, &st->a, CM_SLICE_STR(r->srv->secret_key), NULL, NULL, &seed) == 0)
+            rc = 0;
+        else
+            st->a.err = SIGV4_ERR_SIGNATURE;
+    }
     if (rc) {
         char sig[65];
         sigv4_fail(r, &st->a);

@@ -28,6 +28,10 @@ struct gw_server {
     char owner_id[65];    /* canonical id of the root owner (hex) */
     char owner_name[64];
     void *http;           /* http.c's daemon */
+    pthread_mutex_t refs_lock; /* guards refs and deferred */
+    struct gw_ref *refs;  /* layouts being read: hash -> count */
+    size_t nrefs, caprefs;
+    struct gw_deferred *deferred; /* garbage whose data is still being read */
     char secret_key[128]; /* root credentials (never logged) */
     char access_key[128];
 };
@@ -138,6 +142,12 @@ const char *gw_hdr_str(gw_req *r, const char *name);
 bool gw_param(const gw_req *r, const char *name, cm_slice *out);
 bool gw_param_has(const gw_req *r, const char *name);
 const char *gw_param_str(gw_req *r, const char *name);
+
+/* Readers pin the layout they stream so that an overwrite or delete that
+ * commits meanwhile defers freeing its data until the last reader is done
+ * (server.c). Thread-safe. */
+void gw_layout_ref(gw_server *srv, cm_slice layout);
+void gw_layout_unref(gw_server *srv, cm_slice layout);
 
 /* The HTTP daemon (http.c). */
 int gw_http_start(gw_server *srv, const char *listen_addr);

@@ -447,6 +447,7 @@ static void get_stream_free(void *ctx)
 {
     struct get_stream *gs = ctx;
     cs_reader_close(gs->rd);
+    gw_layout_unref(gs->srv, gs->obj.layout);
     md_object_clear(&gs->obj);
     free(gs);
 }
@@ -587,6 +588,27 @@ void gw_get_object(gw_req *r)
         free(gs);
         gw_error(r, gw_s3err_from_cm(rc, S3E_NoSuchKey));
         return;
+    }
+    /* Pin the data, then make sure the record still names it (an overwrite
+     * may have committed and freed it between the read and the pin). */
+    for (int tries = 0; gs->obj.layout.n; tries++) {
+        gw_layout_ref(r->srv, gs->obj.layout);
+        md_object again;
+        memset(&again, 0, sizeof again);
+        int rc2 = md_object_get(r->srv->md, r->bucket, r->key, &again);
+        if (rc2 == 0 && cm_slice_eq(again.layout, gs->obj.layout)) {
+            md_object_clear(&again);
+            break;
+        }
+        gw_layout_unref(r->srv, gs->obj.layout);
+        md_object_clear(&gs->obj);
+        if (rc2 || tries == 8) {
+            md_object_clear(&again);
+            free(gs);
+            gw_error(r, rc2 ? gw_s3err_from_cm(rc2, S3E_NoSuchKey) : S3E_InternalError);
+            return;
+        }
+        gs->obj = again;
     }
     /* from here gs is owned by the request */
     r->stream_ctx = gs;
@@ -813,6 +835,7 @@ bool gw_copy_data(gw_req *r, const md_object *src, uint64_t off, uint64_t len, g
     } else {
         cs_reader_t *rd = NULL;
         uint8_t *buf = malloc(1 << 20);
+        gw_layout_ref(r->srv, src->layout);
         if (!buf || cs_reader_open(r->srv->cs, src->layout, off, len, &rd)) {
             ok = false;
         } else {
@@ -833,6 +856,7 @@ bool gw_copy_data(gw_req *r, const md_object *src, uint64_t off, uint64_t len, g
         }
         cs_reader_close(rd);
         free(buf);
+        gw_layout_unref(r->srv, src->layout);
     }
     unsigned ml = 0;
     EVP_DigestFinal_ex(mctx, md5_out, &ml);

@@ -6,9 +6,110 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+struct gw_ref {
+    uint64_t hash;
+    size_t count;
+};
+
+struct gw_deferred {
+    struct gw_deferred *next;
+    uint64_t hash;
+    size_t n;
+    uint8_t layout[];
+};
+
+static uint64_t layout_hash(cm_slice s)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < s.n; i++)
+        h = (h ^ s.p[i]) * 1099511628211ull;
+    return h;
+}
+
+void gw_layout_ref(gw_server *srv, cm_slice layout)
+{
+    if (!layout.n)
+        return;
+    uint64_t h = layout_hash(layout);
+    pthread_mutex_lock(&srv->refs_lock);
+    size_t i;
+    for (i = 0; i < srv->nrefs && srv->refs[i].hash != h; i++)
+        ;
+    if (i < srv->nrefs) {
+        srv->refs[i].count++;
+    } else {
+        if (srv->nrefs == srv->caprefs) {
+            size_t cap = srv->caprefs ? srv->caprefs * 2 : 64;
+            struct gw_ref *a = realloc(srv->refs, cap * sizeof *a);
+            if (!a) {
+                pthread_mutex_unlock(&srv->refs_lock);
+                return;
+            }
+            srv->refs = a;
+            srv->caprefs = cap;
+        }
+        srv->refs[srv->nrefs++] = (struct gw_ref){h, 1};
+    }
+    pthread_mutex_unlock(&srv->refs_lock);
+}
+
+void gw_layout_unref(gw_server *srv, cm_slice layout)
+{
+    if (!layout.n)
+        return;
+    uint64_t h = layout_hash(layout);
+    struct gw_deferred *run = NULL;
+    pthread_mutex_lock(&srv->refs_lock);
+    for (size_t i = 0; i < srv->nrefs; i++) {
+        if (srv->refs[i].hash != h)
+            continue;
+        if (--srv->refs[i].count == 0) {
+            srv->refs[i] = srv->refs[--srv->nrefs];
+            for (struct gw_deferred **pp = &srv->deferred; *pp;) {
+                if ((*pp)->hash == h) {
+                    struct gw_deferred *d = *pp;
+                    *pp = d->next;
+                    d->next = run;
+                    run = d;
+                } else {
+                    pp = &(*pp)->next;
+                }
+            }
+        }
+        break;
+    }
+    pthread_mutex_unlock(&srv->refs_lock);
+    while (run) {
+        struct gw_deferred *d = run;
+        run = d->next;
+        cs_layout_delete(srv->cs, CM_SLICE(d->layout, d->n));
+        free(d);
+    }
+}
+
+/* md's reclaim hook: frees data no record refers to any more, unless a
+ * reader still streams it; then the delete waits for that reader and the
+ * garbage record stays until the next start (CM_EUNAVAIL). */
 static int reclaim(void *arg, cm_slice layout)
 {
     gw_server *srv = arg;
+    uint64_t h = layout_hash(layout);
+    pthread_mutex_lock(&srv->refs_lock);
+    for (size_t i = 0; i < srv->nrefs; i++) {
+        if (srv->refs[i].hash == h) {
+            struct gw_deferred *d = malloc(sizeof *d + layout.n);
+            if (d) {
+                d->hash = h;
+                d->n = layout.n;
+                memcpy(d->layout, layout.p, layout.n);
+                d->next = srv->deferred;
+                srv->deferred = d;
+            }
+            pthread_mutex_unlock(&srv->refs_lock);
+            return CM_EUNAVAIL;
+        }
+    }
+    pthread_mutex_unlock(&srv->refs_lock);
     return cs_layout_delete(srv->cs, layout);
 }
 
@@ -53,6 +154,7 @@ int gw_start(const gw_config *cfg, gw_server_t **out)
     if (!srv)
         return CM_ENOMEM;
     srv->cfg = *cfg;
+    pthread_mutex_init(&srv->refs_lock, NULL);
     srv->inline_max = cfg->inline_max;
     snprintf(srv->access_key, sizeof srv->access_key, "%s", cfg->access_key);
     snprintf(srv->secret_key, sizeof srv->secret_key, "%s", cfg->secret_key);
@@ -103,5 +205,12 @@ void gw_stop(gw_server_t *srv)
     md_close(srv->md);
     cs_store_close(srv->cs);
     cm_wipe(srv->secret_key, sizeof srv->secret_key);
+    while (srv->deferred) {
+        struct gw_deferred *d = srv->deferred;
+        srv->deferred = d->next;
+        free(d); /* its garbage record is reclaimed at the next start */
+    }
+    free(srv->refs);
+    pthread_mutex_destroy(&srv->refs_lock);
     free(srv);
 }

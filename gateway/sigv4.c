@@ -183,8 +183,7 @@ static int canon_encode(cm_buf *b, cm_slice raw, bool path)
             b->p[b->n++] = '/';
             continue;
         }
-        if (c == '%' && i + 2 < raw.n && hexval(raw.p[i + 1]) >= 0 &&
-            hexval(raw.p[i + 2]) >= 0) {
+        if (c == '%' && i + 2 < raw.n && hexval(raw.p[i + 1]) >= 0 && hexval(raw.p[i + 2]) >= 0) {
             c = (uint8_t)(hexval(raw.p[i + 1]) << 4 | hexval(raw.p[i + 2]));
             i += 2;
         } else if (c == '+' && !path) {
@@ -212,8 +211,7 @@ static int query_decode(cm_buf *b, cm_slice raw)
         return CM_ENOMEM;
     for (size_t i = 0; i < raw.n; i++) {
         uint8_t c = raw.p[i];
-        if (c == '%' && i + 2 < raw.n && hexval(raw.p[i + 1]) >= 0 &&
-            hexval(raw.p[i + 2]) >= 0) {
+        if (c == '%' && i + 2 < raw.n && hexval(raw.p[i + 1]) >= 0 && hexval(raw.p[i + 2]) >= 0) {
             c = (uint8_t)(hexval(raw.p[i + 1]) << 4 | hexval(raw.p[i + 2]));
             i += 2;
         } else if (c == '+') {
@@ -237,8 +235,7 @@ static int hmac256(const uint8_t *key, size_t keylen, const void *p, size_t n, u
 
 /* "AK/20150830/us-east-1/s3/aws4_request". The access key may itself hold
  * '/', so the scope is taken from the right. */
-static int parse_credential(const sigv4_req *req, sigv4_auth *a, cm_slice cred,
-                            enum sigv4_err bad)
+static int parse_credential(const sigv4_req *req, sigv4_auth *a, cm_slice cred, enum sigv4_err bad)
 {
     cm_slice part[4];
     size_t end = cred.n;
@@ -273,11 +270,9 @@ static int parse_credential(const sigv4_req *req, sigv4_auth *a, cm_slice cred,
         return fail(a, bad, "%s; incorrect service \"%s\". This endpoint belongs to \"%.*s\".",
                     what, a->service, (int)req->service.n, (const char *)req->service.p);
     if (!cm_slice_eq_str(part[3], "aws4_request"))
-        return fail(a, bad,
-                    "%s; incorrect terminal \"%.*s\". This endpoint uses \"aws4_request\".",
+        return fail(a, bad, "%s; incorrect terminal \"%.*s\". This endpoint uses \"aws4_request\".",
                     what, (int)(part[3].n > 32 ? 32 : part[3].n), (const char *)part[3].p);
-    snprintf(a->scope, sizeof a->scope, "%s/%s/%s/aws4_request", a->date, a->region,
-             a->service);
+    snprintf(a->scope, sizeof a->scope, "%s/%s/%s/aws4_request", a->date, a->region, a->service);
     return 0;
 }
 
@@ -462,8 +457,8 @@ static int parse_query_auth(const sigv4_req *req, sigv4_auth *a, cm_buf *qv, cm_
                 goto out;
         }
     }
-    if (!seen[QP_ALGO] || !seen[QP_CRED] || !seen[QP_DATE] || !seen[QP_EXPIRES] ||
-        !seen[QP_SH] || !seen[QP_SIG]) {
+    if (!seen[QP_ALGO] || !seen[QP_CRED] || !seen[QP_DATE] || !seen[QP_EXPIRES] || !seen[QP_SH] ||
+        !seen[QP_SIG]) {
         rc = fail(a, bad,
                   "Query-string authentication version 4 requires the X-Amz-Algorithm, "
                   "X-Amz-Credential, X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, and "
@@ -481,8 +476,7 @@ static int parse_query_auth(const sigv4_req *req, sigv4_auth *a, cm_buf *qv, cm_
 
     cm_slice d = cm_buf_slice(&val[QP_DATE]);
     if (cm_time_parse_amz((const char *)d.p, d.n, &a->t)) {
-        rc = fail(a, bad,
-                  "X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"");
+        rc = fail(a, bad, "X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"");
         goto out;
     }
     cm_time_amz(a->t, a->amz_date);
@@ -917,8 +911,8 @@ out:
     return rc;
 }
 
-int sigv4_verify(const sigv4_req *req, sigv4_auth *auth, cm_slice secret, cm_buf *creq,
-                 cm_buf *sts, sigv4_seed *seed)
+int sigv4_verify(const sigv4_req *req, sigv4_auth *auth, cm_slice secret, cm_buf *creq, cm_buf *sts,
+                 sigv4_seed *seed)
 {
     uint8_t key[32];
     int rc = sigv4_signing_key(secret, CM_SLICE_STR(auth->date), CM_SLICE_STR(auth->region),

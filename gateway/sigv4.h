@@ -14,9 +14,9 @@
 #include "common/cm.h"
 
 #define SIGV4_ALGORITHM "AWS4-HMAC-SHA256"
-#define SIGV4_MAX_SKEW 900          /* seconds; header auth: RequestTimeTooSkewed beyond */
-#define SIGV4_MAX_EXPIRES 604800    /* seconds; presigned X-Amz-Expires upper bound */
-#define SIGV4_MAX_TRAILERS 8        /* trailing headers kept by the chunk decoder */
+#define SIGV4_MAX_SKEW 900       /* seconds; header auth: RequestTimeTooSkewed beyond */
+#define SIGV4_MAX_EXPIRES 604800 /* seconds; presigned X-Amz-Expires upper bound */
+#define SIGV4_MAX_TRAILERS 8     /* trailing headers kept by the chunk decoder */
 
 /* ------------------------------------------------------------ the request */
 
@@ -30,15 +30,15 @@ typedef struct sigv4_header {
 /* What the verifier needs to know about a request. Everything is borrowed
  * and must outlive the sigv4_parse/sigv4_verify calls that use it. */
 typedef struct sigv4_req {
-    cm_slice method;              /* "GET", "PUT", ... as received */
-    cm_slice path;                /* raw path as sent on the wire: percent-encoded, no query */
-    cm_slice query;               /* raw query string without '?'; empty if none */
-    const sigv4_header *headers;  /* all request headers; the caller puts the effective
-                                     host (e.g. from X-Forwarded-Host) in "host" */
+    cm_slice method;             /* "GET", "PUT", ... as received */
+    cm_slice path;               /* raw path as sent on the wire: percent-encoded, no query */
+    cm_slice query;              /* raw query string without '?'; empty if none */
+    const sigv4_header *headers; /* all request headers; the caller puts the effective
+                                    host (e.g. from X-Forwarded-Host) in "host" */
     size_t nheaders;
-    time_t now;                   /* the server's clock */
-    cm_slice region;              /* server region ("us-east-1"); empty accepts any */
-    cm_slice service;             /* "s3" (the test vectors use "service") */
+    time_t now;       /* the server's clock */
+    cm_slice region;  /* server region ("us-east-1"); empty accepts any */
+    cm_slice service; /* "s3" (the test vectors use "service") */
 } sigv4_req;
 
 /* --------------------------------------------------------------- errors */
@@ -100,27 +100,27 @@ bool sigv4_payload_is_chunked(enum sigv4_payload m);
 /* Result of sigv4_parse. Zero-initialise, then release with sigv4_auth_free.
  * Holds no secret; the signature is the client's, not to be logged. */
 typedef struct sigv4_auth {
-    bool presigned;               /* credential came from the query string */
-    char access_key[129];         /* access key id (look the secret up with it) */
-    char date[9];                 /* credential scope date "20150830" */
-    char region[64];              /* credential scope region */
-    char service[32];             /* credential scope service */
-    char scope[224];              /* "date/region/service/aws4_request" */
-    char amz_date[17];            /* request time "20150830T123600Z", as signed */
-    time_t t;                     /* the same, as time_t */
-    int64_t expires;              /* presigned: X-Amz-Expires seconds; else 0 */
-    char *signed_headers;         /* "host;x-amz-date" (malloc()ed; freed by sigv4_auth_free) */
-    char *security_token;         /* X-Amz-Security-Token or NULL (malloc()ed); validating it
-                                     is the caller's business */
-    uint8_t signature[32];        /* the client's signature, decoded */
-    enum sigv4_payload payload;   /* payload mode */
-    char payload_hash[72];        /* the value used as HashedPayload in the canonical request */
-    uint8_t payload_sha256[32];   /* SIGV4_PAYLOAD_SHA256: the digest the body must have */
-    bool payload_defaulted;       /* x-amz-content-sha256 was absent (header auth: the empty
-                                     body's hash is assumed, as MinIO does) */
-    int64_t decoded_length;       /* x-amz-decoded-content-length, or -1 if absent */
-    enum sigv4_err err;           /* why sigv4_parse/sigv4_verify failed */
-    char errmsg[256];             /* S3 <Message> for err; never contains secrets */
+    bool presigned;             /* credential came from the query string */
+    char access_key[129];       /* access key id (look the secret up with it) */
+    char date[9];               /* credential scope date "20150830" */
+    char region[64];            /* credential scope region */
+    char service[32];           /* credential scope service */
+    char scope[224];            /* "date/region/service/aws4_request" */
+    char amz_date[17];          /* request time "20150830T123600Z", as signed */
+    time_t t;                   /* the same, as time_t */
+    int64_t expires;            /* presigned: X-Amz-Expires seconds; else 0 */
+    char *signed_headers;       /* "host;x-amz-date" (malloc()ed; freed by sigv4_auth_free) */
+    char *security_token;       /* X-Amz-Security-Token or NULL (malloc()ed); validating it
+                                   is the caller's business */
+    uint8_t signature[32];      /* the client's signature, decoded */
+    enum sigv4_payload payload; /* payload mode */
+    char payload_hash[72];      /* the value used as HashedPayload in the canonical request */
+    uint8_t payload_sha256[32]; /* SIGV4_PAYLOAD_SHA256: the digest the body must have */
+    bool payload_defaulted;     /* x-amz-content-sha256 was absent (header auth: the empty
+                                   body's hash is assumed, as MinIO does) */
+    int64_t decoded_length;     /* x-amz-decoded-content-length, or -1 if absent */
+    enum sigv4_err err;         /* why sigv4_parse/sigv4_verify failed */
+    char errmsg[256];           /* S3 <Message> for err; never contains secrets */
 } sigv4_auth;
 
 /* Everything chunk and trailer signatures chain from; filled by a successful

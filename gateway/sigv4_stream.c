@@ -30,20 +30,20 @@ enum st {
 
 struct sigv4_stream {
     enum sigv4_payload mode;
-    bool sign;                 /* chunk signatures are checked */
-    bool trailers;             /* trailer mode */
+    bool sign;     /* chunk signatures are checked */
+    bool trailers; /* trailer mode */
     enum st st;
     enum sigv4_err err;
-    int rc;                    /* sticky error returned by feed/finish */
-    sigv4_seed seed;           /* key; signature = the previous signature in the chain */
-    int64_t want;              /* x-amz-decoded-content-length, -1 = unchecked */
-    uint64_t total;            /* decoded bytes so far */
-    uint64_t left;             /* data bytes left in the current chunk */
-    uint8_t chunk_sig[32];     /* the current chunk's claimed signature */
-    EVP_MD_CTX *md;            /* SHA-256 of the current chunk's data */
+    int rc;                /* sticky error returned by feed/finish */
+    sigv4_seed seed;       /* key; signature = the previous signature in the chain */
+    int64_t want;          /* x-amz-decoded-content-length, -1 = unchecked */
+    uint64_t total;        /* decoded bytes so far */
+    uint64_t left;         /* data bytes left in the current chunk */
+    uint8_t chunk_sig[32]; /* the current chunk's claimed signature */
+    EVP_MD_CTX *md;        /* SHA-256 of the current chunk's data */
     sigv4_sink_fn sink;
     void *arg;
-    size_t nline;              /* bytes in line (a CR at the end is kept) */
+    size_t nline; /* bytes in line (a CR at the end is kept) */
     char line[LINE_MAX_LEN + 2];
     size_t ntrailers;
     struct {
@@ -133,11 +133,12 @@ static int chain_sign(const sigv4_stream_t *s, const char *prefix, const char *r
     char prev[65], sts[512];
     unsigned int len = 0;
     cm_hex_encode(s->seed.signature, 32, prev);
-    int n = snprintf(sts, sizeof sts, "%s\n%s\n%s\n%s\n%s", prefix, s->seed.amz_date,
-                     s->seed.scope, prev, rest);
+    int n = snprintf(sts, sizeof sts, "%s\n%s\n%s\n%s\n%s", prefix, s->seed.amz_date, s->seed.scope,
+                     prev, rest);
     if (n < 0 || (size_t)n >= sizeof sts)
         return CM_EINVAL;
-    if (!HMAC(EVP_sha256(), s->seed.key, 32, (const uint8_t *)sts, (size_t)n, out, &len) || len != 32)
+    if (!HMAC(EVP_sha256(), s->seed.key, 32, (const uint8_t *)sts, (size_t)n, out, &len) ||
+        len != 32)
         return CM_ENOMEM;
     return 0;
 }

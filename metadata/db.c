@@ -453,8 +453,9 @@ void md__garbage_reclaim(md_db_t *db, md__garbage *g)
             break; /* our own buffer; cannot happen */
         rc = db->reclaim(db->reclaim_arg, layout);
         if (rc) {
-            cm_log(CM_LOG_WARN, "metadata: reclaim failed (%s); kept for recovery",
-                   cm_strerror(rc));
+            /* CM_EUNAVAIL: the owner deferred it (data still being read) */
+            cm_log(rc == CM_EUNAVAIL ? CM_LOG_DEBUG : CM_LOG_WARN,
+                   "metadata: reclaim not done (%s); kept for recovery", cm_strerror(rc));
             continue;
         }
         md__batch_del(b, CM_SLICE(g->keys.p + 9 * i, 9));

@@ -115,10 +115,11 @@ class S3Raw:
 
     def request(self, method, path, query=(), headers=None, body=b"", sign=True, host=None,
                 payload_hash=None, date=None, access=None, secret=None, region=None,
-                extra_unsigned=None):
+                extra_unsigned=None, sign_host=None):
         """Sends one request. path is the URI-encoded path; query a list of (name, value or
         None); headers a dict (names any case). host is the Host header (default: the endpoint's
-        host:port). extra_unsigned headers are added after signing. Returns Resp."""
+        host:port); sign_host, if given, is the host that goes into the signature instead (as
+        a client behind a proxy signs). extra_unsigned headers are added after signing."""
         query = list(query)
         hdrs = {k.lower(): v for k, v in (headers or {}).items()}
         if isinstance(body, str):
@@ -126,9 +127,8 @@ class S3Raw:
         host = host or self.netloc
         if sign:
             ph = payload_hash or hashlib.sha256(body).hexdigest()
-            self.sign_headers(method, path, query, hdrs, ph, host, date, access, secret, region)
-        else:
-            hdrs["host"] = host
+            self.sign_headers(method, path, query, hdrs, ph, sign_host or host, date, access, secret, region)
+        hdrs["host"] = host
         for k, v in (extra_unsigned or {}).items():
             hdrs[k.lower()] = v
         return self.send(method, path + ("?" + request_query(query) if query else ""), hdrs, body)
