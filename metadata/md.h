@@ -87,12 +87,39 @@ int md_object_hdr(const md_object *o, const char *name, cm_slice *out);
  * code is returned by the mutating call). */
 typedef int (*md_precond_fn)(void *arg, const md_object *cur);
 
+/* The write batch of a change being committed, handed to hooks so that
+ * records that must commit with the change (event outbox, change log,
+ * usage counters) land in the same batch. Opaque. */
+typedef struct md_batch md_batch_t;
+
+/* Called under the key lock after the precondition passed, with the current
+ * record (NULL if none) and the new one (NULL for a delete). May add records
+ * to b through the md_* appenders that take an md_batch_t; returns 0 or a
+ * CM_E* code that aborts the change. */
+typedef int (*md_hook_fn)(void *arg, md_batch_t *b, const md_object *cur, const md_object *next);
+
+typedef struct md_write_opts {
+    md_precond_fn precond; /* may be NULL */
+    void *precond_arg;
+    md_hook_fn hook;       /* may be NULL */
+    void *hook_arg;
+} md_write_opts;
+
+/* A fresh sequence number for a record added by a hook: unique, increasing
+ * in commit order for changes to the same key, and across restarts. */
+uint64_t md_batch_seq(md_batch_t *b);
+
 /* Creates or replaces bucket/key. In one batch: the record, the drop of
  * intent_id (0 for none), and a garbage record for the replaced object's
  * layout (reclaimed after the commit). CM_ENOTFOUND if the bucket does not
  * exist. precond may be NULL. */
 int md_object_put(md_db_t *db, const char *bucket, cm_slice key, const md_object *obj,
                   uint64_t intent_id, md_precond_fn precond, void *arg);
+/* The same with a hook (opts may be NULL). */
+int md_object_put_ex(md_db_t *db, const char *bucket, cm_slice key, const md_object *obj,
+                     uint64_t intent_id, const md_write_opts *opts);
+int md_object_delete_ex(md_db_t *db, const char *bucket, cm_slice key,
+                        const md_write_opts *opts);
 /* Reads bucket/key into *out (owned; md_object_clear it). CM_ENOTFOUND. */
 int md_object_get(md_db_t *db, const char *bucket, cm_slice key, md_object *out);
 /* Deletes bucket/key; its layout becomes garbage. CM_ENOTFOUND if absent
@@ -171,6 +198,9 @@ int md_part_list(md_db_t *db, const char *bucket, cm_slice key, cm_slice upload_
 int md_upload_complete(md_db_t *db, const char *bucket, cm_slice key, cm_slice upload_id,
                        const md_object *obj, const uint32_t *keep, size_t nkeep,
                        md_precond_fn precond, void *arg);
+int md_upload_complete_ex(md_db_t *db, const char *bucket, cm_slice key, cm_slice upload_id,
+                          const md_object *obj, const uint32_t *keep, size_t nkeep,
+                          const md_write_opts *opts);
 /* Drops the upload and its parts; all part layouts become garbage. */
 int md_upload_abort(md_db_t *db, const char *bucket, cm_slice key, cm_slice upload_id);
 

@@ -168,7 +168,13 @@ void md__garbage_reclaim(md_db_t *db, md__garbage *g);
  * garbage record for the current layout when it is not obj's. Deleting an
  * absent key gives CM_ENOTFOUND (after precond saw NULL). */
 int md__object_stage(md_db_t *db, struct md__batch *b, md__garbage *g, const char *bucket,
-                     cm_slice key, const md_object *obj, md_precond_fn precond, void *arg);
+                     cm_slice key, const md_object *obj, const md_write_opts *opts);
+
+/* What hooks see as md_batch_t: the batch of the change and its db. */
+struct md_batch {
+    md_db_t *db;
+    struct md__batch *b;
+};
 
 /* Lock helpers (lock order above). */
 pthread_rwlock_t *md__bucket_lock(md_db_t *db, const char *bucket);

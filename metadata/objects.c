@@ -26,8 +26,10 @@ int md_object_hdr(const md_object *o, const char *name, cm_slice *out)
 }
 
 int md__object_stage(md_db_t *db, struct md__batch *b, md__garbage *g, const char *bucket,
-                     cm_slice key, const md_object *obj, md_precond_fn precond, void *arg)
+                     cm_slice key, const md_object *obj, const md_write_opts *opts)
 {
+    md_precond_fn precond = opts ? opts->precond : NULL;
+    void *arg = opts ? opts->precond_arg : NULL;
     cm_buf k = {0}, cur = {0}, v = {0};
     md_object o = {0};
     bool have;
@@ -46,6 +48,11 @@ int md__object_stage(md_db_t *db, struct md__batch *b, md__garbage *g, const cha
     if (!obj && !have) {
         rc = CM_ENOTFOUND;
         goto out;
+    }
+    if (opts && opts->hook) {
+        md_batch_t mb = {db, b};
+        if ((rc = opts->hook(opts->hook_arg, &mb, have ? &o : NULL, obj)))
+            goto out;
     }
     if (obj) {
         if ((rc = md__obj_encode(&v, obj)))
@@ -68,7 +75,7 @@ out:
 
 /* put (obj != NULL) or delete (obj == NULL) of one object. */
 static int object_change(md_db_t *db, const char *bucket, cm_slice key, const md_object *obj,
-                         uint64_t intent_id, md_precond_fn precond, void *arg)
+                         uint64_t intent_id, const md_write_opts *opts)
 {
     pthread_rwlock_t *blk;
     pthread_mutex_t *klk;
@@ -93,7 +100,7 @@ static int object_change(md_db_t *db, const char *bucket, cm_slice key, const md
     pthread_rwlock_rdlock(blk);
     pthread_mutex_lock(klk);
     if ((rc = md__bucket_exists(db, bucket)) ||
-        (rc = md__object_stage(db, b, &g, bucket, key, obj, precond, arg)))
+        (rc = md__object_stage(db, b, &g, bucket, key, obj, opts)))
         goto out;
     rc = md__batch_commit(db, b, true);
 out:
@@ -109,18 +116,32 @@ out0:
     return rc;
 }
 
-int md_object_put(md_db_t *db, const char *bucket, cm_slice key, const md_object *obj,
-                  uint64_t intent_id, md_precond_fn precond, void *arg)
+int md_object_put_ex(md_db_t *db, const char *bucket, cm_slice key, const md_object *obj,
+                     uint64_t intent_id, const md_write_opts *opts)
 {
     if (!obj)
         return CM_EINVAL;
-    return object_change(db, bucket, key, obj, intent_id, precond, arg);
+    return object_change(db, bucket, key, obj, intent_id, opts);
+}
+
+int md_object_put(md_db_t *db, const char *bucket, cm_slice key, const md_object *obj,
+                  uint64_t intent_id, md_precond_fn precond, void *arg)
+{
+    md_write_opts o = {precond, arg, NULL, NULL};
+    return md_object_put_ex(db, bucket, key, obj, intent_id, &o);
+}
+
+int md_object_delete_ex(md_db_t *db, const char *bucket, cm_slice key,
+                        const md_write_opts *opts)
+{
+    return object_change(db, bucket, key, NULL, 0, opts);
 }
 
 int md_object_delete(md_db_t *db, const char *bucket, cm_slice key, md_precond_fn precond,
                      void *arg)
 {
-    return object_change(db, bucket, key, NULL, 0, precond, arg);
+    md_write_opts o = {precond, arg, NULL, NULL};
+    return md_object_delete_ex(db, bucket, key, &o);
 }
 
 int md_object_get(md_db_t *db, const char *bucket, cm_slice key, md_object *out)
@@ -138,4 +159,12 @@ out:
     cm_buf_free(&k);
     cm_buf_free(&v);
     return rc;
+}
+
+uint64_t md_batch_seq(md_batch_t *mb)
+{
+    uint64_t id = 0;
+    if (md__seq_next(mb->db, &id))
+        return 0;
+    return id;
 }

@@ -310,7 +310,7 @@ out:
 /* Complete (obj != NULL) or abort (obj == NULL). */
 static int upload_finish(md_db_t *db, const char *bucket, cm_slice key, cm_slice upload_id,
                          const md_object *obj, const uint32_t *keep, size_t nkeep,
-                         md_precond_fn precond, void *arg)
+                         const md_write_opts *opts)
 {
     pthread_rwlock_t *blk, *ulk;
     pthread_mutex_t *klk;
@@ -349,7 +349,7 @@ static int upload_finish(md_db_t *db, const char *bucket, cm_slice key, cm_slice
     if ((rc = md__exists(db, cm_buf_slice(&uk))) ||
         (rc = drop_upload(db, b, &g, cm_buf_slice(&uk), upload_id, sorted, ns)))
         goto out;
-    if (obj && (rc = md__object_stage(db, b, &g, bucket, key, obj, precond, arg)))
+    if (obj && (rc = md__object_stage(db, b, &g, bucket, key, obj, opts)))
         goto out;
     rc = md__batch_commit(db, b, true);
 out:
@@ -367,16 +367,24 @@ out0:
     return rc;
 }
 
+int md_upload_complete_ex(md_db_t *db, const char *bucket, cm_slice key, cm_slice upload_id,
+                          const md_object *obj, const uint32_t *keep, size_t nkeep,
+                          const md_write_opts *opts)
+{
+    if (!obj)
+        return CM_EINVAL;
+    return upload_finish(db, bucket, key, upload_id, obj, keep, nkeep, opts);
+}
+
 int md_upload_complete(md_db_t *db, const char *bucket, cm_slice key, cm_slice upload_id,
                        const md_object *obj, const uint32_t *keep, size_t nkeep,
                        md_precond_fn precond, void *arg)
 {
-    if (!obj)
-        return CM_EINVAL;
-    return upload_finish(db, bucket, key, upload_id, obj, keep, nkeep, precond, arg);
+    md_write_opts o = {precond, arg, NULL, NULL};
+    return md_upload_complete_ex(db, bucket, key, upload_id, obj, keep, nkeep, &o);
 }
 
 int md_upload_abort(md_db_t *db, const char *bucket, cm_slice key, cm_slice upload_id)
 {
-    return upload_finish(db, bucket, key, upload_id, NULL, NULL, 0, NULL, NULL);
+    return upload_finish(db, bucket, key, upload_id, NULL, NULL, 0, NULL);
 }
