@@ -132,7 +132,13 @@ struct gw_req {
     uint64_t stream_len;
     void (*stream_free)(void *ctx);
     bool head_only;            /* HEAD: headers as for GET, no body */
+    uint64_t bytes_out;        /* response body bytes handed to the connection */
+    bool completed;            /* the response went out whole */
 };
+
+/* Called once per request after its response went out (or the client went
+ * away): usage counting, access log, metrics (observe.c). */
+void gw_observe(gw_req *r);
 
 /* Request helpers (http.c / router.c). Header lookup is case-insensitive;
  * returns true and *out when present. */
@@ -239,6 +245,19 @@ void gw_complete_multipart_upload(gw_req *r);
 void gw_abort_multipart_upload(gw_req *r);
 void gw_list_parts(gw_req *r);
 void gw_op_notimpl(gw_req *r);
+
+/* cairn's own API (admin.c): /_cairn/health, /_cairn/metrics and the
+ * root-only JSON admin API under /_cairn/admin/GROUP/... . Each group's
+ * handler lives in the file of the part it administers and is listed in
+ * admin.c's table. rest is the path after /_cairn/admin/GROUP (decoded). */
+void gw_admin(gw_req *r);
+void gw_admin_public(gw_req *r);
+typedef void (*gw_admin_fn)(gw_req *r, cm_slice rest);
+void gw_admin_info(gw_req *r, cm_slice rest);
+/* Sets a JSON response: status and the body in b (taken over: b is reset). */
+void gw_json_reply(gw_req *r, int status, cm_buf *b);
+/* A JSON error response {"error": code, "message": msg, "request_id": id}. */
+void gw_json_error(gw_req *r, int status, const char *code, const char *msg);
 
 /* Shared by object handlers (s3_objects.c). */
 /* Checks that r->bucket exists; sets NoSuchBucket and returns false if not. */

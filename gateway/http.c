@@ -86,6 +86,8 @@ static ssize_t stream_cb(void *cls, uint64_t pos, char *buf, size_t max)
 {
     gw_req *r = cls;
     ssize_t n = r->stream(r->stream_ctx, pos, (uint8_t *)buf, max);
+    if (n > 0)
+        r->bytes_out += (uint64_t)n;
     if (n == 0)
         return MHD_CONTENT_READER_END_OF_STREAM;
     if (n < 0)
@@ -110,6 +112,8 @@ static enum MHD_Result queue_response(struct MHD_Connection *con, struct conn_st
     } else {
         resp = MHD_create_response_from_buffer(r->resp_body.n, r->resp_body.p,
                                                MHD_RESPMEM_MUST_COPY);
+        if (!r->head_only)
+            r->bytes_out = r->resp_body.n;
     }
     if (!resp)
         return MHD_NO;
@@ -171,7 +175,8 @@ static void request_done(void *cls, struct MHD_Connection *con, void **con_cls,
     if (!cs)
         return;
     gw_req *r = &cs->r;
-    (void)toe;
+    r->completed = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK;
+    gw_observe(r);
     if (cs->phase == PH_BODY && gw_ops[r->op].abort)
         gw_ops[r->op].abort(r); /* the client went away mid-body: undo */
     if (r->stream_free && r->stream_ctx)
@@ -237,7 +242,7 @@ static void begin_request(struct MHD_Connection *con, gw_req *r, const char *met
     }
     if (gw_route(r))
         return;
-    if (gw_auth_begin(r))
+    if (r->op != GW_OP_AdminPublic && gw_auth_begin(r))
         return;
     const gw_op_def *op = &gw_ops[r->op];
     if (op->begin)

@@ -131,6 +131,12 @@ int gw_route(gw_req *r)
         gw_error(r, S3E_InvalidRequest);
         return -1;
     }
+    /* cairn's own endpoints: bucket names cannot start with '_'. */
+    if (cm_slice_has_prefix(path, CM_SLICE_STR("/_cairn/"))) {
+        r->op = cm_slice_has_prefix(path, CM_SLICE_STR("/_cairn/admin/")) ? GW_OP_Admin
+                                                                           : GW_OP_AdminPublic;
+        return 0;
+    }
     /* Virtual-hosted style: BUCKET.DOMAIN */
     char host[256];
     host_name(r->host, host, sizeof host);
