@@ -5,7 +5,7 @@
 # starts is stopped by the trap. How to read the figures: doc/bench.md.
 #
 # Knobs (environment): BENCH_SECONDS per timed phase (8), BENCH_BIG_KEYS keys in the big
-# listing bucket (100000), BENCH_PRELOAD_BUDGET seconds the big preload may take (90),
+# listing bucket (1000000), BENCH_PRELOAD_BUDGET seconds the big preload may take (90),
 # BENCH_TMPDIR parent of the temp dir (/tmp), BENCH_KEEP=1 keeps the temp dir, BENCH_STRICT=1
 # exits 1 when a figure misses its target (otherwise only set-up failures do).
 
@@ -15,7 +15,7 @@ BUILD=$(cd "$BUILD" && pwd)
 BENCH=$BUILD/cairn-bench
 CAIRN=$BUILD/cairn
 SECS=${BENCH_SECONDS:-8}
-BIG_KEYS=${BENCH_BIG_KEYS:-100000}
+BIG_KEYS=${BENCH_BIG_KEYS:-1000000}
 BUDGET=${BENCH_PRELOAD_BUDGET:-90}
 RESULTS=$BUILD/bench-results.jsonl
 AK=benchAK0123456789
@@ -236,7 +236,7 @@ row() {
         printf "%-7.2f %-6s", ratio, ok ? "PASS" : (e + 0 > 0 ? "ERRORS" : "FAIL") }')
     case $r in *FAIL* | *ERRORS*) FAILS=$((FAILS + 1)) ;; esac
     tgt=$(awk -v t="$5" -v cmp="$4" 'BEGIN { printf "%s %.2f", cmp == "ge" ? ">=" : "<=", t }')
-    printf '%-44s %12s %12s  %s  %s\n' "$1" "${2:--}" "${3:--}" "$(printf '%s' "$r" |
+    printf '%-48s %12s %12s  %s  %s\n' "$1" "${2:--}" "${3:--}" "$(printf '%s' "$r" |
         awk '{ print $1 }')   $tgt" "$(printf '%s' "$r" | awk '{ print $2 }')"
 }
 errs() { awk -v a="$(jget "$1" errors)" -v b="$(jget "$1" verify_errors)" 'BEGIN { print a + b }'; }
@@ -247,7 +247,7 @@ PUT_BASE=$(awk -v d="$DD_MIBS" 'BEGIN { if (d != "") printf "%.1f", d * 4 / 6 }'
 
 echo
 echo "cairn bench, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, ${SECS}s phases, loopback"
-printf '%-44s %12s %12s  %-7s %-8s %s\n' figure cairn baseline ratio target result
+printf '%-48s %12s %12s  %-7s %-8s %s\n' figure cairn baseline ratio target result
 row "GET 4 KiB c=16, ops/s (vs nginx)" "$(jget "$C_GET4" ops_per_s)" \
     "$(jget "$N_GET4" ops_per_s)" ge 0.60 "$(errs "$C_GET4")"
 row "GET 16 MiB c=4, MiB/s (vs nginx)" "$(jget "$C_GET16" mib_per_s)" \
@@ -256,11 +256,11 @@ row "PUT 16 MiB c=4, MiB/s (vs dd x 4/6)" "$(jget "$C_PUT16" mib_per_s)" "$PUT_B
     "$(errs "$C_PUT16")"
 row "PUT 4 KiB c=16 durable, ops/s (vs GET 4 KiB)" "$(jget "$C_PUT4" ops_per_s)" \
     "$(jget "$C_GET4" ops_per_s)" ge 0.333 "$(errs "$C_PUT4")"
-row "LIST 1000-key page, 10k bucket, p50 ms" "$(jget "$C_LIST10K" p50_ms)" "$LIST_BASE" le 1.00 \
+row "LIST 1000-key page, 10k-key bucket, p50 ms" "$(jget "$C_LIST10K" p50_ms)" "$LIST_BASE" le 1.00 \
     "$(errs "$C_LIST10K")"
-row "LIST 1000-key page, prefix of $BIG, p50 ms" "$(jget "$C_LISTBIG" p50_ms)" "$LIST_BASE" le \
+row "LIST page, 1/10 prefix of $BIG keys, p50 ms" "$(jget "$C_LISTBIG" p50_ms)" "$LIST_BASE" le \
     1.00 "$(errs "$C_LISTBIG")"
-printf '%-44s %12s\n' "server peak RSS (VmHWM), MiB" \
+printf '%-48s %12s\n' "server peak RSS (VmHWM), MiB" \
     "$(awk -v k="$RSS_KB" 'BEGIN { if (k != "") printf "%.1f", k / 1024; else print "-" }')"
 echo
 echo "notes: baselines - nginx $(jget "$N_GET4" ops_per_s) ops/s (4 KiB), \

@@ -324,7 +324,7 @@ int gw_http_start(gw_server *srv, const char *listen_addr)
             MHD_USE_ERROR_LOG,
         (uint16_t)port, NULL, NULL, access_cb, srv, MHD_OPTION_SOCK_ADDR, &sa,
         MHD_OPTION_URI_LOG_CALLBACK, uri_log_cb, srv, MHD_OPTION_NOTIFY_COMPLETED,
-        request_done, srv, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(512 * 1024),
+        request_done, srv, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300, MHD_OPTION_LISTEN_BACKLOG_SIZE,
         (unsigned)1024, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
     if (!d) {

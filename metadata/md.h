@@ -220,4 +220,137 @@ int md_upload_list(md_db_t *db, const char *bucket, cm_slice prefix, cm_slice de
                    md_upload_list_res *out);
 void md_upload_list_res_free(md_upload_list_res *res);
 
+/* ------------------------------------------------- access (creds.c, policy.c)
+ * Users and their keys, per-user grants, bucket policies, CORS
+ * configurations and rate limits. Secrets are stored in the clear because
+ * SigV4 verification needs the plain secret: the database lives under the
+ * data directory, which the server creates with mode 0700 (doc/access.md).
+ * Callers must cm_wipe() every md_user they read once done with it. */
+#define MD_USER_NAME_MAX 64
+#define MD_ACCESS_KEY_MAX 32
+#define MD_SECRET_MAX 64
+
+typedef struct md_user {
+    char name[MD_USER_NAME_MAX + 1];         /* [A-Za-z0-9._@+=-], 1..64 bytes */
+    char access_key[MD_ACCESS_KEY_MAX + 1];  /* unique among users */
+    char secret[MD_SECRET_MAX + 1];          /* plain secret (never logged) */
+    bool enabled;                            /* false: the key is refused */
+    int64_t ctime_ms;                        /* created, ms since epoch */
+} md_user;
+
+/* Validates a user name: 0 or CM_EINVAL. */
+int md_user_check_name(const char *name);
+/* Creates a user. CM_EEXISTS if the name or the access key is taken,
+ * CM_EINVAL on a bad name, key or secret. Thread-safe. */
+int md_user_create(md_db_t *db, const md_user *u);
+/* Reads a user by name / by access key into *out. CM_ENOTFOUND. */
+int md_user_get(md_db_t *db, const char *name, md_user *out);
+int md_user_by_key(md_db_t *db, const char *access_key, md_user *out);
+/* Sets the enabled flag. CM_ENOTFOUND. */
+int md_user_set_enabled(md_db_t *db, const char *name, bool enabled);
+/* Removes the user, its key and all its grants in one batch. CM_ENOTFOUND. */
+int md_user_delete(md_db_t *db, const char *name);
+/* All users in name order, secrets left empty. *out is malloc()ed (free()). */
+int md_user_list(md_db_t *db, md_user **out, size_t *n);
+
+/* What a grant allows on a bucket (bits; doc/access.md has the op table). */
+#define MD_ALLOW_READ 0x1u   /* GetObject, HeadObject */
+#define MD_ALLOW_WRITE 0x2u  /* Put/Copy/Delete objects, multipart uploads */
+#define MD_ALLOW_LIST 0x4u   /* ListObjects*, ListMultipartUploads, HeadBucket */
+#define MD_ALLOW_ADMIN 0x8u  /* all of the above and bucket configuration */
+
+typedef struct md_grant {
+    char user[MD_USER_NAME_MAX + 1];
+    char bucket[MD_BUCKET_MAX + 1];  /* a bucket name, or "*" for every bucket */
+    uint32_t allow;                  /* MD_ALLOW_* bits */
+} md_grant;
+
+/* Sets (replaces) the user's grant on bucket; allow == 0 removes it.
+ * CM_ENOTFOUND if the user does not exist (or, for allow == 0, the grant). */
+int md_grant_set(md_db_t *db, const char *user, const char *bucket, uint32_t allow);
+/* The allow bits of user on bucket (0 when none). */
+int md_grant_get(md_db_t *db, const char *user, const char *bucket, uint32_t *out);
+/* Grants of one user (user != NULL) or of all, in (user, bucket) order.
+ * *out is malloc()ed (free()). */
+int md_grant_list(md_db_t *db, const char *user, md_grant **out, size_t *n);
+
+/* Opaque per-bucket documents: the bucket policy (JSON) and the CORS
+ * configuration (XML), validated by the gateway before they are put.
+ * get fills *out (reset first) or returns CM_ENOTFOUND. */
+enum md_bucket_doc { MD_DOC_POLICY = 'p', MD_DOC_CORS = 'c' };
+int md_bucket_doc_put(md_db_t *db, enum md_bucket_doc kind, const char *bucket, cm_slice doc);
+int md_bucket_doc_get(md_db_t *db, enum md_bucket_doc kind, const char *bucket, cm_buf *out);
+int md_bucket_doc_delete(md_db_t *db, enum md_bucket_doc kind, const char *bucket);
+
+/* Rate limits: a token bucket per access key or per bucket. */
+enum md_limit_kind { MD_LIMIT_KEY = 'k', MD_LIMIT_BUCKET = 'b' };
+typedef struct md_limit {
+    enum md_limit_kind kind;
+    char name[129];  /* the access key (the root's may be 128 bytes) or the bucket */
+    uint32_t rps;    /* sustained requests per second, > 0 */
+    uint32_t burst;  /* bucket size, >= 1 */
+} md_limit;
+
+int md_limit_set(md_db_t *db, const md_limit *l);  /* creates or replaces */
+int md_limit_delete(md_db_t *db, enum md_limit_kind kind, const char *name); /* CM_ENOTFOUND */
+/* Every limit, keys first. *out is malloc()ed (free()). */
+int md_limit_list(md_db_t *db, md_limit **out, size_t *n);
+
+/* ----------------------------------------------------------------- events */
+/* Records of the events part (events/): configuration blobs, the durable
+ * outbox of events waiting for delivery, dead letters and the per-bucket
+ * change log. Values are opaque bytes to metadata; events/ encodes them.
+ * Keys: doc/metadata-keys.md ('E' family). Thread-safe like the rest. */
+
+/* Kinds of configuration blob, each keyed by a name. */
+enum md_evt_kind {
+    MD_EVT_NOTIFY = 'N',   /* a bucket's notification configuration (name = bucket) */
+    MD_EVT_FUNCTION = 'F', /* a function definition (name = function name) */
+    MD_EVT_TARGET = 'T',   /* a delivery target definition (name = target name) */
+};
+
+/* Stores (replacing) the blob of kind/name with one sync write. name is a
+ * C string of 1..255 bytes. Returns 0, CM_EINVAL or an I/O error. */
+int md_evt_conf_put(md_db_t *db, enum md_evt_kind kind, const char *name, cm_slice val);
+/* Deletes kind/name; CM_ENOTFOUND if it was absent. */
+int md_evt_conf_delete(md_db_t *db, enum md_evt_kind kind, const char *name);
+/* Calls fn for every blob of kind in name order; fn's slices are valid
+ * during the call only, name is NUL-terminated. A non-zero return of fn
+ * stops the scan and is returned. */
+typedef int (*md_evt_conf_fn)(void *arg, const char *name, cm_slice val);
+int md_evt_conf_scan(md_db_t *db, enum md_evt_kind kind, md_evt_conf_fn fn, void *arg);
+
+/* Outbox. Appends a pending event (id seq, from md_batch_seq) to the batch
+ * of a change, from inside its hook: it commits with the change or not at
+ * all. Returns 0 or CM_ENOMEM. */
+int md_outbox_add(md_batch_t *b, uint64_t seq, cm_slice rec);
+/* Appends a change-log entry of bucket (id seq) to the batch of a change. */
+int md_changelog_add(md_batch_t *b, const char *bucket, uint64_t seq, cm_slice rec);
+
+/* Forgets a delivered event (non-sync: a lost delete means a redelivery). */
+int md_outbox_done(md_db_t *db, uint64_t seq);
+/* Rewrites a pending event in place (attempt count; non-sync). */
+int md_outbox_update(md_db_t *db, uint64_t seq, cm_slice rec);
+/* In one sync batch: drops pending seq and stores rec as dead letter seq. */
+int md_outbox_bury(md_db_t *db, uint64_t seq, cm_slice rec);
+/* In one sync batch: drops dead letter seq and stores rec as pending seq.
+ * CM_ENOTFOUND if there is no such dead letter. */
+int md_outbox_revive(md_db_t *db, uint64_t seq, cm_slice rec);
+/* Reads pending (dead = false) or dead-lettered event seq into out
+ * (malloc()ed; cm_buf_free). CM_ENOTFOUND. */
+int md_outbox_get(md_db_t *db, bool dead, uint64_t seq, cm_buf *out);
+
+/* Calls fn for pending (dead = false) or dead events with seq > after, in
+ * seq order. fn's rec is valid during the call only; a non-zero return
+ * stops the scan and is returned (use 1 to stop without an error). */
+typedef int (*md_seq_fn)(void *arg, uint64_t seq, cm_slice rec);
+int md_outbox_scan(md_db_t *db, bool dead, uint64_t after, md_seq_fn fn, void *arg);
+/* The same over the change log of bucket. */
+int md_changelog_scan(md_db_t *db, const char *bucket, uint64_t after, md_seq_fn fn, void *arg);
+/* Retention: for each bucket's change log in seq order, deletes leading
+ * entries while expired(arg, rec) says true, then skips to the next bucket.
+ * *out_n (may be NULL) receives the number of entries deleted. */
+typedef bool (*md_expired_fn)(void *arg, cm_slice rec);
+int md_changelog_trim(md_db_t *db, md_expired_fn expired, void *arg, size_t *out_n);
+
 #endif

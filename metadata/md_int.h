@@ -18,6 +18,11 @@
 #define MD__K_OBJECT 'O'  /* 'O' bucket 0x00 key -> object record */
 #define MD__K_PART 'P'    /* 'P' esc(upload_id) 0x00 partnum(be32) -> part record */
 #define MD__K_UPLOAD 'U'  /* 'U' bucket 0x00 esc(key) 0x00 upload_id -> upload record */
+#define MD__K_EVENTS 'E'  /* 'E' kind byte ... -> events records (notify.c, outbox.c):
+                           * 'E' 'N' bucket -> notification config, 'E' 'F' name -> function,
+                           * 'E' 'T' name -> target, 'E' 'Q' seq(be64) -> pending event,
+                           * 'E' 'D' seq(be64) -> dead-lettered event,
+                           * 'E' 'C' bucket 0x00 seq(be64) -> change-log entry */
 
 #define MD__SEQ_BLOCK ((uint64_t)1 << 20) /* ids reserved per durable '#seq' write */
 #define MD__NKEYLOCK 1024                 /* stripes for object keys and parts */

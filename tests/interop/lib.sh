@@ -52,7 +52,7 @@ print(base64.b64encode((zlib.crc32(d)&0xffffffff).to_bytes(4,"big")).decode())' 
 }
 
 # b64md5 FILE: Content-MD5 value.
-b64md5() { openssl dgst -md5 -binary "$1" | base64; }
+b64md5() { python3 -c 'import sys,hashlib,base64; print(base64.b64encode(hashlib.md5(open(sys.argv[1],"rb").read()).digest()).decode())' "$1"; }
 
 # rand_suffix: 8 lowercase hex chars.
 rand_suffix() { od -An -N4 -tx1 /dev/urandom | tr -d ' \n'; }
