@@ -27,6 +27,36 @@ struct auth_state {
     gw_req *r;
 };
 
+/* The secret of access key ak into secret (wiped by the caller), and who
+ * the requester is (r->root, r->user). False with the error set when the
+ * key is unknown or its user is disabled (AWS answers InvalidAccessKeyId
+ * for inactive keys too). */
+static bool lookup_secret(gw_req *r, const char *ak, char *secret, size_t n)
+{
+    if (!strcmp(ak, r->srv->access_key)) {
+        snprintf(secret, n, "%s", r->srv->secret_key);
+        r->root = true;
+        return true;
+    }
+    md_user u;
+    int rc = md_user_by_key(r->srv->md, ak, &u);
+    if (rc == 0 && u.enabled) {
+        snprintf(secret, n, "%s", u.secret);
+        snprintf(r->user, sizeof r->user, "%s", u.name);
+    }
+    cm_wipe(&u, sizeof u);
+    if (rc && rc != CM_ENOTFOUND) {
+        gw_error(r, S3E_InternalError);
+        return false;
+    }
+    if (rc || !r->user[0]) {
+        gw_error(r, S3E_InvalidAccessKeyId);
+        gw_error_extra(r, "AWSAccessKeyId", CM_SLICE_STR(ak));
+        return false;
+    }
+    return true;
+}
+
 static enum s3_err s3err_by_code(const char *code)
 {
     for (int e = 1; e < S3E__COUNT; e++)
@@ -158,7 +188,17 @@ static bool setup_checksums(gw_req *r, struct auth_state *st)
     return true;
 }
 
+static int auth_begin(gw_req *r, char *secret, size_t secret_n);
+
 int gw_auth_begin(gw_req *r)
+{
+    char secret[160];
+    int rc = auth_begin(r, secret, sizeof secret);
+    cm_wipe(secret, sizeof secret);
+    return rc;
+}
+
+static int auth_begin(gw_req *r, char *secret, size_t secret_n)
 {
     struct auth_state *st = calloc(1, sizeof *st);
     if (!st) {
@@ -173,23 +213,21 @@ int gw_auth_begin(gw_req *r)
     int rc = sigv4_parse(&sr, &st->a);
     if (rc) {
         if (st->a.err == SIGV4_ERR_ANONYMOUS) {
+            /* Not an error by itself: authorization (authz.c) decides. */
             r->anonymous = true;
-            gw_error(r, S3E_AccessDenied);
+            return setup_checksums(r, st) ? 0 : -1;
         } else {
             sigv4_fail(r, &st->a);
         }
         return -1;
     }
     snprintf(r->access_key, sizeof r->access_key, "%s", st->a.access_key);
-    if (strcmp(st->a.access_key, r->srv->access_key)) {
-        gw_error(r, S3E_InvalidAccessKeyId);
-        gw_error_extra(r, "AWSAccessKeyId", CM_SLICE_STR(st->a.access_key));
+    if (!lookup_secret(r, st->a.access_key, secret, secret_n))
         return -1;
-    }
     cm_buf creq = {0}, sts = {0};
     sigv4_seed seed;
     memset(&seed, 0, sizeof seed);
-    rc = sigv4_verify(&sr, &st->a, CM_SLICE_STR(r->srv->secret_key), &creq, &sts, &seed);
+    rc = sigv4_verify(&sr, &st->a, CM_SLICE_STR(secret), &creq, &sts, &seed);
     cm_slice pub = public_host(r);
     if (rc && st->a.err == SIGV4_ERR_SIGNATURE && pub.n && !cm_slice_eq(pub, r->host)) {
         /* Behind a proxy that rewrites Host: the client signed the public host. */
@@ -201,7 +239,7 @@ int gw_auth_begin(gw_req *r)
         sigv4_auth_free(&st->a);
         memset(&st->a, 0, sizeof st->a);
         if (sigv4_parse(&sr2, &st->a) == 0 &&
-            sigv4_verify(&sr2, &st->a, CM_SLICE_STR(r->srv->secret_key), NULL, NULL, &seed) == 0)
+            sigv4_verify(&sr2, &st->a, CM_SLICE_STR(secret), NULL, NULL, &seed) == 0)
             rc = 0;
         else
             st->a.err = SIGV4_ERR_SIGNATURE;

@@ -245,6 +245,8 @@ void gw_complete_multipart_upload(gw_req *r);
 void gw_abort_multipart_upload(gw_req *r);
 void gw_list_parts(gw_req *r);
 void gw_op_notimpl(gw_req *r);
+void gw_get_acl(gw_req *r);
+void gw_put_acl(gw_req *r);
 
 /* cairn's own API (admin.c): /_cairn/health, /_cairn/metrics and the
  * root-only JSON admin API under /_cairn/admin/GROUP/... . Each group's

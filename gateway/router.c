@@ -8,7 +8,7 @@
  * carrying one answers NotImplemented rather than being mistaken for a plain
  * GET/PUT of the bucket or object. */
 static const char *const unbuilt_subresources[] = {
-    "acl", "policy", "policyStatus", "cors", "lifecycle", "tagging", "website", "logging",
+    "policy", "policyStatus", "cors", "lifecycle", "tagging", "website", "logging",
     "notification", "replication", "encryption", "object-lock", "retention", "legal-hold",
     "torrent", "restore", "select", "accelerate", "requestPayment", "ownershipControls",
     "publicAccessBlock", "analytics", "metrics", "inventory", "intelligent-tiering",
@@ -26,6 +26,10 @@ struct route {
 static const struct route routes[] = {
     {"GET", 0, NULL, NULL, GW_OP_ListBuckets},
     {"GET", 1, "location", NULL, GW_OP_GetBucketLocation},
+    {"GET", 1, "acl", NULL, GW_OP_GetAcl},
+    {"PUT", 1, "acl", NULL, GW_OP_PutAcl},
+    {"GET", 2, "acl", NULL, GW_OP_GetAcl},
+    {"PUT", 2, "acl", NULL, GW_OP_PutAcl},
     {"GET", 1, "versioning", NULL, GW_OP_GetBucketVersioning},
     {"GET", 1, "uploads", NULL, GW_OP_ListMultipartUploads},
     {"GET", 1, "versions", NULL, GW_OP_ListObjectVersions},

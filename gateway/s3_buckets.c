@@ -160,3 +160,84 @@ void gw_op_notimpl(gw_req *r)
                  "A header or query parameter you provided implies functionality that is not "
                  "implemented");
 }
+
+/* ACLs: every bucket and object is private to its owner (full control).
+ * GET answers that; PUT accepts only what leaves it so ("private", or an
+ * AccessControlPolicy granting the owner FULL_CONTROL and nothing else). */
+void gw_get_acl(gw_req *r)
+{
+    if (!gw_bucket_exists(r))
+        return;
+    if (r->has_key) {
+        md_object o;
+        int rc = md_object_get(r->srv->md, r->bucket, r->key, &o);
+        if (rc) {
+            gw_error(r, gw_s3err_from_cm(rc, S3E_NoSuchKey));
+            return;
+        }
+        md_object_clear(&o);
+    }
+    cm_buf *b = &r->resp_body;
+    gw_xml_start(b, "AccessControlPolicy");
+    gw_xml_owner(r, b, "Owner");
+    gw_xml_open(b, "AccessControlList");
+    cm_buf_append_str(b, "<Grant><Grantee xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" "
+                         "xsi:type=\"CanonicalUser\">");
+    gw_xml_elem(b, "ID", r->srv->owner_id);
+    gw_xml_elem(b, "DisplayName", r->srv->owner_name);
+    cm_buf_append_str(b, "</Grantee><Permission>FULL_CONTROL</Permission></Grant>");
+    gw_xml_close(b, "AccessControlList");
+    gw_xml_close(b, "AccessControlPolicy");
+}
+
+void gw_put_acl(gw_req *r)
+{
+    if (!gw_bucket_exists(r))
+        return;
+    if (r->has_key) {
+        md_object o;
+        int rc = md_object_get(r->srv->md, r->bucket, r->key, &o);
+        if (rc) {
+            gw_error(r, gw_s3err_from_cm(rc, S3E_NoSuchKey));
+            return;
+        }
+        md_object_clear(&o);
+    }
+    cm_slice canned;
+    if (gw_hdr(r, "x-amz-acl", &canned)) {
+        if (!cm_slice_eq_str(canned, "private") && !cm_slice_eq_str(canned, "bucket-owner-full-control"))
+            gw_error_msg(r, S3E_NotImplemented, "Only the private ACL is supported; use a bucket policy to share objects.");
+        return;
+    }
+    for (size_t i = 0; i < r->nhdrs; i++) {
+        if (cm_slice_has_prefix(r->hdrs[i].name, CM_SLICE_STR("x-amz-grant-")) ||
+            cm_slice_has_prefix(r->hdrs[i].name, CM_SLICE_STR("X-Amz-Grant-"))) {
+            gw_error_msg(r, S3E_NotImplemented, "Grants are not supported; use a bucket policy to share objects.");
+            return;
+        }
+    }
+    if (r->body.n == 0) {
+        gw_error(r, S3E_MalformedXML);
+        return;
+    }
+    void *doc = NULL;
+    gw_xnode *root = gw_xml_parse(cm_buf_slice(&r->body), &doc);
+    gw_xnode *acl = root ? gw_xml_child(root, "AccessControlList") : NULL;
+    if (!root || strcmp(root->name, "AccessControlPolicy") || !acl) {
+        gw_xml_doc_free(doc);
+        gw_error(r, S3E_MalformedXML);
+        return;
+    }
+    bool only_owner = true;
+    for (gw_xnode *g = acl->child; g; g = g->next) {
+        gw_xnode *ge = gw_xml_child(g, "Grantee");
+        gw_xnode *id = ge ? gw_xml_child(ge, "ID") : NULL;
+        gw_xnode *perm = gw_xml_child(g, "Permission");
+        if (!id || !cm_slice_eq_str(id->text, r->srv->owner_id) || !perm ||
+            !cm_slice_eq_str(perm->text, "FULL_CONTROL"))
+            only_owner = false;
+    }
+    gw_xml_doc_free(doc);
+    if (!only_owner)
+        gw_error_msg(r, S3E_NotImplemented, "Only the owner's FULL_CONTROL grant is supported; use a bucket policy to share objects.");
+}
