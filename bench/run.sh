@@ -93,9 +93,15 @@ if ! "$BENCH" --self-test >"$TMP/selftest.txt"; then
     cat "$TMP/selftest.txt" >&2
     die "SigV4 self-test failed"
 fi
-say "bench: temp dir $TMP, ${SECS}s per phase, $(nproc) CPUs"
+LOAD0=$(cut -d ' ' -f 1 /proc/loadavg)
+say "bench: temp dir $TMP, ${SECS}s per phase, $(nproc) CPUs, load average $LOAD0"
+awk -v l="$LOAD0" -v n="$(nproc)" 'BEGIN { exit !(l > n / 2) }' &&
+    say "bench: WARNING: the machine is busy (load $LOAD0 on $(nproc) CPUs); figures will be noisy"
 
-# ---------------------------------------------------------- (1) nginx
+# Both servers run side by side and each nginx phase is followed at once by the matching
+# cairn phase, so a change in background load hits both figures of a ratio alike.
+
+# ------------------------------------------------------- (1) nginx setup
 N_GET4= N_GET16=
 if [ -n "$NGINX" ]; then
     NPORT=$("$BENCH" --free-port)
@@ -135,28 +141,9 @@ EOF
         { cat "$TMP/nginx/error.log" >&2; die "nginx did not start"; }
     say "bench: nginx $("$NGINX" -v 2>&1 | sed 's/.*\///') on port $NPORT"
     NE="--endpoint http://127.0.0.1:$NPORT --bucket bench"
-    N_GET4=$(bench nginx-get-4k $NE --op get --size 4k --keys 1000 --prefix g4k/ \
-        --concurrency 16 --duration "$SECS" --warmup 1)
-    show "nginx GET 4 KiB c=16" "$N_GET4"
-    N_GET16=$(bench nginx-get-16m $NE --op get --size 16m --keys 8 --prefix g16m/ \
-        --concurrency 4 --duration "$SECS" --warmup 1)
-    show "nginx GET 16 MiB c=4" "$N_GET16"
-    kill "$NGINX_PID" 2>/dev/null
-    wait "$NGINX_PID" 2>/dev/null
-    NGINX_PID=
-    rm -rf "$TMP/www"
 fi
 
-# ------------------------------------------------------------- (2) disk
-DD_LINE=$(dd if=/dev/zero of="$TMP/ddtest" bs=1M count=512 conv=fdatasync 2>&1 | tail -n 1)
-rm -f "$TMP/ddtest"
-# "536870912 bytes (537 MB, 512 MiB) copied, 1.234 s, 435 MB/s": bytes and seconds.
-DD_MIBS=$(printf '%s\n' "$DD_LINE" |
-    awk '{ for (i = 1; i <= NF; i++) if ($i == "s,") s = $(i - 1)
-           if (s > 0) printf "%.1f", $1 / s / 1048576 }')
-say "bench: dd 512 MiB fdatasync: $DD_LINE"
-
-# ------------------------------------------------------------ (3) cairn
+# ------------------------------------------------------- (2) cairn setup
 CPORT=$("$BENCH" --free-port)
 mkdir -p "$TMP/data"
 "$CAIRN" server --data "$TMP/data" --listen "127.0.0.1:$CPORT" >"$TMP/cairn.log" 2>&1 &
@@ -164,21 +151,46 @@ CAIRN_PID=$!
 CE="--endpoint http://127.0.0.1:$CPORT"
 "$BENCH" $CE --wait 20 || { tail -n 20 "$TMP/cairn.log" >&2; die "cairn did not start"; }
 say "bench: cairn pid $CAIRN_PID on port $CPORT, data $TMP/data"
-
 P=$(bench prep-4k $CE --bucket bench --prepare --prefix g4k/ --keys 1000 --size 4k)
 show "prepare 1000 x 4 KiB" "$P"
 P=$(bench prep-16m $CE --bucket bench --prepare --prefix g16m/ --keys 8 --size 16m)
 show "prepare 8 x 16 MiB" "$P"
 
+# ------------------------------------------------------------- (3) GETs
+if [ -n "$NGINX" ]; then
+    N_GET4=$(bench nginx-get-4k $NE --op get --size 4k --keys 1000 --prefix g4k/ \
+        --concurrency 16 --duration "$SECS" --warmup 1)
+    show "nginx GET 4 KiB c=16" "$N_GET4"
+fi
 C_GET4=$(bench cairn-get-4k $CE --bucket bench --op get --size 4k --keys 1000 --prefix g4k/ \
     --concurrency 16 --duration "$SECS" --warmup 1)
 show "cairn GET 4 KiB c=16" "$C_GET4"
 C_GET4_1=$(bench cairn-get-4k-c1 $CE --bucket bench --op get --size 4k --keys 1000 \
     --prefix g4k/ --concurrency 1 --duration 3)
 show "cairn GET 4 KiB c=1" "$C_GET4_1"
+if [ -n "$NGINX" ]; then
+    N_GET16=$(bench nginx-get-16m $NE --op get --size 16m --keys 8 --prefix g16m/ \
+        --concurrency 4 --duration "$SECS" --warmup 1)
+    show "nginx GET 16 MiB c=4" "$N_GET16"
+fi
 C_GET16=$(bench cairn-get-16m $CE --bucket bench --op get --size 16m --keys 8 --prefix g16m/ \
     --concurrency 4 --duration "$SECS" --warmup 1)
 show "cairn GET 16 MiB c=4" "$C_GET16"
+if [ -n "$NGINX_PID" ]; then
+    kill "$NGINX_PID" 2>/dev/null
+    wait "$NGINX_PID" 2>/dev/null
+    NGINX_PID=
+    rm -rf "$TMP/www"
+fi
+
+# -------------------------------------------------------- (4) disk, PUTs
+DD_LINE=$(dd if=/dev/zero of="$TMP/ddtest" bs=1M count=512 conv=fdatasync 2>&1 | tail -n 1)
+rm -f "$TMP/ddtest"
+# "536870912 bytes (537 MB, 512 MiB) copied, 1.234 s, 435 MB/s": bytes and seconds.
+DD_MIBS=$(printf '%s\n' "$DD_LINE" |
+    awk '{ for (i = 1; i <= NF; i++) if ($i == "s,") s = $(i - 1)
+           if (s > 0) printf "%.1f", $1 / s / 1048576 }')
+say "bench: dd 512 MiB fdatasync (same filesystem as the data dir): $DD_LINE"
 C_PUT16=$(bench cairn-put-16m $CE --bucket bench --op put --size 16m --prefix p16m/ \
     --concurrency 4 --duration "$SECS")
 show "cairn PUT 16 MiB c=4" "$C_PUT16"
@@ -188,8 +200,9 @@ show "cairn PUT 4 KiB c=16" "$C_PUT4"
 V=$(grep '"label":"cairn-put-4k"' "$RESULTS" | grep '"phase":"verify"' | tail -n 1)
 [ -n "$V" ] && show "  read-back of those PUTs" "$V"
 
-# Listing: 10,000 keys in a bucket of their own, then the same 10,000 under one prefix
-# of a big bucket (ten prefixes d0/..d9/; d5/ is listed, so the pages sit mid-keyspace).
+# ---------------------------------------------------------- (5) listing
+# 10,000 keys in a bucket of their own; then a big bucket of ten equal prefixes d0/..d9/
+# where d5/ is listed, so its pages sit in the middle of the keyspace.
 T0=$(date +%s.%N)
 P=$(bench prep-list10k $CE --bucket list10k --prepare --prefix k/ --keys 10000 --size 0 \
     --prepare-concurrency 32)
@@ -256,8 +269,8 @@ row "PUT 16 MiB c=4, MiB/s (vs dd x 4/6)" "$(jget "$C_PUT16" mib_per_s)" "$PUT_B
     "$(errs "$C_PUT16")"
 row "PUT 4 KiB c=16 durable, ops/s (vs GET 4 KiB)" "$(jget "$C_PUT4" ops_per_s)" \
     "$(jget "$C_GET4" ops_per_s)" ge 0.333 "$(errs "$C_PUT4")"
-row "LIST 1000-key page, 10k-key bucket, p50 ms" "$(jget "$C_LIST10K" p50_ms)" "$LIST_BASE" le 1.00 \
-    "$(errs "$C_LIST10K")"
+row "LIST 1000-key page, 10k-key bucket, p50 ms" "$(jget "$C_LIST10K" p50_ms)" "$LIST_BASE" le \
+    1.00 "$(errs "$C_LIST10K")"
 row "LIST page, 1/10 prefix of $BIG keys, p50 ms" "$(jget "$C_LISTBIG" p50_ms)" "$LIST_BASE" le \
     1.00 "$(errs "$C_LISTBIG")"
 printf '%-48s %12s\n' "server peak RSS (VmHWM), MiB" \
@@ -269,6 +282,7 @@ echo "  list baseline = 10 x GET 4 KiB c=16 p50 (${GET4_P50:-?} ms); GET 4 KiB c
 $(jget "$C_GET4_1" p50_ms) ms;"
 echo "  list p99 $(jget "$C_LIST10K" p99_ms) ms (10k bucket), $(jget "$C_LISTBIG" p99_ms) ms (big)"
 echo "  big bucket: $BIG keys preloaded in ${BIG_SECS}s (~$RATE keys/s at c=32, 0-byte PUTs)"
+echo "  load average $LOAD0 at start, $(cut -d ' ' -f 1 /proc/loadavg) at end ($(nproc) CPUs)"
 echo "  every result line: $RESULTS"
 if [ -s "$TMP/bench.err" ]; then
     echo "  client messages:"

@@ -58,6 +58,10 @@ int cs_layout_count(cm_slice layout, size_t *out);
  * layout first: CM_ECORRUPT leaves out unchanged. */
 int cs_layout_append(cm_buf *out, cm_slice layout);
 
+/* Byte range of segment i (0-based) within the object: for a multipart
+ * object, segment i is part i+1. CM_ENOTFOUND past the last segment. */
+int cs_layout_segment(cm_slice layout, size_t i, uint64_t *off, uint64_t *len);
+
 /* Opens a reader for bytes [off, off+len) of the object described by
  * layout. Reads data shards only while they are healthy; a missing shard
  * file or a block whose CRC32C fails is rebuilt from parity (up to m per

@@ -110,3 +110,25 @@ int cs_layout_append(cm_buf *out, cm_slice layout)
         return 0;
     return cm_buf_append(out, layout.p, layout.n) ? CM_ENOMEM : 0;
 }
+
+int cs_layout_segment(cm_slice layout, size_t i, uint64_t *off, uint64_t *len)
+{
+    cm_reader r = {layout.p, layout.n};
+    struct cs_seg s;
+    uint64_t pos = 0;
+    int rc;
+
+    for (size_t n = 0; r.n > 0; n++) {
+        if ((rc = cs__rec_decode(&r, &s)) != 0)
+            return rc;
+        if (s.type != CS__REC_SEGMENT)
+            return CM_ECORRUPT;
+        if (n == i) {
+            *off = pos;
+            *len = s.size;
+            return 0;
+        }
+        pos += s.size;
+    }
+    return CM_ENOTFOUND;
+}

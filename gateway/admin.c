@@ -11,6 +11,13 @@ static const struct {
     gw_admin_fn fn;
 } admin_groups[] = {
     {"info", gw_admin_info},
+    {"functions", gw_admin_functions},
+    {"targets", gw_admin_targets},
+    {"events", gw_admin_events},
+    {"usage", gw_admin_usage},
+    {"users", gw_admin_users},
+    {"policies", gw_admin_policies},
+    {"limits", gw_admin_limits},
 };
 
 void gw_json_reply(gw_req *r, int status, cm_buf *b)
@@ -81,6 +88,16 @@ void gw_admin(gw_req *r)
 
 void gw_admin_public(gw_req *r)
 {
+    if (cm_slice_eq_str(r->raw_path, "/_cairn/metrics")) {
+        cm_buf b = {0};
+        gw_metrics_render(r->srv, &b);
+        cm_buf_reset(&r->resp_body);
+        cm_buf_append_slice(&r->resp_body, cm_buf_slice(&b));
+        cm_buf_free(&b);
+        r->status = 200;
+        r->content_type = "text/plain; version=0.0.4; charset=utf-8";
+        return;
+    }
     if (cm_slice_eq_str(r->raw_path, "/_cairn/health")) {
         cm_buf b = {0};
         cm_buf_append_str(&b, "{\"status\":\"ok\"}\n");

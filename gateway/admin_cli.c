@@ -13,6 +13,13 @@ static const struct {
     const char *help;
 } commands[] = {
     {"info", ca_cmd_info, "show what the server is (version, region, erasure coding)"},
+    {"function", ca_cmd_function, "functions: add NAME --exec CMD [--timeout S] [--concurrency N] [--env K=V] | list | remove NAME | logs NAME"},
+    {"target", ca_cmd_target, "targets: add NAME --webhook|--cloudevents|--redis|--nats|--amqp URL | list | remove NAME"},
+    {"events", ca_cmd_events, "events: pending | dead | replay [ID...] | changes --bucket B [--since SEQ] [--limit N]"},
+    {"usage", ca_cmd_usage, "usage and cost report (requests, bytes, storage; see usage --help)"},
+    {"user", ca_cmd_user, "users and keys: add NAME | list | disable NAME | enable NAME | remove NAME"},
+    {"policy", ca_cmd_policy, "grants: set NAME --bucket B --allow read|write|list|admin | list | remove"},
+    {"limit", ca_cmd_limit, "rate limits: set (--access-key K | --bucket B) --rps N [--burst N] | list | remove"},
 };
 
 static void usage(FILE *f)

@@ -32,5 +32,14 @@ void ca_escape(cm_buf *b, const char *s);
  * the process exit status (0 ok, 1 failure, 2 usage). */
 typedef int (*ca_cmd_fn)(ca_ctx *c, int argc, char **argv);
 int ca_cmd_info(ca_ctx *c, int argc, char **argv);
+/* Events (admin_cli_events.c): function, target and events commands. */
+int ca_cmd_function(ca_ctx *c, int argc, char **argv);
+int ca_cmd_target(ca_ctx *c, int argc, char **argv);
+int ca_cmd_events(ca_ctx *c, int argc, char **argv);
+int ca_cmd_usage(ca_ctx *c, int argc, char **argv); /* admin_cli_usage.c */
+/* Access control (admin_cli_users.c): user, policy and limit commands. */
+int ca_cmd_user(ca_ctx *c, int argc, char **argv);
+int ca_cmd_policy(ca_ctx *c, int argc, char **argv);
+int ca_cmd_limit(ca_ctx *c, int argc, char **argv);
 
 #endif

@@ -19,6 +19,13 @@ typedef struct gw_config {
     const char *access_key;   /* root credentials */
     const char *secret_key;
     size_t inline_max;        /* largest object kept inline in its record */
+    bool no_usage;            /* --no-usage: no usage records (benchmarks only) */
+    bool no_access_log;       /* --no-access-log: no DIR/logs/access.log */
+    unsigned usage_fold_ms;   /* how often pending usage records are folded (1000) */
+    unsigned log_delivery_s;  /* PutBucketLogging delivery interval (60) */
+    unsigned long long access_log_max_bytes; /* rotate at this size (64 MiB) */
+    unsigned access_log_max_age_s;           /* ... or this age (86400) */
+    const char *events;       /* --events SPEC: event delivery settings (evt_config_parse) */
 } gw_config;
 
 typedef struct gw_server gw_server_t;

@@ -4,6 +4,7 @@
 #ifndef GW_INT_H
 #define GW_INT_H
 
+#include "billing/bill.h"
 #include "chunkstore/cs.h"
 #include "common/cm.h"
 #include "gateway/gw.h"
@@ -34,6 +35,10 @@ struct gw_server {
     struct gw_deferred *deferred; /* garbage whose data is still being read */
     char secret_key[128]; /* root credentials (never logged) */
     char access_key[128];
+    struct gw_obs *obs;   /* usage meter, access log, log delivery (observe.c) */
+    struct gw_ratelimit *rl; /* rate limit settings and token buckets (ratelimit.c) */
+    struct evt *evt;      /* bucket notifications and functions (events_glue.c) */
+    char evt_endpoint[256]; /* URL functions reach this server by */
 };
 typedef struct gw_server gw_server;
 
@@ -109,7 +114,10 @@ struct gw_req {
 
     /* authentication */
     bool anonymous;
+    bool root;            /* signed with the root credentials */
+    char user[65];        /* the user whose key signed the request ("" for root/anonymous) */
     char access_key[132];
+    int evt_depth;        /* recursion depth of events this request causes (auth.c) */
     void *auth;           /* auth.c state (payload verification) */
 
     /* body */
@@ -134,11 +142,91 @@ struct gw_req {
     bool head_only;            /* HEAD: headers as for GET, no body */
     uint64_t bytes_out;        /* response body bytes handed to the connection */
     bool completed;            /* the response went out whole */
+
+    /* usage (observe.c) */
+    bool accounted;            /* its usage record is durable (gw_account) */
+    bool acct_in_batch;        /* ... it was written in the object's commit batch */
+    int64_t acct_out;          /* response bytes that record counted */
+    int64_t resp_ms;           /* when the response was queued */
+    void *evt;                 /* the event the next commit causes (events_glue.c) */
 };
 
 /* Called once per request after its response went out (or the client went
  * away): usage counting, access log, metrics (observe.c). */
 void gw_observe(gw_req *r);
+/* Called by http.c right before a response is queued: writes the request's
+ * usage record durably (group-committed with concurrent requests) so that
+ * an answered request survives a kill -9. Idempotent. */
+void gw_account(gw_req *r);
+/* The md_hook_fn of every object commit (arg: the gw_req, whose bucket is
+ * the object's): adds the storage delta and, for PutObject, the request's
+ * usage record to the change's batch. Events add their outbox record here. */
+int gw_commit_hook(void *arg, md_batch_t *b, const md_object *cur, const md_object *next);
+/* Start and stop of the usage meter, access log and log delivery
+ * (observe.c; called by server.c). */
+int gw_observe_start(gw_server *srv);
+void gw_observe_stop(gw_server *srv);
+
+/* Metrics (metrics.c): process-wide counters, lock-free. */
+void gw_metrics_request(enum gw_op op, int status, uint64_t bytes_in, uint64_t bytes_out,
+                        double seconds);
+/* The event queue depth shown as cairn_event_queue_depth (0 until set). */
+void gw_metrics_set_event_queue_depth(uint64_t n);
+/* Appends the Prometheus text exposition to out. */
+void gw_metrics_render(gw_server *srv, cm_buf *out);
+
+/* Access log (access_log.c): S3 server access log lines in DIR/logs. */
+typedef struct gw_alog gw_alog;
+/* Opens dir/access.log for appending; rotates it to access.log.TIMESTAMP
+ * when it reaches max_bytes or is older than max_age_s, keeping keep old
+ * files. Returns 0 and *out or a CM_E* code. */
+int gw_alog_open(const char *dir, uint64_t max_bytes, unsigned max_age_s, unsigned keep,
+                 gw_alog **out);
+void gw_alog_close(gw_alog *l); /* NULL is a no-op */
+/* Appends r's log line (with '\n') to line. Never secrets: no
+ * Authorization header, and X-Amz-Signature/-Security-Token values are
+ * replaced in the request URI. */
+void gw_alog_format(gw_req *r, cm_buf *line);
+/* Writes one line (one write(2), rotating first when due). Thread-safe. */
+void gw_alog_write(gw_alog *l, cm_slice line);
+
+/* Bucket logging (s3_logging.c): PutBucketLogging/GetBucketLogging and
+ * delivery of a bucket's log lines as objects into its target bucket. */
+void gw_put_bucket_logging(gw_req *r);
+void gw_get_bucket_logging(gw_req *r);
+typedef struct gw_logship gw_logship;
+int gw_logship_start(gw_server *srv, unsigned interval_s, gw_logship **out);
+/* Delivers what is pending, then stops. NULL is a no-op. */
+void gw_logship_stop(gw_logship *ls);
+/* Queues a log line of bucket for delivery if its logging is enabled. */
+void gw_logship_add(gw_logship *ls, const char *bucket, cm_slice line);
+/* Delivers every pending line now (tests, shutdown). */
+void gw_logship_flush(gw_logship *ls);
+/* The server's delivery state, NULL before gw_observe_start (observe.c). */
+gw_logship *gw_logship_of(gw_server *srv);
+
+/* Events (events_glue.c, s3_notify.c, admin_events.c). Start/stop of the
+ * events part (server.c). Object handlers bracket each md commit with
+ * gw_evt_begin(r, EVT_* type, key) and gw_evt_end(r, rc); gw_commit_hook
+ * calls gw_evt_hook, which stages the change's outbox and change-log
+ * records in its batch. */
+int gw_evt_start(gw_server *srv);
+void gw_evt_stop(gw_server *srv);
+void gw_evt_begin(gw_req *r, uint32_t type, cm_slice key);
+int gw_evt_hook(gw_req *r, md_batch_t *b, const md_object *cur, const md_object *next);
+void gw_evt_end(gw_req *r, int rc);
+/* Session keys given to function runs: 0 and the secret (>= 41 bytes) and
+ * the run's depth when ak is a valid, unexpired one; CM_ENOTFOUND if not. */
+int gw_evt_session_secret(gw_server *srv, const char *ak, char *sk /* OUT */,
+                          int *depth /* OUT */);
+void gw_put_bucket_notification(gw_req *r);
+void gw_get_bucket_notification(gw_req *r);
+void gw_admin_functions(gw_req *r, cm_slice rest);
+void gw_admin_targets(gw_req *r, cm_slice rest);
+void gw_admin_events(gw_req *r, cm_slice rest);
+
+/* Admin group "usage" (admin_usage.c): the usage report. */
+void gw_admin_usage(gw_req *r, cm_slice rest);
 
 /* Request helpers (http.c / router.c). Header lookup is case-insensitive;
  * returns true and *out when present. */
@@ -247,6 +335,61 @@ void gw_list_parts(gw_req *r);
 void gw_op_notimpl(gw_req *r);
 void gw_get_acl(gw_req *r);
 void gw_put_acl(gw_req *r);
+
+/* ------------------------------- access control (authz.c, s3_policy.c,
+ * s3_cors.c, ratelimit.c, admin_users.c); the rules are in doc/access.md */
+/* Decides whether the requester (root, a user, or anonymous) may run r->op
+ * on r->bucket/r->key: user grants, then the bucket policy. Returns 0, or
+ * -1 with AccessDenied set. Called once authentication succeeded. */
+int gw_authz(gw_req *r);
+/* Glob match of s against pat: '*' matches any run, '?' one byte. */
+bool gw_wild_match(cm_slice pat, cm_slice s, bool icase);
+/* Checks a bucket policy document for bucket. 0, or -1 and *msg (static). */
+int gw_policy_check(cm_slice json, const char *bucket, const char **msg);
+/* Evaluates a stored bucket policy for action ("s3:GetObject") on resource
+ * ("arn:aws:s3:::b/k") by user (NULL: anonymous). Deny wins over Allow. */
+enum gw_pol_effect { GW_POL_NONE, GW_POL_ALLOW, GW_POL_DENY };
+enum gw_pol_effect gw_policy_eval(cm_slice json, const char *action, cm_slice resource,
+                                  const char *user);
+void gw_put_bucket_policy(gw_req *r);
+void gw_get_bucket_policy(gw_req *r);
+void gw_delete_bucket_policy(gw_req *r);
+void gw_put_bucket_cors(gw_req *r);
+void gw_get_bucket_cors(gw_req *r);
+void gw_delete_bucket_cors(gw_req *r);
+void gw_cors_preflight(gw_req *r);
+/* Appends "Name\0Value\0" Access-Control-* pairs to out when r carries an
+ * Origin that the bucket's CORS configuration allows for r's method
+ * (http.c adds them to every response, errors included). */
+void gw_cors_headers(gw_req *r, cm_buf *out);
+/* One CORS rule, parsed (pointers into the parsed document). */
+typedef struct gw_cors_rule {
+    cm_slice origins[16], methods[8], headers[16], expose[16];
+    size_t norigins, nmethods, nheaders, nexpose;
+    long max_age;               /* -1 when absent */
+} gw_cors_rule;
+/* Does rule allow origin, method and every header of the comma-separated
+ * request_headers list (may be empty)? */
+bool gw_cors_rule_match(const gw_cors_rule *rule, cm_slice origin, cm_slice method,
+                        cm_slice request_headers);
+
+/* Token bucket: tokens refill at rps per second up to burst. */
+typedef struct gw_tb {
+    double tokens;
+    uint64_t last_ns;   /* monotonic time of the last refill */
+} gw_tb;
+/* Takes one token at time now_ns; false when empty. Not locked. */
+bool gw_tb_take(gw_tb *tb, double rps, double burst, uint64_t now_ns);
+/* Loads the limits from metadata (at start and after every change). */
+int gw_ratelimit_reload(gw_server *srv);
+void gw_ratelimit_free(gw_server *srv);
+/* Takes a token from the requester's key and the bucket's limits; -1 with
+ * SlowDown set when one is empty. Thread-safe. */
+int gw_ratelimit_check(gw_req *r);
+/* Admin groups "users", "policies", "limits" (admin_users.c). */
+void gw_admin_users(gw_req *r, cm_slice rest);
+void gw_admin_policies(gw_req *r, cm_slice rest);
+void gw_admin_limits(gw_req *r, cm_slice rest);
 
 /* cairn's own API (admin.c): /_cairn/health, /_cairn/metrics and the
  * root-only JSON admin API under /_cairn/admin/GROUP/... . Each group's

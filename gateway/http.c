@@ -106,6 +106,7 @@ static enum MHD_Result queue_response(struct MHD_Connection *con, struct conn_st
     struct MHD_Response *resp;
     if (r->err != S3E__NONE)
         gw_error_render(r);
+    gw_account(r); /* usage record durable before the client sees an answer */
     if (r->stream && !r->err) {
         resp = MHD_create_response_from_callback(r->stream_len, 256 * 1024, stream_cb, r,
                                                  stream_free_cb);
@@ -135,6 +136,14 @@ static enum MHD_Result queue_response(struct MHD_Connection *con, struct conn_st
             p = v + strlen(v) + 1;
         }
     }
+    cm_buf cors = {0}; /* Access-Control-* pairs: on errors too (s3_cors.c) */
+    gw_cors_headers(r, &cors);
+    for (const char *p = (const char *)cors.p, *end = p + cors.n; p && p < end;) {
+        const char *v = p + strlen(p) + 1;
+        MHD_add_response_header(resp, p, v);
+        p = v + strlen(v) + 1;
+    }
+    cm_buf_free(&cors);
     int status = r->status ? r->status : 200;
     enum MHD_Result ret = MHD_queue_response(con, (unsigned)status, resp);
     MHD_destroy_response(resp);
@@ -242,7 +251,8 @@ static void begin_request(struct MHD_Connection *con, gw_req *r, const char *met
     }
     if (gw_route(r))
         return;
-    if (r->op != GW_OP_AdminPublic && gw_auth_begin(r))
+    if (r->op != GW_OP_AdminPublic && r->op != GW_OP_CorsPreflight &&
+        (gw_auth_begin(r) || gw_authz(r) || gw_ratelimit_check(r)))
         return;
     const gw_op_def *op = &gw_ops[r->op];
     if (op->begin)

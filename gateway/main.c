@@ -36,6 +36,16 @@ static void usage_server(FILE *f)
             "  --trust-proxy       honour X-Forwarded-Host (behind a reverse proxy)\n"
             "  --public-url URL    the URL clients reach this server by (presigned URLs)\n"
             "  --log-level L       error, warn, info (default) or debug\n"
+            "  --events K=V,...    event delivery: retries (8), max-age (s, 86400), backoff\n"
+            "                      (ms, 500), backoff-max (ms, 60000), retention (s, 604800),\n"
+            "                      workers (4), max-depth (4), timeout (ms, 10000)\n"
+            "  --no-usage          do not record usage (benchmark comparisons only: the\n"
+            "                      usage report then misses these requests)\n"
+            "  --no-access-log     do not write DIR/logs/access.log\n"
+            "  --access-log-max-bytes N  rotate the access log at N bytes (64 MiB)\n"
+            "  --access-log-max-age S    ... or when it is S seconds old (86400)\n"
+            "  --log-delivery-interval S deliver PutBucketLogging lines every S seconds (60)\n"
+            "  --usage-fold-ms MS  fold pending usage records every MS ms (1000)\n"
             "  -h, --help          this text\n\n"
             "Root credentials come from CAIRN_ACCESS_KEY and CAIRN_SECRET_KEY; without them a\n"
             "pair is generated on first start, kept in DIR/credentials (mode 0600) and printed.\n");
@@ -106,7 +116,8 @@ static int cmd_server(int argc, char **argv)
         .inline_max = 64 * 1024,
     };
     enum { O_DATA = 256, O_LISTEN, O_DRIVES, O_EC, O_REGION, O_DOMAIN, O_TRUST, O_PUBURL,
-           O_BLOCK, O_INLINE, O_LOGLEVEL };
+           O_BLOCK, O_INLINE, O_LOGLEVEL, O_NOUSAGE, O_NOALOG, O_ALOGBYTES, O_ALOGAGE,
+           O_LOGDELIV, O_FOLDMS, O_EVENTS };
     static const struct option opts[] = {
         {"data", required_argument, 0, O_DATA},        {"listen", required_argument, 0, O_LISTEN},
         {"drives", required_argument, 0, O_DRIVES},    {"ec", required_argument, 0, O_EC},
@@ -114,12 +125,19 @@ static int cmd_server(int argc, char **argv)
         {"trust-proxy", no_argument, 0, O_TRUST},      {"public-url", required_argument, 0, O_PUBURL},
         {"block-size", required_argument, 0, O_BLOCK}, {"inline-max", required_argument, 0, O_INLINE},
         {"log-level", required_argument, 0, O_LOGLEVEL}, {"help", no_argument, 0, 'h'},
+        {"no-usage", no_argument, 0, O_NOUSAGE}, {"no-access-log", no_argument, 0, O_NOALOG},
+        {"access-log-max-bytes", required_argument, 0, O_ALOGBYTES},
+        {"access-log-max-age", required_argument, 0, O_ALOGAGE},
+        {"log-delivery-interval", required_argument, 0, O_LOGDELIV},
+        {"usage-fold-ms", required_argument, 0, O_FOLDMS},
+        {"events", required_argument, 0, O_EVENTS},
         {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case O_DATA: cfg.data_dir = optarg; break;
+        case O_EVENTS: cfg.events = optarg; break;
         case O_LISTEN: cfg.listen = optarg; break;
         case O_DRIVES: cfg.drives = optarg; break;
         case O_EC:
@@ -141,6 +159,12 @@ static int cmd_server(int argc, char **argv)
                            : !strcmp(optarg, "debug") ? CM_LOG_DEBUG
                                                       : CM_LOG_INFO;
             break;
+        case O_NOUSAGE: cfg.no_usage = true; break;
+        case O_NOALOG: cfg.no_access_log = true; break;
+        case O_ALOGBYTES: cfg.access_log_max_bytes = strtoull(optarg, NULL, 10); break;
+        case O_ALOGAGE: cfg.access_log_max_age_s = (unsigned)strtoul(optarg, NULL, 10); break;
+        case O_LOGDELIV: cfg.log_delivery_s = (unsigned)strtoul(optarg, NULL, 10); break;
+        case O_FOLDMS: cfg.usage_fold_ms = (unsigned)strtoul(optarg, NULL, 10); break;
         case 'h': usage_server(stdout); return 0;
         default: usage_server(stderr); return 2;
         }

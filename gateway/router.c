@@ -8,8 +8,8 @@
  * carrying one answers NotImplemented rather than being mistaken for a plain
  * GET/PUT of the bucket or object. */
 static const char *const unbuilt_subresources[] = {
-    "policy", "policyStatus", "cors", "lifecycle", "tagging", "website", "logging",
-    "notification", "replication", "encryption", "object-lock", "retention", "legal-hold",
+    "policyStatus", "lifecycle", "tagging", "website",
+    "replication", "encryption", "object-lock", "retention", "legal-hold",
     "torrent", "restore", "select", "accelerate", "requestPayment", "ownershipControls",
     "publicAccessBlock", "analytics", "metrics", "inventory", "intelligent-tiering",
     "attributes", "session", NULL};
@@ -25,6 +25,18 @@ struct route {
 /* First match wins: more specific rows come first. */
 static const struct route routes[] = {
     {"GET", 0, NULL, NULL, GW_OP_ListBuckets},
+    {"PUT", 1, "notification", NULL, GW_OP_PutBucketNotificationConfiguration},
+    {"GET", 1, "notification", NULL, GW_OP_GetBucketNotificationConfiguration},
+    {"PUT", 1, "policy", NULL, GW_OP_PutBucketPolicy},
+    {"GET", 1, "policy", NULL, GW_OP_GetBucketPolicy},
+    {"DELETE", 1, "policy", NULL, GW_OP_DeleteBucketPolicy},
+    {"PUT", 1, "cors", NULL, GW_OP_PutBucketCors},
+    {"GET", 1, "cors", NULL, GW_OP_GetBucketCors},
+    {"DELETE", 1, "cors", NULL, GW_OP_DeleteBucketCors},
+    {"OPTIONS", 1, NULL, NULL, GW_OP_CorsPreflight},
+    {"OPTIONS", 2, NULL, NULL, GW_OP_CorsPreflight},
+    {"PUT", 1, "logging", NULL, GW_OP_PutBucketLogging},
+    {"GET", 1, "logging", NULL, GW_OP_GetBucketLogging},
     {"GET", 1, "location", NULL, GW_OP_GetBucketLocation},
     {"GET", 1, "acl", NULL, GW_OP_GetAcl},
     {"PUT", 1, "acl", NULL, GW_OP_PutAcl},

@@ -2,6 +2,7 @@
  * through the object writer), UploadPartCopy, Complete (validation, ETag of
  * ETags, layout concatenation, composite checksum), Abort and ListParts.
  * Listing uploads is in s3_list.c; the metadata rules live in metadata/. */
+#include "events/evt.h"
 #include "gateway/gw_int.h"
 #include "gateway/sigv4.h"
 #include <stdio.h>
@@ -805,8 +806,10 @@ void gw_complete_multipart_upload(gw_req *r)
     if (!assemble(r, id, want, nwant, have, nhave, &a) || !final_object(r, &u, &a, &obj))
         goto out;
 
-    rc = md_upload_complete(r->srv->md, r->bucket, r->key, id, &obj, a.keep, nwant,
-                            cond_wrap_cb, &cw);
+    gw_evt_begin(r, EVT_CREATED_MPU, r->key);
+    rc = md_upload_complete_ex(r->srv->md, r->bucket, r->key, id, &obj, a.keep, nwant,
+                               &(md_write_opts){cond_wrap_cb, &cw, gw_commit_hook, r});
+    gw_evt_end(r, rc);
     if (rc == 0) {
         complete_result(r, &a);
     } else if (rc == CM_ENOTFOUND && !cw.fn_failed) {

@@ -2,6 +2,7 @@
  * chunkstore or inline), GetObject/HeadObject (ranges, conditionals,
  * response-* overrides, checksums), DeleteObject, DeleteObjects, CopyObject,
  * and the object writer that UploadPart shares. */
+#include "events/evt.h"
 #include "gateway/gw_int.h"
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -395,7 +396,10 @@ void gw_put_object_end(gw_req *r)
     obj.hdrs = pc->hdrs;
     obj.nhdrs = pc->nhdrs;
     add_checksum_hdr(r, &obj.hdrs, &obj.nhdrs);
-    rc = md_object_put(r->srv->md, r->bucket, r->key, &obj, intent, pfn, parg);
+    gw_evt_begin(r, EVT_CREATED_PUT, r->key);
+    rc = md_object_put_ex(r->srv->md, r->bucket, r->key, &obj, intent,
+                          &(md_write_opts){pfn, parg, gw_commit_hook, r});
+    gw_evt_end(r, rc);
     if (rc) {
         if (intent)
             md_intent_drop(r->srv->md, intent);
@@ -536,7 +540,7 @@ static int read_conditions(gw_req *r, const md_object *o, const char *pfx)
     }
     snprintf(name, sizeof name, "%sIf-Modified-Since", pfx);
     if (!has_inm && gw_hdr(r, name, &v) && cm_time_parse_http((const char *)v.p, v.n, &t) == 0 &&
-        mt <= t && t <= time(NULL)) {
+        mt <= t) {
         gw_error(r, copy ? S3E_PreconditionFailed : S3E_NotModified);
         return -1;
     }
@@ -631,17 +635,38 @@ void gw_get_object(gw_req *r)
     cm_slice rh;
     int pr = 0;
     cm_slice pn;
+    bool by_part = false;
     if (gw_param(r, "partNumber", &pn)) {
         uint64_t n;
         if (!parse_u64(pn, &n) || n < 1 || n > GW_MAX_PARTS) {
-            gw_error_msg(r, S3E_InvalidArgument, "Part number must be an integer between 1 and 10000, inclusive");
+            gw_error_msg(r, S3E_InvalidArgument,
+                         "Part number must be an integer between 1 and 10000, inclusive");
             return;
         }
-        if (n != 1) {
-            /* only whole-object parts are served by number */
+        if (gw_hdr(r, "Range", NULL)) {
+            gw_error_msg(r, S3E_InvalidRequest, "Cannot specify both Range header and partNumber query parameter");
+            return;
+        }
+        /* Parts of a multipart object are the segments of its layout; any
+         * other object is one part. */
+        const uint8_t *dash = memchr(o->etag.p, '-', o->etag.n);
+        size_t nparts = 1;
+        if (dash) {
+            nparts = 0;
+            for (const uint8_t *q = dash + 1; q < o->etag.p + o->etag.n; q++)
+                nparts = nparts * 10 + (size_t)(*q - '0');
+        }
+        if (n > nparts) {
             gw_error(r, S3E_InvalidPartNumber);
             return;
         }
+        if (dash && cs_layout_segment(o->layout, (size_t)n - 1, &off, &len)) {
+            gw_error(r, S3E_InternalError);
+            return;
+        }
+        snprintf(tmp, sizeof tmp, "%zu", nparts);
+        gw_set_hdr(r, "x-amz-mp-parts-count", tmp);
+        by_part = dash != NULL;
     }
     if (gw_hdr(r, "Range", &rh)) {
         pr = parse_range(rh, o->size, &off, &len);
@@ -652,6 +677,9 @@ void gw_get_object(gw_req *r)
             gw_error_extra(r, "ActualObjectSize", CM_SLICE(tmp + 8, strlen(tmp + 8)));
             return;
         }
+    }
+    if (by_part && !(off == 0 && len == o->size)) {
+        pr = 1;
     }
     if (pr == 1) {
         r->status = 206;
@@ -701,7 +729,10 @@ void gw_delete_object(gw_req *r)
 {
     if (!gw_bucket_exists(r))
         return;
-    int rc = md_object_delete(r->srv->md, r->bucket, r->key, NULL, NULL);
+    gw_evt_begin(r, EVT_REMOVED_DELETE, r->key);
+    int rc = md_object_delete_ex(r->srv->md, r->bucket, r->key,
+                                 &(md_write_opts){NULL, NULL, gw_commit_hook, r});
+    gw_evt_end(r, rc);
     if (rc && rc != CM_ENOTFOUND) {
         gw_error(r, gw_s3err_from_cm(rc, S3E_InternalError));
         return;
@@ -752,9 +783,14 @@ void gw_delete_objects(gw_req *r)
             e = S3E_InvalidArgument;
         else if (v && v->text.n && !cm_slice_eq_str(v->text, "null"))
             e = S3E_NoSuchVersion;
-        else if ((rc = md_object_delete(r->srv->md, r->bucket, k->text, NULL, NULL)) &&
-                 rc != CM_ENOTFOUND)
-            e = S3E_InternalError;
+        else {
+            gw_evt_begin(r, EVT_REMOVED_DELETE, k->text);
+            rc = md_object_delete_ex(r->srv->md, r->bucket, k->text,
+                                     &(md_write_opts){NULL, NULL, gw_commit_hook, r});
+            gw_evt_end(r, rc);
+            if (rc && rc != CM_ENOTFOUND)
+                e = S3E_InternalError;
+        }
         if (e != S3E__NONE) {
             gw_xml_open(b, "Error");
             gw_xml_elem_slice(b, "Key", k->text);
@@ -927,7 +963,10 @@ void gw_copy_object(gw_req *r)
     cm_hex_encode(md5, 16, etag);
     obj.etag = CM_SLICE(etag, 32);
     obj.mtime_ms = cm_now_ms();
-    rc = md_object_put(r->srv->md, r->bucket, r->key, &obj, intent, pfn, parg);
+    gw_evt_begin(r, EVT_CREATED_COPY, r->key);
+    rc = md_object_put_ex(r->srv->md, r->bucket, r->key, &obj, intent,
+                          &(md_write_opts){pfn, parg, gw_commit_hook, r});
+    gw_evt_end(r, rc);
     if (rc) {
         if (intent)
             md_intent_drop(r->srv->md, intent);

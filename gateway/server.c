@@ -179,6 +179,10 @@ int gw_start(const gw_config *cfg, gw_server_t **out)
     if ((rc = open_store(srv)))
         goto fail;
     md_set_reclaim(srv->md, reclaim, srv);
+    if ((rc = gw_ratelimit_reload(srv))) {
+        cm_log(CM_LOG_ERROR, "cannot load rate limits: %s", cm_strerror(rc));
+        goto fail;
+    }
     if ((rc = cs_store_recover(srv->cs)))
         cm_log(CM_LOG_WARN, "shard recovery: %s", cm_strerror(rc));
     size_t nrec = 0;
@@ -188,6 +192,10 @@ int gw_start(const gw_config *cfg, gw_server_t **out)
     }
     if (nrec)
         cm_log(CM_LOG_INFO, "reclaimed the data of %zu interrupted or replaced writes", nrec);
+    if ((rc = gw_observe_start(srv)))
+        goto fail;
+    if ((rc = gw_evt_start(srv)))
+        goto fail;
     if ((rc = gw_http_start(srv, cfg->listen)))
         goto fail;
     *out = srv;
@@ -202,6 +210,9 @@ void gw_stop(gw_server_t *srv)
     if (!srv)
         return;
     gw_http_stop(srv);
+    gw_evt_stop(srv);
+    gw_observe_stop(srv);
+    gw_ratelimit_free(srv);
     md_close(srv->md);
     cs_store_close(srv->cs);
     cm_wipe(srv->secret_key, sizeof srv->secret_key);

@@ -25,7 +25,7 @@ static const struct {
 } err_tab[SIGV4_ERR__COUNT] = {
     [SIGV4_OK] = {"", 200},
     [SIGV4_ERR_ANONYMOUS] = {"AccessDenied", 403},
-    [SIGV4_ERR_UNSUPPORTED] = {"InvalidRequest", 400},
+    [SIGV4_ERR_UNSUPPORTED] = {"InvalidArgument", 400},
     [SIGV4_ERR_MULTIPLE_AUTH] = {"InvalidArgument", 400},
     [SIGV4_ERR_HEADER_MALFORMED] = {"AuthorizationHeaderMalformed", 400},
     [SIGV4_ERR_QUERY_MALFORMED] = {"AuthorizationQueryParametersError", 400},

@@ -109,6 +109,8 @@ int md_bucket_delete(md_db_t *db, const char *name)
         (rc = range_empty(db, cm_buf_slice(&ku))))
         goto out;
     md__batch_del(wb, cm_buf_slice(&k));
+    if ((rc = md__bucket_docs_del(wb, name))) /* its policy and CORS go with it */
+        goto out;
     rc = md__batch_commit(db, wb, true);
 out:
     pthread_rwlock_unlock(lk);

@@ -353,4 +353,82 @@ int md_changelog_scan(md_db_t *db, const char *bucket, uint64_t after, md_seq_fn
 typedef bool (*md_expired_fn)(void *arg, cm_slice rec);
 int md_changelog_trim(md_db_t *db, md_expired_fn expired, void *arg, size_t *out_n);
 
+/* ---------------------------------------------------------- usage (usage.c)
+ * Usage metering storage (doc/metadata-keys.md, doc/billing.md). A request
+ * record is committed before the request's response is queued (md_usage_add
+ * with sync, or md_usage_add_batch in the batch of the change it made), so a
+ * crash loses no answered request. md_usage_fold turns pending records into
+ * hourly counters keyed (hour, bucket, access key, operation, status class)
+ * and integrates storage deltas into byte-hours; it is the only writer of
+ * counters and is serialised inside. All calls are thread-safe. */
+typedef struct md_usage_req {
+    int64_t ms;             /* when, ms since epoch (selects the hour) */
+    const char *bucket;     /* "" when the request names none */
+    const char *access_key; /* "" for anonymous requests */
+    const char *op;         /* operation name, < 64 bytes */
+    uint8_t cls;            /* billing class code (opaque here) */
+    uint16_t status;        /* HTTP status */
+    uint64_t requests;      /* 1, or 0 for a correction */
+    uint64_t billable;      /* 0 or 1 */
+    uint64_t bytes_in;      /* decoded request body bytes */
+    int64_t bytes_out;      /* response body bytes; negative in a correction */
+} md_usage_req;
+
+/* Writes one pending request record in its own batch (sync: fsync it; the
+ * writer joins LevelDB's group commit). 0 or a CM_E* code. */
+int md_usage_add(md_db_t *db, const md_usage_req *u, bool sync);
+/* Adds a pending request record to a change's batch (from a write hook). */
+int md_usage_add_batch(md_batch_t *b, const md_usage_req *u);
+/* Adds a storage delta of bucket (bytes and objects, may be negative) at ms
+ * to a change's batch (from a write hook). */
+int md_usage_storage_delta(md_batch_t *b, const char *bucket, int64_t ms, int64_t dbytes,
+                           int64_t dobjects);
+/* Folds every pending record into counters and storage state (atomic
+ * batches). *out_n (may be NULL) gets the number of records folded. */
+int md_usage_fold(md_db_t *db, size_t *out_n);
+
+typedef struct md_usage_ctr {
+    int64_t hour;                    /* hours since the epoch */
+    char bucket[MD_BUCKET_MAX + 1];
+    char access_key[133];
+    char op[64];
+    uint8_t status_class;            /* 2 for 2xx ... 5 for 5xx */
+    uint8_t cls;                     /* as recorded */
+    uint64_t requests, billable, bytes_in, bytes_out;
+} md_usage_ctr;
+/* Calls fn for each counter with from_hour <= hour < to_hour, in key order
+ * (hour, bucket, key, op, status class); a non-zero return stops the scan and
+ * is returned. Counters only: fold first for an exact view. */
+typedef int (*md_usage_fn)(void *arg, const md_usage_ctr *c);
+int md_usage_scan(md_db_t *db, int64_t from_hour, int64_t to_hour, md_usage_fn fn, void *arg);
+
+/* A bucket's folded storage: bytes and objects now, and when they last
+ * changed (the byte-hours after last_ms are bytes * elapsed time). */
+typedef struct md_storage_state {
+    char bucket[MD_BUCKET_MAX + 1];
+    uint64_t bytes, objects;
+    int64_t last_ms;
+} md_storage_state;
+/* Every bucket's state in name order. *out is malloc()ed (free()). */
+int md_storage_list(md_db_t *db, md_storage_state **out, size_t *n);
+/* Calls fn with the byte-hours stored per (hour, bucket) for from_hour <=
+ * hour < to_hour, integrated up to each bucket's last change. */
+typedef int (*md_storage_fn)(void *arg, int64_t hour, const char *bucket, double byte_hours);
+int md_storage_scan(md_db_t *db, int64_t from_hour, int64_t to_hour, md_storage_fn fn, void *arg);
+
+/* Bucket logging (PutBucketLogging): where a bucket's access log lines go. */
+typedef struct md_logging {
+    char target_bucket[MD_BUCKET_MAX + 1];
+    char target_prefix[MD_KEY_MAX + 1];
+} md_logging;
+typedef struct md_logging_ent {
+    char bucket[MD_BUCKET_MAX + 1];  /* the logged bucket */
+    md_logging cfg;
+} md_logging_ent;
+/* Sets bucket's configuration, or removes it when l is NULL. */
+int md_logging_put(md_db_t *db, const char *bucket, const md_logging *l);
+int md_logging_get(md_db_t *db, const char *bucket, md_logging *out); /* CM_ENOTFOUND */
+/* Every configuration. *out is malloc()ed (free()). */
+int md_logging_list(md_db_t *db, md_logging_ent **out, size_t *n);
+
 #endif

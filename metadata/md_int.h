@@ -18,6 +18,10 @@
 #define MD__K_OBJECT 'O'  /* 'O' bucket 0x00 key -> object record */
 #define MD__K_PART 'P'    /* 'P' esc(upload_id) 0x00 partnum(be32) -> part record */
 #define MD__K_UPLOAD 'U'  /* 'U' bucket 0x00 esc(key) 0x00 upload_id -> upload record */
+#define MD__K_USAGE '$'   /* '$' kind ... -> usage records (usage.c): 'R'/'D' seq(be64)
+                           * pending request records / storage deltas, 'H' hourly
+                           * counters, 'S' bucket storage state, 'T' byte-ms per hour,
+                           * 'L' bucket logging configuration */
 #define MD__K_EVENTS 'E'  /* 'E' kind byte ... -> events records (notify.c, outbox.c):
                            * 'E' 'N' bucket -> notification config, 'E' 'F' name -> function,
                            * 'E' 'T' name -> target, 'E' 'Q' seq(be64) -> pending event,
@@ -188,6 +192,8 @@ pthread_mutex_t *md__key_lock(md_db_t *db, const char *bucket, cm_slice key);
 
 /* Returns 0 if the bucket exists, CM_ENOTFOUND if not. */
 int md__bucket_exists(md_db_t *db, const char *bucket);
+/* Adds to b the deletes of the bucket's policy and CORS records (policy.c). */
+int md__bucket_docs_del(struct md__batch *b, const char *bucket);
 
 static inline uint64_t md__nsteps(md_db_t *db)
 {

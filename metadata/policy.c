@@ -15,6 +15,19 @@ static int doc_key(cm_buf *b, enum md_bucket_doc kind, const char *bucket)
     return rc ? rc : cm_buf_append_str(b, bucket);
 }
 
+int md__bucket_docs_del(struct md__batch *b, const char *bucket)
+{
+    static const enum md_bucket_doc kinds[] = {MD_DOC_POLICY, MD_DOC_CORS};
+    cm_buf k = {0};
+    int rc = 0;
+
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0] && !rc; i++)
+        if (!(rc = doc_key(&k, kinds[i], bucket)))
+            md__batch_del(b, cm_buf_slice(&k));
+    cm_buf_free(&k);
+    return rc;
+}
+
 int md_bucket_doc_put(md_db_t *db, enum md_bucket_doc kind, const char *bucket, cm_slice doc)
 {
     pthread_rwlock_t *lk;

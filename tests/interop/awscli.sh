@@ -162,7 +162,7 @@ is "$OUT" "0" "nothing left under tree/ after rm --recursive"
 
 # ---------------------------------------------------------------- buckets
 for bad in Bad_Name ab -leading-dash trailing-dash- two..dots 192.168.1.10 "$(printf 'x%.0s' {1..64})"; do
-    errc "create-bucket '$bad' -> InvalidBucketName" InvalidBucketName 400 s3api create-bucket --bucket "$bad"
+    errc "create-bucket '$bad' -> InvalidBucketName" InvalidBucketName 400 s3api create-bucket --bucket="$bad"
 done
 errc "second create-bucket -> BucketAlreadyOwnedByYou" BucketAlreadyOwnedByYou 409 s3api create-bucket --bucket "$B"
 okc "head-bucket" s3api head-bucket --bucket "$B"
@@ -260,8 +260,9 @@ okc "get-object If-None-Match other ETag -> 200" s3api get-object --bucket "$B" 
 okc "get-object If-Match current ETag" s3api get-object --bucket "$B" --key range/digits --if-match "$ETAG" "$W/down/x"
 errc "get-object If-Match mismatch -> PreconditionFailed" PreconditionFailed 412 s3api get-object \
     --bucket "$B" --key range/digits --if-match '"0123456789abcdef0123456789abcdef"' "$W/down/x"
-errc "get-object If-Modified-Since the future -> 304" 304 304 s3api get-object --bucket "$B" --key range/digits \
-    --if-modified-since "$(date -u -d '+1 day' +%Y-%m-%dT%H:%M:%SZ)" "$W/down/x"
+q s3api head-object --bucket "$B" --key range/digits --query LastModified
+errc "get-object If-Modified-Since its LastModified -> 304" 304 304 s3api get-object --bucket "$B" --key range/digits \
+    --if-modified-since "$OUT" "$W/down/x"
 okc "get-object If-Modified-Since the past -> 200" s3api get-object --bucket "$B" --key range/digits \
     --if-modified-since 2000-01-01T00:00:00Z "$W/down/x"
 errc "get-object If-Unmodified-Since the past -> PreconditionFailed" PreconditionFailed 412 s3api get-object \
@@ -380,16 +381,29 @@ AWS_ACCESS_KEY_ID="AKNOSUCHKEY$(rand_suffix | tr a-f A-F)" errc "unknown access 
     InvalidAccessKeyId 403 s3api list-buckets
 
 # --------------------------------------------------------------- presign
+printf '[default]\ns3 =\n    signature_version = s3v4\n' >"$W/config-v4"
 if command -v curl >/dev/null; then
+    # Without configuration the v1 CLI presigns with SigV2 (AWSAccessKeyId=, Signature=): report
+    # what the server does with that, but only SigV4 URLs are required.
     c s3 presign "s3://$B/range/digits" --expires-in 600
     URL=$OUT
     code=$(curl -s -m 30 -o "$W/down/pre" -w '%{http_code}' "$URL")
-    if [ "$code" = 200 ] && cmp -s "$W/down/pre" "$W/up/digits"; then pass "presigned GET with curl"; else
-        fail "presigned GET with curl"
+    if [ "$code" = 200 ] && cmp -s "$W/down/pre" "$W/up/digits"; then pass "presigned GET with curl, CLI default URL"
+    elif [[ $URL == *AWSAccessKeyId=* ]]; then skip "presigned GET, CLI default URL: it is SigV2 and the server answered $code"
+    else
+        fail "presigned GET with curl, CLI default URL"
         diag "HTTP $code for $URL"
         diag_file "$W/down/pre" 3
     fi
-    c s3 presign "s3://$B/range/digits" --expires-in 1
+    AWS_CONFIG_FILE="$W/config-v4" c s3 presign "s3://$B/range/digits" --expires-in 600
+    URL=$OUT
+    code=$(curl -s -m 30 -o "$W/down/pre" -w '%{http_code}' "$URL")
+    if [ "$code" = 200 ] && cmp -s "$W/down/pre" "$W/up/digits"; then pass "presigned GET (SigV4) with curl"; else
+        fail "presigned GET (SigV4) with curl"
+        diag "HTTP $code for $URL"
+        diag_file "$W/down/pre" 3
+    fi
+    AWS_CONFIG_FILE="$W/config-v4" c s3 presign "s3://$B/range/digits" --expires-in 1
     URL=$OUT
     sleep 3
     code=$(curl -s -m 30 -o "$W/down/pre" -w '%{http_code}' "$URL")
@@ -401,7 +415,8 @@ if command -v curl >/dev/null; then
         diag "HTTP $code: $(head -c 400 "$W/down/pre")"
     fi
 else
-    skip "presigned GET with curl: no curl"
+    skip "presigned GET, CLI default URL: no curl"
+    skip "presigned GET (SigV4) with curl: no curl"
     skip "expired presigned GET: no curl"
 fi
 

@@ -208,7 +208,6 @@ with t.block("conditional get"):
     expect_err("head If-Match other -> 412", "412", 412, s3.head_object, Bucket=B, Key="h/obj", IfMatch='"abc"')
     future = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)
     past = datetime.datetime(2001, 1, 1, tzinfo=datetime.timezone.utc)
-    expect_err("get If-Modified-Since future -> 304", "304", 304, s3.get_object, Bucket=B, Key="h/obj", IfModifiedSince=future)
     expect_err("get If-Modified-Since LastModified -> 304", "304", 304, s3.get_object, Bucket=B, Key="h/obj", IfModifiedSince=lm)
     t.eq(s3.get_object(Bucket=B, Key="h/obj", IfModifiedSince=past)["Body"].read(), SMALL, "get If-Modified-Since past -> 200")
     expect_err("get If-Unmodified-Since past -> PreconditionFailed", "PreconditionFailed", 412, s3.get_object, Bucket=B, Key="h/obj", IfUnmodifiedSince=past)
@@ -396,7 +395,7 @@ with t.block("multipart"):
     expect_err("complete with a wrong ETag -> InvalidPart", "InvalidPart", 400, s3.complete_multipart_upload,
                Bucket=B, Key="mp/o", UploadId=uid, MultipartUpload={"Parts": bad})
     expect_err("complete with a missing part number -> InvalidPart", "InvalidPart", 400, s3.complete_multipart_upload,
-               Bucket=B, Key="mp/o", UploadId=uid, MultipartUpload={"Parts": parts + [{"PartNumber": 9, "ETag": parts[0]["ETag"]}]})
+               Bucket=B, Key="mp/o", UploadId=uid, MultipartUpload={"Parts": parts[:2] + [{"PartNumber": 9, "ETag": parts[0]["ETag"]}]})
     expect_err("complete in the wrong order -> InvalidPartOrder", "InvalidPartOrder", 400, s3.complete_multipart_upload,
                Bucket=B, Key="mp/o", UploadId=uid, MultipartUpload={"Parts": [parts[1], parts[0], parts[2]]})
     r = s3.complete_multipart_upload(Bucket=B, Key="mp/o", UploadId=uid, MultipartUpload={"Parts": parts})
@@ -409,10 +408,12 @@ with t.block("multipart"):
     t.eq((o["ContentType"], o["Metadata"], o["ETag"]), ("application/x-mp", {"m": "1"}, want), "multipart object type, metadata, ETag")
     o = s3.get_object(Bucket=B, Key="mp/o", Range="bytes=%d-%d" % (5 * MB - 3, 5 * MB + 2))
     t.ok(o["Body"].read() == whole[5 * MB - 3:5 * MB + 3], "range across the part boundary")
+with t.block("multipart partNumber"):
     h = s3.head_object(Bucket=B, Key="mp/o", PartNumber=2)
     t.eq((h.get("ContentLength"), h.get("PartsCount"), h["ResponseMetadata"]["HTTPStatusCode"]), (5 * MB + 17, 3, 206), "head_object PartNumber=2")
     o = s3.get_object(Bucket=B, Key="mp/o", PartNumber=3)
     t.ok(o["Body"].read() == parts_data[2], "get_object PartNumber=3")
+with t.block("multipart errors"):
     expect_err("upload_part after complete -> NoSuchUpload", "NoSuchUpload", 404, s3.upload_part,
                Bucket=B, Key="mp/o", UploadId=uid, PartNumber=4, Body=b"x")
 
@@ -533,8 +534,10 @@ with t.block("presigned"):
         t.eq(s3.get_object(Bucket=B, Key="ps/up load")["Body"].read(), b"presigned put body", "presigned PUT stored the body")
         out = curl("-X", "PUT", "--data-binary", "x", url)  # a GET signature used for PUT
         t.ok(out.endswith(b"403") and b"SignatureDoesNotMatch" in out, "presigned GET URL used for PUT -> 403 SignatureDoesNotMatch", out[-300:])
-        out = curl(url.replace("X-Amz-Signature=", "X-Amz-Signature=0"))
-        t.ok(out.endswith(b"403") and b"<RequestId>" in out, "presigned with a bad signature -> 403 XML", out[-300:])
+        sig = url.rsplit("X-Amz-Signature=", 1)[1][:64]
+        out = curl(url.replace(sig, sig[:-1] + ("0" if sig[-1] != "0" else "1")))
+        t.ok(out.endswith(b"403") and b"<Code>SignatureDoesNotMatch</Code>" in out and b"<RequestId>" in out,
+             "presigned with a wrong signature -> 403 SignatureDoesNotMatch", out[-300:])
         time.sleep(max(0, t_exp + 2.5 - time.time()))
         out = curl(url_exp)
         t.ok(out.endswith(b"403") and b"<Code>AccessDenied</Code>" in out, "expired presigned GET -> 403 AccessDenied", out[-300:])

@@ -1,0 +1,121 @@
+/* events/evt_int.h - what the files of events/ share: the system struct
+ * and its lock, the stored outbox record, definitions of functions and
+ * targets, and the delivery entry points of targets.c and runner.c.
+ * Private to events/ (tests excepted). */
+#ifndef EVT_INT_H
+#define EVT_INT_H
+
+#include "events/evt.h"
+
+#include <pthread.h>
+
+/* An outbox record ('E' 'Q' seq value; doc/metadata-keys.md):
+ * version u8 (1), dest kind u8, dest (4+n), bucket (4+n), key (4+n),
+ * type u32, depth u8, created ms u64, event time ms u64, sequencer u64,
+ * attempts u32, last error (4+n), message JSON (4+n). */
+typedef struct evt__rec {
+    uint8_t dest_kind;  /* enum evt_dest_kind */
+    char dest[64];
+    char bucket[64];
+    cm_buf key;
+    uint32_t type;
+    int depth;
+    int64_t created_ms;
+    int64_t time_ms;
+    uint64_t evseq;     /* the sequencer of the change */
+    uint32_t attempts;
+    cm_buf err;         /* last delivery error */
+    cm_buf json;        /* the S3 event message */
+} evt__rec;
+
+int evt__rec_encode(const evt__rec *r, cm_buf *out);
+int evt__rec_decode(cm_slice v, evt__rec *r /* OUT, zeroed */);
+void evt__rec_free(evt__rec *r);
+
+/* A change-log entry ('E' 'C' bucket 0x00 seq value): version u8 (1),
+ * type u32, time ms u64, size u64, etag (4+n), key (4+n), depth u8. */
+
+/* A function definition (copied out under the lock for a run). */
+typedef struct evt__fn {
+    char name[64];
+    char *exec;
+    int timeout_s;
+    int concurrency;
+    char **env;          /* "K=V" */
+    size_t nenv;
+    int running;         /* runs in flight; guarded by evt.lk */
+    struct evt__fn *next;
+} evt__fn;
+
+typedef struct evt__tgt {
+    char name[64];
+    char kind[16];       /* webhook cloudevents redis nats amqp */
+    char *url;
+    int64_t down_until;  /* ms: no attempt before (after a failure); evt.lk */
+    unsigned fails;      /* consecutive failures; evt.lk */
+    struct evt__tgt *next;
+} evt__tgt;
+
+/* A pending event in memory, in seq order. */
+typedef struct evt__pend {
+    struct evt__pend *prev, *next;
+    uint64_t seq;        /* outbox id */
+    evt__rec r;
+    int64_t due_ms;      /* not before */
+    bool inflight;
+    uint64_t tuple;      /* hash of (dest, bucket, key): in-order unit */
+} evt__pend;
+
+typedef struct evt__bcfg {
+    char bucket[64];
+    evt_notify cfg;
+    struct evt__bcfg *next;
+} evt__bcfg;
+
+/* The system. lk guards everything below it; cfg and md are set at start
+ * and read unlocked. Lock order: lk only (never held across I/O). */
+struct evt {
+    evt_config cfg;
+    md_db_t *md;
+    pthread_mutex_t lk;
+    pthread_cond_t cv;          /* pending list changed, or stopping */
+    evt__pend *head, *tail;
+    size_t npend;
+    evt__fn *fns;
+    evt__tgt *tgts;
+    evt__bcfg *bcfgs;
+    bool stopping;
+    pthread_t *threads;
+    int nthreads;
+    int64_t next_trim_ms;
+    uint64_t *blocked;          /* scratch set for picking (size nblocked) */
+    size_t nblocked;
+    evt_stats st;
+    char log_dir[4096];         /* DIR/logs/functions */
+};
+
+/* Per-thread delivery state (targets.c): reusable HTTP handle. */
+typedef struct evt__worker {
+    evt_t *e;
+    int idx;
+    void *curl;
+} evt__worker;
+
+/* A copy of a target for one delivery (strings owned). */
+typedef struct evt__tgt_snap {
+    char name[64];
+    char kind[16];
+    char *url;
+} evt__tgt_snap;
+
+/* Delivers r to target t. 0 on acknowledgement; otherwise an error code
+ * with a message appended to err. */
+int evt__deliver(evt__worker *w, const evt__tgt_snap *t, const evt__rec *r, cm_buf *err);
+void evt__worker_cleanup(evt__worker *w);
+/* Global set-up of the HTTP client; called once by evt_start. */
+void evt__targets_init(void);
+
+/* Runs function f for r (runner.c): 0 when it exited 0. */
+int evt__run(evt_t *e, const evt__fn *f, const evt__rec *r, cm_buf *err);
+
+#endif

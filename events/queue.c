@@ -1,0 +1,1339 @@
+/* events/queue.c - the durable outbox and its dispatcher: staging events
+ * into the batch of the change that causes them, the in-memory queue of
+ * pending events (in seq order, in order per destination and key), the
+ * delivery threads with backoff and dead-lettering, change-log retention,
+ * and the stored definitions of functions, targets and bucket configs.
+ * Delivery itself lives in targets.c and runner.c. */
+#include "common/json.h"
+#include "events/evt_int.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------- records */
+int evt__rec_encode(const evt__rec *r, cm_buf *out)
+{
+    int rc = 0;
+    rc |= cm_buf_put_u8(out, 1);
+    rc |= cm_buf_put_u8(out, r->dest_kind);
+    rc |= cm_buf_put_bytes(out, CM_SLICE_STR(r->dest));
+    rc |= cm_buf_put_bytes(out, CM_SLICE_STR(r->bucket));
+    rc |= cm_buf_put_bytes(out, cm_buf_slice(&r->key));
+    rc |= cm_buf_put_u32(out, r->type);
+    rc |= cm_buf_put_u8(out, (uint8_t)r->depth);
+    rc |= cm_buf_put_u64(out, (uint64_t)r->created_ms);
+    rc |= cm_buf_put_u64(out, (uint64_t)r->time_ms);
+    rc |= cm_buf_put_u64(out, r->evseq);
+    rc |= cm_buf_put_u32(out, r->attempts);
+    rc |= cm_buf_put_bytes(out, cm_buf_slice(&r->err));
+    rc |= cm_buf_put_bytes(out, cm_buf_slice(&r->json));
+    return rc ? CM_ENOMEM : 0;
+}
+
+static int get_str(cm_reader *rd, char *out, size_t cap)
+{
+    cm_slice s;
+    int rc = cm_get_bytes(rd, &s);
+    if (rc)
+        return rc;
+    if (s.n >= cap || memchr(s.p, 0, s.n))
+        return CM_ECORRUPT;
+    memcpy(out, s.p, s.n);
+    out[s.n] = 0;
+    return 0;
+}
+
+int evt__rec_decode(cm_slice v, evt__rec *r)
+{
+    cm_reader rd = {v.p, v.n};
+    uint8_t ver = 0, kind = 0, depth = 0;
+    uint64_t created = 0, t = 0;
+    cm_slice key, err, json;
+    int rc;
+
+    memset(r, 0, sizeof *r);
+    if ((rc = cm_get_u8(&rd, &ver)) || ver != 1)
+        return CM_ECORRUPT;
+    if ((rc = cm_get_u8(&rd, &kind)) || (rc = get_str(&rd, r->dest, sizeof r->dest)) ||
+        (rc = get_str(&rd, r->bucket, sizeof r->bucket)) || (rc = cm_get_bytes(&rd, &key)) ||
+        (rc = cm_get_u32(&rd, &r->type)) || (rc = cm_get_u8(&rd, &depth)) ||
+        (rc = cm_get_u64(&rd, &created)) || (rc = cm_get_u64(&rd, &t)) ||
+        (rc = cm_get_u64(&rd, &r->evseq)) || (rc = cm_get_u32(&rd, &r->attempts)) ||
+        (rc = cm_get_bytes(&rd, &err)) || (rc = cm_get_bytes(&rd, &json)))
+        return CM_ECORRUPT;
+    r->dest_kind = kind;
+    r->depth = depth;
+    r->created_ms = (int64_t)created;
+    r->time_ms = (int64_t)t;
+    if (cm_buf_append_slice(&r->key, key) || cm_buf_append_slice(&r->err, err) ||
+        cm_buf_append_slice(&r->json, json)) {
+        evt__rec_free(r);
+        return CM_ENOMEM;
+    }
+    return 0;
+}
+
+void evt__rec_free(evt__rec *r)
+{
+    cm_buf_free(&r->key);
+    cm_buf_free(&r->err);
+    cm_buf_free(&r->json);
+}
+
+/* ---------------------------------------------------------------- config */
+void evt_config_defaults(evt_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->max_attempts = 8;
+    cfg->max_age_ms = 24 * 3600 * 1000LL;
+    cfg->backoff_ms = 500;
+    cfg->backoff_max_ms = 60000;
+    cfg->retention_ms = 7 * 24 * 3600 * 1000LL;
+    cfg->workers = 4;
+    cfg->max_depth = 4;
+    cfg->delivery_timeout_ms = 10000;
+}
+
+int evt_config_parse(const char *spec, evt_config *cfg, const char **why)
+{
+    const char *p = spec;
+    while (p && *p) {
+        size_t n = strcspn(p, ",");
+        char item[96], *eq, *end;
+        if (n >= sizeof item) {
+            *why = "setting too long";
+            return CM_EINVAL;
+        }
+        memcpy(item, p, n);
+        item[n] = 0;
+        p += n + (p[n] == ',');
+        if (!n)
+            continue;
+        if (!(eq = strchr(item, '='))) {
+            *why = "settings are key=value";
+            return CM_EINVAL;
+        }
+        *eq = 0;
+        long long v = strtoll(eq + 1, &end, 10);
+        if (end == eq + 1 || *end || v < 0 || v > 100000000000LL) {
+            *why = "bad number";
+            return CM_EINVAL;
+        }
+        if (!strcmp(item, "retries") && v >= 1)
+            cfg->max_attempts = (int)v;
+        else if (!strcmp(item, "max-age") && v >= 1)
+            cfg->max_age_ms = v * 1000;
+        else if (!strcmp(item, "backoff") && v >= 1 && v <= 3600000)
+            cfg->backoff_ms = (int)v;
+        else if (!strcmp(item, "backoff-max") && v >= 1 && v <= 86400000)
+            cfg->backoff_max_ms = (int)v;
+        else if (!strcmp(item, "retention") && v >= 1)
+            cfg->retention_ms = v * 1000;
+        else if (!strcmp(item, "workers") && v >= 1 && v <= 64)
+            cfg->workers = (int)v;
+        else if (!strcmp(item, "max-depth") && v >= 1 && v <= 64)
+            cfg->max_depth = (int)v;
+        else if (!strcmp(item, "timeout") && v >= 100 && v <= 600000)
+            cfg->delivery_timeout_ms = (int)v;
+        else {
+            *why = "unknown setting or value out of range (retries, max-age, backoff, "
+                   "backoff-max, retention, workers, max-depth, timeout)";
+            return CM_EINVAL;
+        }
+    }
+    if (cfg->backoff_max_ms < cfg->backoff_ms)
+        cfg->backoff_max_ms = cfg->backoff_ms;
+    return 0;
+}
+
+/* ------------------------------------------------------------ definitions */
+static void fn_free(evt__fn *f)
+{
+    if (!f)
+        return;
+    free(f->exec);
+    for (size_t i = 0; i < f->nenv; i++)
+        free(f->env[i]);
+    free(f->env);
+    free(f);
+}
+
+static void tgt_free(evt__tgt *t)
+{
+    if (t) {
+        free(t->url);
+        free(t);
+    }
+}
+
+static bool valid_name(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 63)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.'))
+            return false;
+    }
+    return true;
+}
+
+static void fn_json(const evt__fn *f, cm_buf *b)
+{
+    cm_buf_append_str(b, "{\"name\":");
+    cm_json_cstr(b, f->name);
+    cm_buf_append_str(b, ",\"exec\":");
+    cm_json_cstr(b, f->exec);
+    cm_buf_printf(b, ",\"timeout\":%d,\"concurrency\":%d,\"env\":[", f->timeout_s,
+                  f->concurrency);
+    for (size_t i = 0; i < f->nenv; i++) {
+        if (i)
+            cm_buf_append_byte(b, ',');
+        cm_json_cstr(b, f->env[i]);
+    }
+    cm_buf_append_str(b, "]}");
+}
+
+static void tgt_json(const evt__tgt *t, cm_buf *b)
+{
+    cm_buf_append_str(b, "{\"name\":");
+    cm_json_cstr(b, t->name);
+    cm_buf_append_str(b, ",\"kind\":");
+    cm_json_cstr(b, t->kind);
+    cm_buf_append_str(b, ",\"url\":");
+    cm_json_cstr(b, t->url);
+    cm_buf_append_byte(b, '}');
+}
+
+static evt__fn *fn_new(const char *name, const char *exec, int timeout_s, int concurrency,
+                       const char *const *env, size_t nenv)
+{
+    evt__fn *f = calloc(1, sizeof *f);
+    if (!f)
+        return NULL;
+    snprintf(f->name, sizeof f->name, "%s", name);
+    f->exec = strdup(exec);
+    f->timeout_s = timeout_s;
+    f->concurrency = concurrency;
+    f->env = calloc(nenv + 1, sizeof *f->env);
+    if (!f->exec || !f->env) {
+        fn_free(f);
+        return NULL;
+    }
+    for (size_t i = 0; i < nenv; i++) {
+        if (!(f->env[i] = strdup(env[i]))) {
+            fn_free(f);
+            return NULL;
+        }
+        f->nenv++;
+    }
+    return f;
+}
+
+static evt__fn *fn_find(evt_t *e, const char *name)
+{
+    for (evt__fn *f = e->fns; f; f = f->next)
+        if (!strcmp(f->name, name))
+            return f;
+    return NULL;
+}
+
+static evt__tgt *tgt_find(evt_t *e, const char *name)
+{
+    for (evt__tgt *t = e->tgts; t; t = t->next)
+        if (!strcmp(t->name, name))
+            return t;
+    return NULL;
+}
+
+int evt_function_put(evt_t *e, const char *name, const char *exec, int timeout_s,
+                     int concurrency, const char *const *env, size_t nenv, const char **why)
+{
+    cm_buf b = {0};
+    evt__fn *f, **pp;
+    int rc;
+
+    if (!valid_name(name)) {
+        *why = "a function name is 1-63 characters of A-Z a-z 0-9 . _ -";
+        return CM_EINVAL;
+    }
+    if (!exec || !*exec) {
+        *why = "--exec COMMAND is required";
+        return CM_EINVAL;
+    }
+    if (timeout_s < 1 || timeout_s > 86400 || concurrency < 1 || concurrency > 256) {
+        *why = "timeout must be 1..86400 s and concurrency 1..256";
+        return CM_EINVAL;
+    }
+    for (size_t i = 0; i < nenv; i++) {
+        const char *eq = strchr(env[i], '=');
+        if (!eq || eq == env[i]) {
+            *why = "--env takes K=V";
+            return CM_EINVAL;
+        }
+    }
+    if (!(f = fn_new(name, exec, timeout_s, concurrency, env, nenv)))
+        return CM_ENOMEM;
+    fn_json(f, &b);
+    if ((rc = md_evt_conf_put(e->md, MD_EVT_FUNCTION, name, cm_buf_slice(&b)))) {
+        fn_free(f);
+        goto out;
+    }
+    pthread_mutex_lock(&e->lk);
+    for (pp = &e->fns; *pp; pp = &(*pp)->next) {
+        if (!strcmp((*pp)->name, name)) {
+            evt__fn *old = *pp;
+            f->running = old->running;
+            f->next = old->next;
+            *pp = f;
+            fn_free(old);
+            f = NULL;
+            break;
+        }
+    }
+    if (f) {
+        f->next = e->fns;
+        e->fns = f;
+    }
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->lk);
+out:
+    cm_buf_free(&b);
+    return rc;
+}
+
+static bool url_ok(const char *kind, const char *url)
+{
+    if (!strcmp(kind, "webhook") || !strcmp(kind, "cloudevents"))
+        return !strncmp(url, "http://", 7) || !strncmp(url, "https://", 8);
+    char scheme[16];
+    snprintf(scheme, sizeof scheme, "%s://", kind);
+    if (strncmp(url, scheme, strlen(scheme)))
+        return false;
+    const char *hp = url + strlen(scheme), *slash = strchr(hp, '/');
+    return slash && slash > hp && slash[1] && strchr(hp, ':') && strchr(hp, ':') < slash;
+}
+
+int evt_target_put(evt_t *e, const char *name, const char *kind, const char *url,
+                   const char **why)
+{
+    static const char *const kinds[] = {"webhook", "cloudevents", "redis", "nats", "amqp"};
+    cm_buf b = {0};
+    evt__tgt *t, **pp;
+    bool known = false;
+    int rc;
+
+    if (!valid_name(name)) {
+        *why = "a target name is 1-63 characters of A-Z a-z 0-9 . _ -";
+        return CM_EINVAL;
+    }
+    for (size_t i = 0; kind && i < sizeof kinds / sizeof kinds[0]; i++)
+        known |= !strcmp(kind, kinds[i]);
+    if (!known) {
+        *why = "the kind is one of webhook, cloudevents, redis, nats, amqp";
+        return CM_EINVAL;
+    }
+    if (!url || !url_ok(kind, url) || strlen(url) > 2000) {
+        *why = "bad URL: webhook/cloudevents http(s)://..., redis://HOST:PORT/STREAM, "
+               "nats://HOST:PORT/SUBJECT, amqp://HOST:PORT/EXCHANGE";
+        return CM_EINVAL;
+    }
+    if (!(t = calloc(1, sizeof *t)) || !(t->url = strdup(url))) {
+        tgt_free(t);
+        return CM_ENOMEM;
+    }
+    snprintf(t->name, sizeof t->name, "%s", name);
+    snprintf(t->kind, sizeof t->kind, "%s", kind);
+    tgt_json(t, &b);
+    if ((rc = md_evt_conf_put(e->md, MD_EVT_TARGET, name, cm_buf_slice(&b)))) {
+        tgt_free(t);
+        goto out;
+    }
+    pthread_mutex_lock(&e->lk);
+    for (pp = &e->tgts; *pp; pp = &(*pp)->next) {
+        if (!strcmp((*pp)->name, name)) {
+            evt__tgt *old = *pp;
+            t->next = old->next;
+            *pp = t;
+            tgt_free(old);
+            t = NULL;
+            break;
+        }
+    }
+    if (t) {
+        t->next = e->tgts;
+        e->tgts = t;
+    }
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->lk);
+out:
+    cm_buf_free(&b);
+    return rc;
+}
+
+int evt_function_remove(evt_t *e, const char *name)
+{
+    int rc = valid_name(name) ? md_evt_conf_delete(e->md, MD_EVT_FUNCTION, name) : CM_ENOTFOUND;
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&e->lk);
+    for (evt__fn **pp = &e->fns; *pp; pp = &(*pp)->next) {
+        if (!strcmp((*pp)->name, name)) {
+            evt__fn *f = *pp;
+            *pp = f->next;
+            fn_free(f);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&e->lk);
+    return 0;
+}
+
+int evt_target_remove(evt_t *e, const char *name)
+{
+    int rc = valid_name(name) ? md_evt_conf_delete(e->md, MD_EVT_TARGET, name) : CM_ENOTFOUND;
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&e->lk);
+    for (evt__tgt **pp = &e->tgts; *pp; pp = &(*pp)->next) {
+        if (!strcmp((*pp)->name, name)) {
+            evt__tgt *t = *pp;
+            *pp = t->next;
+            tgt_free(t);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&e->lk);
+    return 0;
+}
+
+int evt_function_list_json(evt_t *e, cm_buf *out)
+{
+    pthread_mutex_lock(&e->lk);
+    cm_buf_append_byte(out, '[');
+    for (evt__fn *f = e->fns; f; f = f->next) {
+        if (f != e->fns)
+            cm_buf_append_byte(out, ',');
+        fn_json(f, out);
+    }
+    pthread_mutex_unlock(&e->lk);
+    return cm_buf_append_byte(out, ']');
+}
+
+int evt_target_list_json(evt_t *e, cm_buf *out)
+{
+    pthread_mutex_lock(&e->lk);
+    cm_buf_append_byte(out, '[');
+    for (evt__tgt *t = e->tgts; t; t = t->next) {
+        if (t != e->tgts)
+            cm_buf_append_byte(out, ',');
+        tgt_json(t, out);
+    }
+    pthread_mutex_unlock(&e->lk);
+    return cm_buf_append_byte(out, ']');
+}
+
+int evt_function_log(evt_t *e, const char *name, size_t max, cm_buf *out)
+{
+    char path[4200];
+    pthread_mutex_lock(&e->lk);
+    bool have = valid_name(name) && fn_find(e, name);
+    pthread_mutex_unlock(&e->lk);
+    if (!have)
+        return CM_ENOTFOUND;
+    snprintf(path, sizeof path, "%s/%s.log", e->log_dir, name);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return 0;
+    if (fseek(f, 0, SEEK_END) == 0) {
+        long sz = ftell(f);
+        if (sz > (long)max)
+            fseek(f, sz - (long)max, SEEK_SET);
+        else
+            fseek(f, 0, SEEK_SET);
+    }
+    char buf[8192];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+        cm_buf_append(out, buf, n);
+    fclose(f);
+    return 0;
+}
+
+/* Loading at start. */
+static int load_fn(void *arg, const char *name, cm_slice val)
+{
+    evt_t *e = arg;
+    cm_json_doc *d = NULL;
+    if (cm_json_parse(val, &d)) {
+        cm_log(CM_LOG_WARN, "events: function %s: unreadable definition", name);
+        return 0;
+    }
+    const cm_json *j = cm_json_root(d), *env = cm_json_get(j, "env");
+    const char *envs[256];
+    size_t n = 0;
+    for (const cm_json *x = env ? env->child : NULL; x && n < 256; x = x->next)
+        if (x->type == CM_JSON_STRING)
+            envs[n++] = (const char *)x->str.p;
+    const char *exec = cm_json_get_str(j, "exec");
+    evt__fn *f = exec ? fn_new(name, exec, (int)cm_json_get_num(j, "timeout", 60),
+                               (int)cm_json_get_num(j, "concurrency", 1), envs, n)
+                      : NULL;
+    if (f) {
+        f->next = e->fns;
+        e->fns = f;
+    }
+    cm_json_doc_free(d);
+    return 0;
+}
+
+static int load_tgt(void *arg, const char *name, cm_slice val)
+{
+    evt_t *e = arg;
+    cm_json_doc *d = NULL;
+    if (cm_json_parse(val, &d))
+        return 0;
+    const cm_json *j = cm_json_root(d);
+    const char *kind = cm_json_get_str(j, "kind"), *url = cm_json_get_str(j, "url");
+    evt__tgt *t = kind && url ? calloc(1, sizeof *t) : NULL;
+    if (t && (t->url = strdup(url))) {
+        snprintf(t->name, sizeof t->name, "%s", name);
+        snprintf(t->kind, sizeof t->kind, "%s", kind);
+        t->next = e->tgts;
+        e->tgts = t;
+    } else {
+        free(t);
+    }
+    cm_json_doc_free(d);
+    return 0;
+}
+
+static int load_notify(void *arg, const char *name, cm_slice val)
+{
+    evt_t *e = arg;
+    evt__bcfg *c = calloc(1, sizeof *c);
+    if (!c)
+        return CM_ENOMEM;
+    snprintf(c->bucket, sizeof c->bucket, "%s", name);
+    if (evt_notify_decode(val, &c->cfg)) {
+        cm_log(CM_LOG_WARN, "events: bucket %s: unreadable notification configuration", name);
+        free(c);
+        return 0;
+    }
+    c->next = e->bcfgs;
+    e->bcfgs = c;
+    return 0;
+}
+
+/* -------------------------------------------------------- bucket configs */
+static evt__bcfg *bcfg_find(evt_t *e, const char *bucket)
+{
+    for (evt__bcfg *c = e->bcfgs; c; c = c->next)
+        if (!strcmp(c->bucket, bucket))
+            return c;
+    return NULL;
+}
+
+static int rule_copy(evt_rule *dst, const evt_rule *src)
+{
+    *dst = *src;
+    memset(&dst->prefix, 0, sizeof dst->prefix);
+    memset(&dst->suffix, 0, sizeof dst->suffix);
+    if (cm_buf_append_slice(&dst->prefix, cm_buf_slice(&src->prefix)) ||
+        cm_buf_append_slice(&dst->suffix, cm_buf_slice(&src->suffix)))
+        return CM_ENOMEM;
+    return 0;
+}
+
+static int notify_copy(evt_notify *dst, const evt_notify *src)
+{
+    for (size_t i = 0; i < src->n; i++) {
+        evt_rule *r = evt_notify_add(dst);
+        if (!r || rule_copy(r, &src->a[i])) {
+            evt_notify_clear(dst);
+            return CM_ENOMEM;
+        }
+    }
+    return 0;
+}
+
+int evt_notify_put(evt_t *e, const char *bucket, const evt_notify *cfg, const char **why)
+{
+    cm_buf b = {0};
+    evt__bcfg *c = NULL;
+    int rc = 0;
+
+    pthread_mutex_lock(&e->lk);
+    for (size_t i = 0; i < cfg->n && !rc; i++) {
+        enum evt_dest_kind kind;
+        char name[330];
+        if (evt_arn_parse(cfg->a[i].arn, &kind, name) ||
+            (kind == EVT_DEST_FUNCTION ? !fn_find(e, name) : !tgt_find(e, name))) {
+            *why = "Unable to validate the following destination configurations";
+            rc = CM_EINVAL;
+        }
+        for (size_t j = 0; j < i && !rc; j++) {
+            if (evt_rules_overlap(&cfg->a[i], &cfg->a[j])) {
+                *why = "Configurations overlap. Configurations on the same bucket cannot share "
+                       "a common event type.";
+                rc = CM_EINVAL;
+            }
+            if (!rc && cfg->a[i].id[0] && !strcmp(cfg->a[i].id, cfg->a[j].id)) {
+                *why = "Configuration Ids must be unique.";
+                rc = CM_EINVAL;
+            }
+        }
+    }
+    pthread_mutex_unlock(&e->lk);
+    if (rc)
+        return rc;
+    if (cfg->n) {
+        if (!(c = calloc(1, sizeof *c)) || notify_copy(&c->cfg, cfg)) {
+            free(c);
+            return CM_ENOMEM;
+        }
+        snprintf(c->bucket, sizeof c->bucket, "%s", bucket);
+        evt_notify_encode(cfg, &b);
+        rc = md_evt_conf_put(e->md, MD_EVT_NOTIFY, bucket, cm_buf_slice(&b));
+    } else {
+        rc = md_evt_conf_delete(e->md, MD_EVT_NOTIFY, bucket);
+        if (rc == CM_ENOTFOUND)
+            rc = 0;
+    }
+    cm_buf_free(&b);
+    if (rc) {
+        if (c)
+            evt_notify_clear(&c->cfg);
+        free(c);
+        return rc;
+    }
+    pthread_mutex_lock(&e->lk);
+    for (evt__bcfg **pp = &e->bcfgs; *pp; pp = &(*pp)->next) {
+        if (!strcmp((*pp)->bucket, bucket)) {
+            evt__bcfg *old = *pp;
+            *pp = old->next;
+            evt_notify_clear(&old->cfg);
+            free(old);
+            break;
+        }
+    }
+    if (c) {
+        c->next = e->bcfgs;
+        e->bcfgs = c;
+    }
+    pthread_mutex_unlock(&e->lk);
+    return 0;
+}
+
+int evt_notify_get(evt_t *e, const char *bucket, evt_notify *cfg)
+{
+    int rc = 0;
+    pthread_mutex_lock(&e->lk);
+    evt__bcfg *c = bcfg_find(e, bucket);
+    if (c)
+        rc = notify_copy(cfg, &c->cfg);
+    pthread_mutex_unlock(&e->lk);
+    return rc;
+}
+
+/* --------------------------------------------------------------- staging */
+struct evt_staged {
+    evt__pend *a[EVT_MAX_RULES];
+    size_t n;
+};
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+    const uint8_t *s = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ s[i]) * 1099511628211ull;
+    return h;
+}
+
+static uint64_t tuple_hash(const evt__rec *r)
+{
+    uint64_t h = 1469598103934665603ull;
+    h = fnv(h, &r->dest_kind, 1);
+    h = fnv(h, r->dest, strlen(r->dest) + 1);
+    h = fnv(h, r->bucket, strlen(r->bucket) + 1);
+    h = fnv(h, r->key.p, r->key.n);
+    return h ? h : 1;
+}
+
+static void pend_free(evt__pend *p)
+{
+    if (p) {
+        evt__rec_free(&p->r);
+        free(p);
+    }
+}
+
+/* Change-log entry of c. */
+static int log_entry(const evt_change *c, cm_buf *out)
+{
+    int rc = 0;
+    rc |= cm_buf_put_u8(out, 1);
+    rc |= cm_buf_put_u32(out, c->type);
+    rc |= cm_buf_put_u64(out, (uint64_t)c->time_ms);
+    rc |= cm_buf_put_u64(out, c->size);
+    rc |= cm_buf_put_bytes(out, c->etag);
+    rc |= cm_buf_put_bytes(out, c->key);
+    rc |= cm_buf_put_u8(out, (uint8_t)(c->depth > 255 ? 255 : c->depth));
+    return rc ? CM_ENOMEM : 0;
+}
+
+int evt_stage(evt_t *e, md_batch_t *b, const evt_change *c, evt_staged **staged)
+{
+    evt_staged *st = NULL;
+    cm_buf v = {0};
+    uint64_t seq;
+    int rc;
+
+    *staged = NULL;
+    if (!(seq = md_batch_seq(b)))
+        return CM_EIO;
+    if ((rc = log_entry(c, &v)) || (rc = md_changelog_add(b, c->bucket, seq, cm_buf_slice(&v))))
+        goto out;
+    /* Which rules fire: copied out under the lock, built outside it. */
+    struct {
+        enum evt_dest_kind kind;
+        char dest[330];
+        char id[256];
+    } hits[8];
+    size_t nhits = 0;
+    pthread_mutex_lock(&e->lk);
+    evt__bcfg *bc = bcfg_find(e, c->bucket);
+    for (size_t i = 0; bc && i < bc->cfg.n && nhits < 8; i++) {
+        const evt_rule *r = &bc->cfg.a[i];
+        if (!evt_rule_match(r, c->type, c->key) ||
+            evt_arn_parse(r->arn, &hits[nhits].kind, hits[nhits].dest))
+            continue;
+        snprintf(hits[nhits].id, sizeof hits[nhits].id, "%s", r->id);
+        nhits++;
+    }
+    if (nhits && c->depth >= e->cfg.max_depth) {
+        e->st.dropped_depth += nhits;
+        pthread_mutex_unlock(&e->lk);
+        cm_log(CM_LOG_WARN,
+               "events: recursion guard: %s on %s/%.*s at depth %d triggers nothing (limit %d)",
+               evt_type_name(c->type), c->bucket, (int)(c->key.n > 200 ? 200 : c->key.n),
+               (const char *)c->key.p, c->depth, e->cfg.max_depth);
+        goto out;
+    }
+    pthread_mutex_unlock(&e->lk);
+    if (!nhits)
+        goto out;
+    if (!(st = calloc(1, sizeof *st))) {
+        rc = CM_ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < nhits; i++) {
+        evt__pend *p = calloc(1, sizeof *p);
+        if (!p) {
+            rc = CM_ENOMEM;
+            goto out;
+        }
+        st->a[st->n++] = p;
+        evt__rec *r = &p->r;
+        r->dest_kind = (uint8_t)hits[i].kind;
+        snprintf(r->dest, sizeof r->dest, "%s", hits[i].dest);
+        snprintf(r->bucket, sizeof r->bucket, "%s", c->bucket);
+        r->type = c->type;
+        r->depth = c->depth;
+        r->created_ms = cm_now_ms();
+        r->time_ms = c->time_ms;
+        r->evseq = seq;
+        if ((rc = cm_buf_append_slice(&r->key, c->key)) ||
+            (rc = evt_record_json(c, hits[i].id, seq, &r->json)))
+            goto out;
+        if (!(p->seq = md_batch_seq(b))) {
+            rc = CM_EIO;
+            goto out;
+        }
+        p->tuple = tuple_hash(r);
+        cm_buf_reset(&v);
+        if ((rc = evt__rec_encode(r, &v)) || (rc = md_outbox_add(b, p->seq, cm_buf_slice(&v))))
+            goto out;
+    }
+    *staged = st;
+    st = NULL;
+out:
+    if (st) {
+        for (size_t i = 0; i < st->n; i++)
+            pend_free(st->a[i]);
+        free(st);
+    }
+    cm_buf_free(&v);
+    return rc;
+}
+
+/* Inserts p in seq order (usually at the tail). Called with lk held. */
+static void pend_insert(evt_t *e, evt__pend *p)
+{
+    evt__pend *after = e->tail;
+    while (after && after->seq > p->seq)
+        after = after->prev;
+    p->prev = after;
+    p->next = after ? after->next : e->head;
+    if (p->next)
+        p->next->prev = p;
+    else
+        e->tail = p;
+    if (after)
+        after->next = p;
+    else
+        e->head = p;
+    e->npend++;
+}
+
+static void pend_unlink(evt_t *e, evt__pend *p)
+{
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        e->head = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    else
+        e->tail = p->prev;
+    e->npend--;
+}
+
+void evt_staged_finish(evt_t *e, evt_staged *st, bool committed)
+{
+    if (!st)
+        return;
+    if (committed) {
+        pthread_mutex_lock(&e->lk);
+        for (size_t i = 0; i < st->n; i++)
+            pend_insert(e, st->a[i]);
+        pthread_cond_broadcast(&e->cv);
+        pthread_mutex_unlock(&e->lk);
+    } else {
+        for (size_t i = 0; i < st->n; i++)
+            pend_free(st->a[i]);
+    }
+    free(st);
+}
+
+static int load_pending(void *arg, uint64_t seq, cm_slice v)
+{
+    evt_t *e = arg;
+    evt__pend *p = calloc(1, sizeof *p);
+    if (!p)
+        return CM_ENOMEM;
+    if (evt__rec_decode(v, &p->r)) {
+        cm_log(CM_LOG_WARN, "events: skipping unreadable outbox record %llu",
+               (unsigned long long)seq);
+        free(p);
+        return 0;
+    }
+    p->seq = seq;
+    p->tuple = tuple_hash(&p->r);
+    pend_insert(e, p);
+    return 0;
+}
+
+/* ------------------------------------------------------------ dispatcher */
+/* Set of tuples blocked during one pick: open addressing over e->blocked. */
+static bool blocked_has(evt_t *e, uint64_t t)
+{
+    size_t m = e->nblocked - 1;
+    for (size_t i = t & m;; i = (i + 1) & m) {
+        if (e->blocked[i] == t)
+            return true;
+        if (!e->blocked[i])
+            return false;
+    }
+}
+
+static void blocked_add(evt_t *e, uint64_t t)
+{
+    size_t m = e->nblocked - 1;
+    for (size_t i = t & m;; i = (i + 1) & m) {
+        if (e->blocked[i] == t)
+            return;
+        if (!e->blocked[i]) {
+            e->blocked[i] = t;
+            return;
+        }
+    }
+}
+
+/* Picks the first pending event that may go now: due, not in flight, its
+ * destination ready, and no earlier event of its (destination, key)
+ * pending. *wait_ms gets how long until something might be ready. With lk
+ * held. */
+static evt__pend *pick(evt_t *e, int64_t now, int64_t *wait_ms)
+{
+    size_t need = 64;
+    while (need < e->npend * 2 + 2)
+        need *= 2;
+    if (e->nblocked < need) {
+        uint64_t *a = realloc(e->blocked, need * sizeof *a);
+        if (!a) {
+            *wait_ms = 100;
+            return NULL;
+        }
+        e->blocked = a;
+        e->nblocked = need;
+    }
+    memset(e->blocked, 0, e->nblocked * sizeof *e->blocked);
+    *wait_ms = 60000;
+    for (evt__pend *p = e->head; p; p = p->next) {
+        if (blocked_has(e, p->tuple))
+            continue;
+        blocked_add(e, p->tuple);
+        if (p->inflight)
+            continue;
+        int64_t ready = p->due_ms;
+        if (p->r.dest_kind == EVT_DEST_FUNCTION) {
+            evt__fn *f = fn_find(e, p->r.dest);
+            if (f && f->running >= f->concurrency)
+                continue; /* a run ending wakes us */
+        } else {
+            evt__tgt *t = tgt_find(e, p->r.dest);
+            if (t && t->down_until > ready)
+                ready = t->down_until;
+        }
+        if (ready > now) {
+            if (ready - now < *wait_ms)
+                *wait_ms = ready - now;
+            continue;
+        }
+        return p;
+    }
+    return NULL;
+}
+
+static bool log_expired(void *arg, cm_slice rec)
+{
+    int64_t cutoff = *(int64_t *)arg;
+    cm_reader rd = {rec.p, rec.n};
+    uint8_t ver;
+    uint32_t type;
+    uint64_t t;
+    if (cm_get_u8(&rd, &ver) || cm_get_u32(&rd, &type) || cm_get_u64(&rd, &t))
+        return true;
+    return (int64_t)t < cutoff;
+}
+
+/* Delivers p (not in flight for anyone else); returns 0 when acknowledged. */
+static int deliver(evt__worker *w, evt__pend *p, cm_buf *err)
+{
+    evt_t *e = w->e;
+    int rc;
+    if (p->r.dest_kind == EVT_DEST_FUNCTION) {
+        evt__fn *snap = NULL;
+        pthread_mutex_lock(&e->lk);
+        evt__fn *f = fn_find(e, p->r.dest);
+        if (f)
+            snap = fn_new(f->name, f->exec, f->timeout_s, f->concurrency,
+                          (const char *const *)f->env, f->nenv);
+        pthread_mutex_unlock(&e->lk);
+        if (!f) {
+            cm_buf_printf(err, "no function named %s", p->r.dest);
+            return CM_ENOTFOUND;
+        }
+        rc = snap ? evt__run(e, snap, &p->r, err) : CM_ENOMEM;
+        fn_free(snap);
+        pthread_mutex_lock(&e->lk);
+        if ((f = fn_find(e, p->r.dest)) && f->running > 0)
+            f->running--;
+        pthread_mutex_unlock(&e->lk);
+        return rc;
+    }
+    evt__tgt_snap t = {{0}, {0}, NULL};
+    pthread_mutex_lock(&e->lk);
+    evt__tgt *tg = tgt_find(e, p->r.dest);
+    if (tg) {
+        memcpy(t.name, tg->name, sizeof t.name);
+        memcpy(t.kind, tg->kind, sizeof t.kind);
+        t.url = strdup(tg->url);
+    }
+    pthread_mutex_unlock(&e->lk);
+    if (!tg) {
+        cm_buf_printf(err, "no target named %s", p->r.dest);
+        return CM_ENOTFOUND;
+    }
+    rc = t.url ? evt__deliver(w, &t, &p->r, err) : CM_ENOMEM;
+    free(t.url);
+    return rc;
+}
+
+static void *worker_main(void *arg)
+{
+    evt__worker *w = arg;
+    evt_t *e = w->e;
+    cm_buf err = {0}, v = {0};
+    sigset_t pipe_set;
+
+    /* A function that closes its stdin early must not SIGPIPE the server. */
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, NULL);
+    pthread_mutex_lock(&e->lk);
+    while (!e->stopping) {
+        int64_t now = cm_now_ms(), wait_ms = 0;
+        if (w->idx == 0 && now >= e->next_trim_ms) {
+            e->next_trim_ms = now + 600000;
+            int64_t cutoff = now - e->cfg.retention_ms;
+            size_t ntrim = 0;
+            pthread_mutex_unlock(&e->lk);
+            md_changelog_trim(e->md, log_expired, &cutoff, &ntrim);
+            if (ntrim)
+                cm_log(CM_LOG_INFO, "events: trimmed %zu change-log entries", ntrim);
+            pthread_mutex_lock(&e->lk);
+            continue;
+        }
+        evt__pend *p = pick(e, now, &wait_ms);
+        if (!p) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            int64_t ns = ts.tv_nsec + (wait_ms % 1000) * 1000000;
+            ts.tv_sec += wait_ms / 1000 + ns / 1000000000;
+            ts.tv_nsec = ns % 1000000000;
+            pthread_cond_timedwait(&e->cv, &e->lk, &ts);
+            continue;
+        }
+        p->inflight = true;
+        if (p->r.dest_kind == EVT_DEST_FUNCTION) {
+            evt__fn *f = fn_find(e, p->r.dest);
+            if (f)
+                f->running++; /* claimed under lk: concurrency holds */
+        }
+        pthread_mutex_unlock(&e->lk);
+
+        cm_buf_reset(&err);
+        int rc = deliver(w, p, &err);
+        now = cm_now_ms();
+        bool bury = false;
+        if (rc) {
+            p->r.attempts++;
+            cm_buf_reset(&p->r.err);
+            cm_buf_append_slice(&p->r.err, cm_buf_slice(&err));
+            bury = (int)p->r.attempts >= e->cfg.max_attempts ||
+                   now - p->r.created_ms >= e->cfg.max_age_ms;
+            cm_buf_reset(&v);
+            evt__rec_encode(&p->r, &v);
+            if (bury) {
+                cm_log(CM_LOG_WARN, "events: dead-lettered event %llu for %s after %u attempts: %s",
+                       (unsigned long long)p->seq, p->r.dest, p->r.attempts, cm_buf_str(&err));
+                md_outbox_bury(e->md, p->seq, cm_buf_slice(&v));
+            } else {
+                cm_log(CM_LOG_INFO, "events: delivery of %llu to %s failed (attempt %u): %s",
+                       (unsigned long long)p->seq, p->r.dest, p->r.attempts, cm_buf_str(&err));
+                md_outbox_update(e->md, p->seq, cm_buf_slice(&v));
+            }
+        } else {
+            md_outbox_done(e->md, p->seq);
+        }
+
+        pthread_mutex_lock(&e->lk);
+        p->inflight = false;
+        if (p->r.dest_kind == EVT_DEST_TARGET) {
+            evt__tgt *t = tgt_find(e, p->r.dest);
+            if (t && rc && rc != CM_ENOTFOUND) {
+                t->fails++;
+                t->down_until = now + evt_backoff_ms(&e->cfg, t->fails, (uint32_t)random());
+            } else if (t) {
+                t->fails = 0;
+                t->down_until = 0;
+            }
+        }
+        if (!rc || bury) {
+            pend_unlink(e, p);
+            if (rc)
+                e->st.dead++;
+            else
+                e->st.delivered++;
+            pend_free(p);
+        } else {
+            e->st.failed++;
+            p->due_ms = now + evt_backoff_ms(&e->cfg, p->r.attempts, (uint32_t)random());
+        }
+        pthread_cond_broadcast(&e->cv);
+    }
+    pthread_mutex_unlock(&e->lk);
+    evt__worker_cleanup(w);
+    cm_buf_free(&err);
+    cm_buf_free(&v);
+    free(w);
+    return NULL;
+}
+
+/* ------------------------------------------------------------ start, stop */
+int evt_start(const evt_config *cfg, md_db_t *md, evt_t **out)
+{
+    evt_t *e = calloc(1, sizeof *e);
+    int rc;
+    if (!e)
+        return CM_ENOMEM;
+    e->cfg = *cfg;
+    e->md = md;
+    pthread_mutex_init(&e->lk, NULL);
+    pthread_cond_init(&e->cv, NULL);
+    snprintf(e->log_dir, sizeof e->log_dir, "%s/logs/functions",
+             cfg->data_dir ? cfg->data_dir : ".");
+    if ((rc = md_evt_conf_scan(md, MD_EVT_FUNCTION, load_fn, e)) ||
+        (rc = md_evt_conf_scan(md, MD_EVT_TARGET, load_tgt, e)) ||
+        (rc = md_evt_conf_scan(md, MD_EVT_NOTIFY, load_notify, e)) ||
+        (rc = md_outbox_scan(md, false, 0, load_pending, e)))
+        goto fail;
+    if (e->npend)
+        cm_log(CM_LOG_INFO, "events: %zu events pending delivery", e->npend);
+    e->st.pending = e->npend;
+    srandom((unsigned)cm_mono_ns());
+    evt__targets_init();
+    e->threads = calloc((size_t)cfg->workers, sizeof *e->threads);
+    if (!e->threads) {
+        rc = CM_ENOMEM;
+        goto fail;
+    }
+    for (int i = 0; i < cfg->workers; i++) {
+        evt__worker *w = calloc(1, sizeof *w);
+        if (!w) {
+            rc = CM_ENOMEM;
+            goto fail;
+        }
+        w->e = e;
+        w->idx = i;
+        if (pthread_create(&e->threads[i], NULL, worker_main, w)) {
+            free(w);
+            rc = CM_ENOMEM;
+            goto fail;
+        }
+        e->nthreads++;
+    }
+    *out = e;
+    return 0;
+fail:
+    evt_stop(e);
+    return rc;
+}
+
+void evt_stop(evt_t *e)
+{
+    if (!e)
+        return;
+    pthread_mutex_lock(&e->lk);
+    __atomic_store_n(&e->stopping, true, __ATOMIC_RELAXED);
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->lk);
+    for (int i = 0; i < e->nthreads; i++)
+        pthread_join(e->threads[i], NULL);
+    free(e->threads);
+    while (e->head) {
+        evt__pend *p = e->head;
+        pend_unlink(e, p);
+        pend_free(p);
+    }
+    while (e->fns) {
+        evt__fn *f = e->fns;
+        e->fns = f->next;
+        fn_free(f);
+    }
+    while (e->tgts) {
+        evt__tgt *t = e->tgts;
+        e->tgts = t->next;
+        tgt_free(t);
+    }
+    while (e->bcfgs) {
+        evt__bcfg *c = e->bcfgs;
+        e->bcfgs = c->next;
+        evt_notify_clear(&c->cfg);
+        free(c);
+    }
+    free(e->blocked);
+    pthread_cond_destroy(&e->cv);
+    pthread_mutex_destroy(&e->lk);
+    free(e);
+}
+
+void evt_get_stats(evt_t *e, evt_stats *out)
+{
+    pthread_mutex_lock(&e->lk);
+    *out = e->st;
+    out->pending = e->npend;
+    pthread_mutex_unlock(&e->lk);
+}
+
+/* ------------------------------------------------------------ admin views */
+struct list_ctx {
+    cm_buf *out;
+    size_t n, limit;
+};
+
+static int list_one(void *arg, uint64_t seq, cm_slice v)
+{
+    struct list_ctx *lc = arg;
+    evt__rec r;
+    char sq[17], t[32];
+    if (lc->n >= lc->limit)
+        return 1;
+    if (evt__rec_decode(v, &r))
+        return 0;
+    evt_sequencer(r.evseq, sq);
+    cm_time_iso8601_ms(r.created_ms, t);
+    cm_buf_printf(lc->out, "%s{\"id\":%llu,\"destination\":", lc->n ? "," : "",
+                  (unsigned long long)seq);
+    cm_buf_printf(lc->out, "\"%s:%s\",\"bucket\":", r.dest_kind == EVT_DEST_FUNCTION ? "function"
+                                                                                    : "target",
+                  r.dest);
+    cm_json_cstr(lc->out, r.bucket);
+    cm_buf_append_str(lc->out, ",\"key\":");
+    cm_json_str(lc->out, cm_buf_slice(&r.key));
+    cm_buf_printf(lc->out, ",\"eventName\":\"%s\",\"sequencer\":\"%s\",\"attempts\":%u,"
+                           "\"created\":\"%s\",\"lastError\":",
+                  evt_type_name(r.type), sq, r.attempts, t);
+    cm_json_str(lc->out, cm_buf_slice(&r.err));
+    cm_buf_append_byte(lc->out, '}');
+    lc->n++;
+    evt__rec_free(&r);
+    return 0;
+}
+
+int evt_events_json(evt_t *e, bool dead, size_t limit, cm_buf *out)
+{
+    struct list_ctx lc = {out, 0, limit ? limit : 1000};
+    cm_buf_append_byte(out, '[');
+    int rc = md_outbox_scan(e->md, dead, 0, list_one, &lc);
+    cm_buf_append_byte(out, ']');
+    return rc == 1 ? 0 : rc;
+}
+
+struct replay_ctx {
+    uint64_t *ids;
+    size_t n, cap;
+};
+
+static int collect_dead(void *arg, uint64_t seq, cm_slice v)
+{
+    struct replay_ctx *rc = arg;
+    (void)v;
+    if (rc->n == rc->cap) {
+        size_t cap = rc->cap ? rc->cap * 2 : 64;
+        uint64_t *a = realloc(rc->ids, cap * sizeof *a);
+        if (!a)
+            return CM_ENOMEM;
+        rc->ids = a;
+        rc->cap = cap;
+    }
+    rc->ids[rc->n++] = seq;
+    return 0;
+}
+
+int evt_replay(evt_t *e, const uint64_t *ids, size_t n, size_t *out_n)
+{
+    struct replay_ctx all = {0};
+    size_t done = 0;
+    int rc = 0;
+    if (n == 0) {
+        if ((rc = md_outbox_scan(e->md, true, 0, collect_dead, &all)))
+            goto out;
+        ids = all.ids;
+        n = all.n;
+    }
+    for (size_t i = 0; i < n; i++) {
+        cm_buf v = {0};
+        evt__pend *p = calloc(1, sizeof *p);
+        if (!p) {
+            rc = CM_ENOMEM;
+            break;
+        }
+        int r2 = md_outbox_get(e->md, true, ids[i], &v);
+        if (!r2)
+            r2 = evt__rec_decode(cm_buf_slice(&v), &p->r);
+        cm_buf_reset(&v);
+        if (!r2) {
+            p->r.attempts = 0;
+            p->r.created_ms = cm_now_ms(); /* a fresh age for the replay */
+            cm_buf_reset(&p->r.err);
+            r2 = evt__rec_encode(&p->r, &v);
+        }
+        if (!r2)
+            r2 = md_outbox_revive(e->md, ids[i], cm_buf_slice(&v));
+        cm_buf_free(&v);
+        if (r2) {
+            pend_free(p);
+            if (r2 != CM_ENOTFOUND && r2 != CM_ECORRUPT) {
+                rc = r2;
+                break;
+            }
+            continue;
+        }
+        p->seq = ids[i];
+        p->tuple = tuple_hash(&p->r);
+        pthread_mutex_lock(&e->lk);
+        pend_insert(e, p);
+        pthread_cond_broadcast(&e->cv);
+        pthread_mutex_unlock(&e->lk);
+        done++;
+    }
+out:
+    free(all.ids);
+    *out_n = done;
+    return rc;
+}
+
+struct changes_ctx {
+    cm_buf *out;
+    size_t n, limit;
+    uint64_t last;
+    bool more;
+};
+
+static int change_one(void *arg, uint64_t seq, cm_slice v)
+{
+    struct changes_ctx *cc = arg;
+    cm_reader rd = {v.p, v.n};
+    uint8_t ver;
+    uint32_t type;
+    uint64_t t, size;
+    cm_slice etag, key;
+    char sq[17], ts[32];
+    if (cc->n >= cc->limit) {
+        cc->more = true;
+        return 1;
+    }
+    if (cm_get_u8(&rd, &ver) || cm_get_u32(&rd, &type) || cm_get_u64(&rd, &t) ||
+        cm_get_u64(&rd, &size) || cm_get_bytes(&rd, &etag) || cm_get_bytes(&rd, &key))
+        return 0;
+    evt_sequencer(seq, sq);
+    cm_time_iso8601_ms((int64_t)t, ts);
+    cm_buf_printf(cc->out, "%s{\"sequencer\":\"%s\",\"eventName\":\"%s\",\"eventTime\":\"%s\","
+                           "\"key\":",
+                  cc->n ? "," : "", sq, evt_type_name(type), ts);
+    cm_json_str(cc->out, key);
+    if (type & EVT_CREATED_ALL) {
+        cm_buf_printf(cc->out, ",\"size\":%llu,\"eTag\":", (unsigned long long)size);
+        cm_json_str(cc->out, etag);
+    }
+    cm_buf_append_byte(cc->out, '}');
+    cc->n++;
+    cc->last = seq;
+    return 0;
+}
+
+int evt_changes_json(evt_t *e, const char *bucket, uint64_t since, size_t limit, cm_buf *out)
+{
+    struct changes_ctx cc = {out, 0, limit ? limit : 1000, 0, false};
+    char sq[17];
+    cm_buf_append_str(out, "{\"bucket\":");
+    cm_json_cstr(out, bucket);
+    cm_buf_append_str(out, ",\"changes\":[");
+    int rc = md_changelog_scan(e->md, bucket, since, change_one, &cc);
+    if (rc == 1)
+        rc = 0;
+    evt_sequencer(cc.last, sq);
+    if (cc.more)
+        cm_buf_printf(out, "],\"next\":\"%s\"}", sq);
+    else
+        cm_buf_append_str(out, "],\"next\":null}");
+    return rc;
+}

@@ -1,0 +1,404 @@
+/* events/targets.c - delivery to network targets: HTTP webhooks and
+ * CloudEvents binary mode (libcurl), Redis streams (XADD over RESP on a
+ * plain TCP socket), NATS (PUB then PING/PONG on the text protocol) and
+ * AMQP 0-9-1 exchanges (librabbitmq, with publisher confirms). Each call
+ * returns 0 only once the target acknowledged the event. */
+#include "events/evt_int.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <amqp.h>
+#include <amqp_tcp_socket.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------- URLs */
+/* Splits scheme://[user:pass@]host:port/path into parts (path without the
+ * leading '/', up to '?'). */
+typedef struct tgt_url {
+    char host[256];
+    char port[8];
+    char user[128];
+    char pass[128];
+    char path[512];
+} tgt_url;
+
+static int url_split(const char *url, tgt_url *u)
+{
+    memset(u, 0, sizeof *u);
+    const char *p = strstr(url, "://");
+    if (!p)
+        return CM_EINVAL;
+    p += 3;
+    const char *slash = strchr(p, '/');
+    if (!slash)
+        return CM_EINVAL;
+    const char *at = memchr(p, '@', (size_t)(slash - p));
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (!colon)
+            return CM_EINVAL;
+        snprintf(u->user, sizeof u->user, "%.*s", (int)(colon - p), p);
+        snprintf(u->pass, sizeof u->pass, "%.*s", (int)(at - colon - 1), colon + 1);
+        p = at + 1;
+    }
+    const char *colon = memchr(p, ':', (size_t)(slash - p));
+    if (!colon || colon == p || slash - colon - 1 <= 0 || slash - colon - 1 >= 8)
+        return CM_EINVAL;
+    snprintf(u->host, sizeof u->host, "%.*s", (int)(colon - p), p);
+    snprintf(u->port, sizeof u->port, "%.*s", (int)(slash - colon - 1), colon + 1);
+    size_t n = strcspn(slash + 1, "?");
+    if (n == 0 || n >= sizeof u->path)
+        return CM_EINVAL;
+    memcpy(u->path, slash + 1, n);
+    u->path[n] = 0;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- sockets */
+static int tcp_connect(const tgt_url *u, int timeout_ms, cm_buf *err)
+{
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    int g = getaddrinfo(u->host, u->port, &hints, &res);
+    if (g) {
+        cm_buf_printf(err, "cannot resolve %s: %s", u->host, gai_strerror(g));
+        return -1;
+    }
+    int fd = -1;
+    for (struct addrinfo *a = res; a; a = a->ai_next) {
+        fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+            continue;
+        if (connect(fd, a->ai_addr, a->ai_addrlen) == 0)
+            break;
+        if (errno == EINPROGRESS) {
+            struct pollfd pf = {fd, POLLOUT, 0};
+            int soerr = 0;
+            socklen_t sl = sizeof soerr;
+            if (poll(&pf, 1, timeout_ms) == 1 &&
+                getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr == 0)
+                break;
+            errno = soerr ? soerr : ETIMEDOUT;
+        }
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0) {
+        cm_buf_printf(err, "cannot connect to %s:%s: %s", u->host, u->port, strerror(errno));
+        return -1;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
+static int send_all(int fd, const void *p, size_t n)
+{
+    const uint8_t *s = p;
+    while (n) {
+        ssize_t w = send(fd, s, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        s += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Reads one line (without CRLF) into line; -1 on EOF, timeout or overlong. */
+static int read_line(int fd, cm_buf *in, cm_buf *line)
+{
+    for (;;) {
+        uint8_t *nl = in->n ? memchr(in->p, '\n', in->n) : NULL;
+        if (nl) {
+            size_t len = (size_t)(nl - in->p);
+            cm_buf_reset(line);
+            cm_buf_append(line, in->p, len && in->p[len - 1] == '\r' ? len - 1 : len);
+            memmove(in->p, nl + 1, in->n - len - 1);
+            in->n -= len + 1;
+            return 0;
+        }
+        if (in->n > 1 << 20)
+            return -1;
+        uint8_t buf[4096];
+        ssize_t r = recv(fd, buf, sizeof buf, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        cm_buf_append(in, buf, (size_t)r);
+    }
+}
+
+/* ----------------------------------------------------------------- redis */
+static void resp_bulk(cm_buf *b, cm_slice s)
+{
+    cm_buf_printf(b, "$%zu\r\n", s.n);
+    cm_buf_append_slice(b, s);
+    cm_buf_append_str(b, "\r\n");
+}
+
+static int redis_xadd(evt_t *e, const tgt_url *u, const evt__rec *r, cm_buf *err)
+{
+    cm_buf req = {0}, in = {0}, line = {0};
+    int rc = CM_EIO;
+    int fd = tcp_connect(u, e->cfg.delivery_timeout_ms, err);
+    if (fd < 0)
+        return CM_EIO;
+    cm_buf_append_str(&req, "*9\r\n");
+    resp_bulk(&req, CM_SLICE_STR("XADD"));
+    resp_bulk(&req, CM_SLICE_STR(u->path));
+    resp_bulk(&req, CM_SLICE_STR("*"));
+    resp_bulk(&req, CM_SLICE_STR("event"));
+    resp_bulk(&req, cm_buf_slice(&r->json));
+    resp_bulk(&req, CM_SLICE_STR("bucket"));
+    resp_bulk(&req, CM_SLICE_STR(r->bucket));
+    resp_bulk(&req, CM_SLICE_STR("key"));
+    resp_bulk(&req, cm_buf_slice(&r->key));
+    if (send_all(fd, req.p, req.n) || read_line(fd, &in, &line)) {
+        cm_buf_printf(err, "redis %s:%s: no reply", u->host, u->port);
+    } else if (line.n && line.p[0] == '$') {
+        rc = 0; /* the new entry's id */
+    } else {
+        cm_buf_printf(err, "redis %s:%s: %.*s", u->host, u->port, (int)(line.n > 200 ? 200 : line.n),
+                      (const char *)line.p);
+    }
+    close(fd);
+    cm_buf_free(&req);
+    cm_buf_free(&in);
+    cm_buf_free(&line);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ nats */
+static int nats_pub(evt_t *e, const tgt_url *u, const evt__rec *r, cm_buf *err)
+{
+    cm_buf req = {0}, in = {0}, line = {0};
+    int rc = CM_EIO;
+    int fd = tcp_connect(u, e->cfg.delivery_timeout_ms, err);
+    if (fd < 0)
+        return CM_EIO;
+    if (read_line(fd, &in, &line) || !cm_slice_has_prefix(cm_buf_slice(&line), CM_SLICE_STR("INFO"))) {
+        cm_buf_printf(err, "nats %s:%s: no INFO greeting", u->host, u->port);
+        goto out;
+    }
+    cm_buf_append_str(&req, "CONNECT {\"verbose\":false,\"pedantic\":false,\"name\":\"cairn\","
+                            "\"lang\":\"c\",\"version\":\"0.1.0\"");
+    if (u->user[0]) {
+        cm_buf_printf(&req, ",\"user\":\"%s\",\"pass\":\"%s\"", u->user, u->pass);
+    }
+    cm_buf_printf(&req, "}\r\nPUB %s %zu\r\n", u->path, r->json.n);
+    cm_buf_append_slice(&req, cm_buf_slice(&r->json));
+    cm_buf_append_str(&req, "\r\nPING\r\n");
+    if (send_all(fd, req.p, req.n)) {
+        cm_buf_printf(err, "nats %s:%s: send failed", u->host, u->port);
+        goto out;
+    }
+    for (;;) {
+        if (read_line(fd, &in, &line)) {
+            cm_buf_printf(err, "nats %s:%s: no PONG", u->host, u->port);
+            break;
+        }
+        if (cm_slice_eq_str(cm_buf_slice(&line), "PONG")) {
+            rc = 0;
+            break;
+        }
+        if (cm_slice_has_prefix(cm_buf_slice(&line), CM_SLICE_STR("-ERR"))) {
+            cm_buf_printf(err, "nats %s:%s: %.*s", u->host, u->port,
+                          (int)(line.n > 200 ? 200 : line.n), (const char *)line.p);
+            break;
+        }
+    }
+out:
+    close(fd);
+    cm_buf_free(&req);
+    cm_buf_free(&in);
+    cm_buf_free(&line);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ amqp */
+static bool amqp_ok(amqp_rpc_reply_t x, const char *what, cm_buf *err)
+{
+    if (x.reply_type == AMQP_RESPONSE_NORMAL)
+        return true;
+    if (x.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION)
+        cm_buf_printf(err, "amqp %s: %s", what, amqp_error_string2(x.library_error));
+    else
+        cm_buf_printf(err, "amqp %s: refused by the server", what);
+    return false;
+}
+
+static int amqp_pub(evt_t *e, const tgt_url *u, const evt__rec *r, cm_buf *err)
+{
+    amqp_connection_state_t conn = amqp_new_connection();
+    int rc = CM_EIO;
+    if (!conn)
+        return CM_ENOMEM;
+    amqp_socket_t *s = amqp_tcp_socket_new(conn);
+    struct timeval tv = {e->cfg.delivery_timeout_ms / 1000,
+                         (e->cfg.delivery_timeout_ms % 1000) * 1000};
+    if (!s || amqp_socket_open_noblock(s, u->host, atoi(u->port), &tv) != AMQP_STATUS_OK) {
+        cm_buf_printf(err, "amqp: cannot connect to %s:%s", u->host, u->port);
+        amqp_destroy_connection(conn);
+        return CM_EIO;
+    }
+    amqp_set_rpc_timeout(conn, &tv);
+    if (!amqp_ok(amqp_login(conn, "/", 0, 131072, 0, AMQP_SASL_METHOD_PLAIN,
+                            u->user[0] ? u->user : "guest", u->user[0] ? u->pass : "guest"),
+                 "login", err))
+        goto out;
+    amqp_channel_open(conn, 1);
+    if (!amqp_ok(amqp_get_rpc_reply(conn), "channel", err))
+        goto out;
+    amqp_confirm_select(conn, 1);
+    if (!amqp_ok(amqp_get_rpc_reply(conn), "confirm.select", err))
+        goto out;
+    amqp_basic_properties_t props;
+    memset(&props, 0, sizeof props);
+    props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
+    props.content_type = amqp_cstring_bytes("application/json");
+    props.delivery_mode = 2; /* persistent */
+    amqp_bytes_t body = {r->json.n, r->json.p};
+    if (amqp_basic_publish(conn, 1, amqp_cstring_bytes(u->path), amqp_cstring_bytes(r->bucket),
+                           0, 0, &props, body) != AMQP_STATUS_OK) {
+        cm_buf_printf(err, "amqp: publish to %s failed", u->path);
+        goto out;
+    }
+    for (;;) {
+        amqp_frame_t f;
+        if (amqp_simple_wait_frame_noblock(conn, &f, &tv) != AMQP_STATUS_OK) {
+            cm_buf_printf(err, "amqp: no confirm from %s:%s", u->host, u->port);
+            break;
+        }
+        if (f.frame_type != AMQP_FRAME_METHOD)
+            continue;
+        if (f.payload.method.id == AMQP_BASIC_ACK_METHOD) {
+            rc = 0;
+            break;
+        }
+        if (f.payload.method.id == AMQP_BASIC_NACK_METHOD) {
+            cm_buf_printf(err, "amqp: %s refused the event", u->path);
+            break;
+        }
+        if (f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD) {
+            amqp_channel_close_t *c = f.payload.method.decoded;
+            cm_buf_printf(err, "amqp: channel closed: %.*s", (int)c->reply_text.len,
+                          (const char *)c->reply_text.bytes);
+            amqp_channel_close_ok_t ok = {0};
+            amqp_send_method(conn, 1, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+            break;
+        }
+    }
+out:
+    amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
+    amqp_destroy_connection(conn);
+    return rc;
+}
+
+/* ------------------------------------------------------------------- http */
+static size_t discard(char *p, size_t size, size_t n, void *arg)
+{
+    (void)p;
+    (void)arg;
+    return size * n;
+}
+
+static int http_post(evt__worker *w, const evt__tgt_snap *t, const evt__rec *r, cm_buf *err)
+{
+    evt_t *e = w->e;
+    CURL *h = w->curl;
+    struct curl_slist *hl = NULL;
+    cm_buf hdrs = {0};
+    char id[40];
+    int rc = CM_EIO;
+
+    if (!h && !(h = w->curl = curl_easy_init()))
+        return CM_ENOMEM;
+    curl_easy_reset(h);
+    if (!strcmp(t->kind, "cloudevents")) {
+        snprintf(id, sizeof id, "%016llX-%s", (unsigned long long)r->evseq,
+                 r->dest_kind == EVT_DEST_FUNCTION ? "f" : "t");
+        evt_cloudevents_headers(r->bucket, cm_buf_slice(&r->key), r->type, r->time_ms, id, &hdrs);
+        char *line = (char *)hdrs.p;
+        while (line && *line) {
+            char *nl = strchr(line, '\n');
+            *nl = 0;
+            hl = curl_slist_append(hl, line);
+            line = nl + 1;
+        }
+    } else {
+        hl = curl_slist_append(hl, "Content-Type: application/json");
+    }
+    hl = curl_slist_append(hl, "Expect:");
+    curl_easy_setopt(h, CURLOPT_URL, t->url);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_POST, 1L);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, (const char *)r->json.p);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)r->json.n);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)e->cfg.delivery_timeout_ms);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)e->cfg.delivery_timeout_ms);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "cairn-events/0.1");
+    CURLcode cc = curl_easy_perform(h);
+    long status = 0;
+    if (cc != CURLE_OK) {
+        cm_buf_printf(err, "%s: %s", t->kind, curl_easy_strerror(cc));
+    } else {
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+        if (status >= 200 && status < 300)
+            rc = 0;
+        else
+            cm_buf_printf(err, "%s: HTTP %ld", t->kind, status);
+    }
+    curl_slist_free_all(hl);
+    cm_buf_free(&hdrs);
+    return rc;
+}
+
+int evt__deliver(evt__worker *w, const evt__tgt_snap *t, const evt__rec *r, cm_buf *err)
+{
+    tgt_url u;
+    if (!strcmp(t->kind, "webhook") || !strcmp(t->kind, "cloudevents"))
+        return http_post(w, t, r, err);
+    if (url_split(t->url, &u)) {
+        cm_buf_printf(err, "bad target URL");
+        return CM_EINVAL;
+    }
+    if (!strcmp(t->kind, "redis"))
+        return redis_xadd(w->e, &u, r, err);
+    if (!strcmp(t->kind, "nats"))
+        return nats_pub(w->e, &u, r, err);
+    if (!strcmp(t->kind, "amqp"))
+        return amqp_pub(w->e, &u, r, err);
+    cm_buf_printf(err, "unknown target kind %s", t->kind);
+    return CM_EINVAL;
+}
+
+void evt__targets_init(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+void evt__worker_cleanup(evt__worker *w)
+{
+    if (w->curl)
+        curl_easy_cleanup(w->curl);
+    w->curl = NULL;
+}

@@ -1,0 +1,484 @@
+/* tests/unit/test_evt.c - unit tests of events/: event names and rule
+ * matching (table), overlap, ARNs, the stored config round trip, the S3
+ * record JSON and CloudEvents headers (golden), the backoff schedule, and
+ * the outbox end to end on a temp database (staging in the change's batch,
+ * delivery through the function runner, dead letters, replay, change log).
+ * TAP. */
+#include "common/json.h"
+#include "events/evt_int.h"
+#include "tests/unit/tap.h"
+
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static evt_rule mkrule(const char *arn, uint32_t ev, const char *pfx, const char *sfx)
+{
+    evt_rule r;
+    memset(&r, 0, sizeof r);
+    snprintf(r.arn, sizeof r.arn, "%s", arn);
+    r.events = ev;
+    if (pfx) {
+        r.has_prefix = true;
+        cm_buf_append_str(&r.prefix, pfx);
+    }
+    if (sfx) {
+        r.has_suffix = true;
+        cm_buf_append_str(&r.suffix, sfx);
+    }
+    return r;
+}
+
+static void rule_free(evt_rule *r)
+{
+    cm_buf_free(&r->prefix);
+    cm_buf_free(&r->suffix);
+}
+
+static void test_names(void)
+{
+    static const struct {
+        const char *name;
+        int rc;
+        uint32_t mask;
+    } t[] = {
+        {"s3:ObjectCreated:*", 0, EVT_CREATED_ALL},
+        {"s3:ObjectCreated:Put", 0, EVT_CREATED_PUT},
+        {"s3:ObjectCreated:Post", 0, EVT_CREATED_POST},
+        {"s3:ObjectCreated:Copy", 0, EVT_CREATED_COPY},
+        {"s3:ObjectCreated:CompleteMultipartUpload", 0, EVT_CREATED_MPU},
+        {"s3:ObjectRemoved:*", 0, EVT_REMOVED_ALL},
+        {"s3:ObjectRemoved:Delete", 0, EVT_REMOVED_DELETE},
+        {"s3:ObjectRemoved:DeleteMarkerCreated", 0, EVT_REMOVED_MARKER},
+        {"ObjectCreated:Put", CM_EINVAL, 0},
+        {"s3:ObjectCreated:put", CM_EINVAL, 0},
+        {"s3:ObjectRestore:*", CM_EINVAL, 0},
+        {"s3:*", CM_EINVAL, 0},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        uint32_t m = 0;
+        int rc = evt_name_parse(CM_SLICE_STR(t[i].name), &m);
+        ok(rc == t[i].rc && m == t[i].mask, "event name %s", t[i].name);
+    }
+    is_str(evt_type_name(EVT_CREATED_MPU), "ObjectCreated:CompleteMultipartUpload",
+           "record name of CompleteMultipartUpload");
+    is_str(evt_type_name(EVT_CREATED_ALL), "", "a wildcard has no record name");
+}
+
+static void test_match(void)
+{
+    static const struct {
+        uint32_t ev;
+        const char *pfx, *sfx;
+        uint32_t type;
+        const char *key;
+        bool want;
+    } t[] = {
+        {EVT_CREATED_ALL, NULL, NULL, EVT_CREATED_PUT, "a", true},
+        {EVT_CREATED_ALL, NULL, NULL, EVT_REMOVED_DELETE, "a", false},
+        {EVT_CREATED_PUT, NULL, NULL, EVT_CREATED_COPY, "a", false},
+        {EVT_REMOVED_ALL, NULL, NULL, EVT_REMOVED_DELETE, "a", true},
+        {EVT_CREATED_ALL, "img/", NULL, EVT_CREATED_PUT, "img/x.jpg", true},
+        {EVT_CREATED_ALL, "img/", NULL, EVT_CREATED_PUT, "im", false},
+        {EVT_CREATED_ALL, "img/", NULL, EVT_CREATED_PUT, "doc/img/x", false},
+        {EVT_CREATED_ALL, NULL, ".jpg", EVT_CREATED_PUT, "a.jpg", true},
+        {EVT_CREATED_ALL, NULL, ".jpg", EVT_CREATED_PUT, "a.jpeg", false},
+        {EVT_CREATED_ALL, NULL, ".jpg", EVT_CREATED_PUT, "jpg", false},
+        {EVT_CREATED_ALL, "img/", ".jpg", EVT_CREATED_PUT, "img/.jpg", true},
+        {EVT_CREATED_ALL, "img/", ".jpg", EVT_CREATED_PUT, "img/a.png", false},
+        {EVT_CREATED_ALL, "", "", EVT_CREATED_PUT, "anything", true},
+        {EVT_CREATED_ALL, "a b+", NULL, EVT_CREATED_PUT, "a b+c", true},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        evt_rule r = mkrule("arn:cairn:sqs:us-east-1::q", t[i].ev, t[i].pfx, t[i].sfx);
+        ok(evt_rule_match(&r, t[i].type, CM_SLICE_STR(t[i].key)) == t[i].want,
+           "match %zu: prefix %s suffix %s key %s -> %d", i, t[i].pfx ? t[i].pfx : "-",
+           t[i].sfx ? t[i].sfx : "-", t[i].key, t[i].want);
+        rule_free(&r);
+    }
+}
+
+static void test_overlap(void)
+{
+    static const struct {
+        const char *arn2;
+        uint32_t ev1, ev2;
+        const char *p1, *s1, *p2, *s2;
+        bool want;
+    } t[] = {
+        {"arn:cairn:sqs:r::q", EVT_CREATED_ALL, EVT_CREATED_PUT, NULL, NULL, NULL, NULL, true},
+        {"arn:cairn:sqs:r::q", EVT_CREATED_PUT, EVT_REMOVED_ALL, NULL, NULL, NULL, NULL, false},
+        {"arn:cairn:sqs:r::other", EVT_CREATED_ALL, EVT_CREATED_ALL, NULL, NULL, NULL, NULL, false},
+        {"arn:cairn:sqs:r::q", EVT_CREATED_ALL, EVT_CREATED_ALL, "a/", NULL, "b/", NULL, false},
+        {"arn:cairn:sqs:r::q", EVT_CREATED_ALL, EVT_CREATED_ALL, "a/", NULL, "a/b/", NULL, true},
+        {"arn:cairn:sqs:r::q", EVT_CREATED_ALL, EVT_CREATED_ALL, NULL, ".jpg", NULL, ".png", false},
+        {"arn:cairn:sqs:r::q", EVT_CREATED_ALL, EVT_CREATED_ALL, NULL, ".jpg", NULL, "x.jpg", true},
+        {"arn:cairn:sqs:r::q", EVT_CREATED_ALL, EVT_CREATED_ALL, "a/", ".jpg", "b/", ".jpg", false},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        evt_rule a = mkrule("arn:cairn:sqs:r::q", t[i].ev1, t[i].p1, t[i].s1);
+        evt_rule b = mkrule(t[i].arn2, t[i].ev2, t[i].p2, t[i].s2);
+        ok(evt_rules_overlap(&a, &b) == t[i].want && evt_rules_overlap(&b, &a) == t[i].want,
+           "overlap %zu -> %d", i, t[i].want);
+        rule_free(&a);
+        rule_free(&b);
+    }
+}
+
+static void test_arn(void)
+{
+    static const struct {
+        const char *arn;
+        int rc;
+        enum evt_dest_kind kind;
+        const char *name;
+    } t[] = {
+        {"arn:cairn:lambda:us-east-1::function:thumb", 0, EVT_DEST_FUNCTION, "thumb"},
+        {"arn:cairn:lambda:::function:f", 0, EVT_DEST_FUNCTION, "f"},
+        {"arn:cairn:sqs:us-east-1::hook", 0, EVT_DEST_TARGET, "hook"},
+        {"arn:cairn:sns:eu-west-1::topic.1", 0, EVT_DEST_TARGET, "topic.1"},
+        {"arn:aws:sqs:us-east-1::hook", CM_EINVAL, 0, ""},
+        {"arn:cairn:lambda:us-east-1::thumb", CM_EINVAL, 0, ""},
+        {"arn:cairn:sqs:us-east-1:123:hook", CM_EINVAL, 0, ""},
+        {"arn:cairn:sqs:us-east-1::", CM_EINVAL, 0, ""},
+        {"arn:cairn:sqs:us-east-1::a/b", CM_EINVAL, 0, ""},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        enum evt_dest_kind k = 0;
+        char name[330] = "";
+        int rc = evt_arn_parse(t[i].arn, &k, name);
+        ok(rc == t[i].rc && (rc || (k == t[i].kind && !strcmp(name, t[i].name))), "arn %s",
+           t[i].arn);
+    }
+}
+
+static void test_config_roundtrip(void)
+{
+    evt_notify a = {0}, b = {0};
+    cm_buf s1 = {0}, s2 = {0};
+    evt_rule *r = evt_notify_add(&a);
+    snprintf(r->id, sizeof r->id, "img \"rule\"");
+    snprintf(r->arn, sizeof r->arn, "arn:cairn:lambda:us-east-1::function:thumb");
+    snprintf(r->names[0], sizeof r->names[0], "s3:ObjectCreated:*");
+    snprintf(r->names[1], sizeof r->names[1], "s3:ObjectRemoved:Delete");
+    r->nnames = 2;
+    r->events = EVT_CREATED_ALL | EVT_REMOVED_DELETE;
+    r->section = EVT_SEC_FUNCTION;
+    r->has_prefix = true;
+    cm_buf_append_str(&r->prefix, "img/ é+");
+    evt_notify_encode(&a, &s1);
+    ok(evt_notify_decode(cm_buf_slice(&s1), &b) == 0 && b.n == 1, "config decodes");
+    evt_notify_encode(&b, &s2);
+    ok(cm_slice_eq(cm_buf_slice(&s1), cm_buf_slice(&s2)), "config round trip is exact");
+    ok(b.n == 1 && b.a[0].events == r->events && b.a[0].section == EVT_SEC_FUNCTION &&
+           !b.a[0].has_suffix,
+       "rule fields survive");
+    evt_notify_clear(&a);
+    evt_notify_clear(&b);
+    cm_buf_free(&s1);
+    cm_buf_free(&s2);
+}
+
+static void test_record(void)
+{
+    evt_change c = {
+        .bucket = "photos",
+        .key = CM_SLICE_STR("my dir/a+b%c é.jpg"),
+        .type = EVT_CREATED_PUT,
+        .size = 4096,
+        .etag = CM_SLICE_STR("0123456789abcdef0123456789abcdef"),
+        .time_ms = 1700000000123LL,
+        .region = "us-east-1",
+        .principal = "AKID",
+        .owner = "owner1",
+        .source_ip = "127.0.0.1",
+        .request_id = "REQ1",
+        .host_id = "cairn-REQ1",
+    };
+    cm_buf b = {0};
+    ok(evt_record_json(&c, "cfg-1", 0x2a, &b) == 0, "record builds");
+    is_str(cm_buf_str(&b),
+           "{\"Records\":[{\"eventVersion\":\"2.1\",\"eventSource\":\"aws:s3\",\"awsRegion\":"
+           "\"us-east-1\",\"eventTime\":\"2023-11-14T22:13:20.123Z\",\"eventName\":"
+           "\"ObjectCreated:Put\",\"userIdentity\":{\"principalId\":\"AKID\"},"
+           "\"requestParameters\":{\"sourceIPAddress\":\"127.0.0.1\"},\"responseElements\":"
+           "{\"x-amz-request-id\":\"REQ1\",\"x-amz-id-2\":\"cairn-REQ1\"},\"s3\":"
+           "{\"s3SchemaVersion\":\"1.0\",\"configurationId\":\"cfg-1\",\"bucket\":{\"name\":"
+           "\"photos\",\"ownerIdentity\":{\"principalId\":\"owner1\"},\"arn\":"
+           "\"arn:aws:s3:::photos\"},\"object\":{\"key\":\"my+dir/a%2Bb%25c+%C3%A9.jpg\","
+           "\"size\":4096,\"eTag\":\"0123456789abcdef0123456789abcdef\",\"sequencer\":"
+           "\"000000000000002A\"}}}]}",
+           "ObjectCreated:Put record (golden)");
+    cm_json_doc *d = NULL;
+    ok(cm_json_parse(cm_buf_slice(&b), &d) == 0, "record is valid JSON");
+    cm_json_doc_free(d);
+    cm_buf_reset(&b);
+    c.type = EVT_REMOVED_DELETE;
+    c.key = CM_SLICE_STR("k");
+    evt_record_json(&c, "cfg-1", 0x2b, &b);
+    ok(strstr(cm_buf_str(&b), "\"object\":{\"key\":\"k\",\"sequencer\":\"000000000000002B\"}") &&
+           strstr(cm_buf_str(&b), "\"eventName\":\"ObjectRemoved:Delete\""),
+       "a removal carries key and sequencer only");
+    cm_buf_reset(&b);
+    evt_cloudevents_headers("photos", CM_SLICE_STR("a b\n%"), EVT_CREATED_COPY, 1700000000123LL,
+                            "ID1", &b);
+    is_str(cm_buf_str(&b),
+           "ce-specversion: 1.0\nce-id: ID1\nce-source: arn:aws:s3:::photos\n"
+           "ce-type: com.amazonaws.s3.ObjectCreated:Copy\nce-subject: a b%0A%25\n"
+           "ce-time: 2023-11-14T22:13:20.123Z\ncontent-type: application/json\n",
+           "CloudEvents binary-mode headers (golden)");
+    char sq[17];
+    evt_sequencer(1, sq);
+    char sq2[17];
+    evt_sequencer(0x100, sq2);
+    ok(strcmp(sq, sq2) < 0 && strlen(sq) == 16, "sequencers sort as strings");
+    cm_buf_free(&b);
+}
+
+static void test_backoff(void)
+{
+    evt_config c;
+    evt_config_defaults(&c);
+    c.backoff_ms = 100;
+    c.backoff_max_ms = 1000;
+    static const int64_t want[] = {100, 200, 400, 800, 1000, 1000, 1000};
+    bool lo = true, hi = true, grows = true;
+    for (unsigned a = 1; a <= 7; a++) {
+        int64_t d0 = evt_backoff_ms(&c, a, 0), d1 = evt_backoff_ms(&c, a, 0xffffffffu);
+        for (uint32_t rnd = 0; rnd < 2000; rnd += 7) {
+            int64_t d = evt_backoff_ms(&c, a, rnd * 2654435761u);
+            lo &= d >= want[a - 1] / 2;
+            hi &= d <= want[a - 1];
+        }
+        grows &= d0 == want[a - 1] / 2 && d1 <= want[a - 1];
+    }
+    ok(lo && hi, "backoff lies in [d/2, d] with d = 100 * 2^(n-1) capped at 1000");
+    ok(grows, "backoff jitter is bounded by the schedule");
+    const char *why = NULL;
+    ok(evt_config_parse("retries=3,backoff=50,backoff-max=400,max-depth=2", &c, &why) == 0 &&
+           c.max_attempts == 3 && c.backoff_ms == 50 && c.backoff_max_ms == 400 &&
+           c.max_depth == 2,
+       "--events settings parse");
+    ok(evt_config_parse("nope=1", &c, &why) == CM_EINVAL && why, "unknown setting refused");
+}
+
+/* ------------------------------------------------------------ end to end */
+static char g_dir[64];
+
+static int rm_fn(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(p);
+}
+
+struct hook_arg {
+    evt_t *e;
+    evt_change c;
+    evt_staged *st;
+};
+
+static int hook(void *arg, md_batch_t *b, const md_object *cur, const md_object *next)
+{
+    struct hook_arg *h = arg;
+    (void)cur;
+    h->c.size = next ? next->size : 0;
+    h->c.etag = next ? next->etag : CM_SLICE_NULL;
+    return evt_stage(h->e, b, &h->c, &h->st);
+}
+
+static int put(md_db_t *md, evt_t *e, const char *key, uint32_t type, int depth)
+{
+    md_object o;
+    memset(&o, 0, sizeof o);
+    o.size = 3;
+    o.mtime_ms = cm_now_ms();
+    o.etag = CM_SLICE_STR("acbd18db4cc2f85cedef654fccc4a4d8");
+    o.inline_data = CM_SLICE_STR("foo");
+    struct hook_arg h = {e, {.bucket = "b", .key = CM_SLICE_STR(key), .type = type,
+                             .time_ms = cm_now_ms(), .region = "us-east-1", .principal = "p",
+                             .owner = "o", .source_ip = "127.0.0.1", .request_id = "r",
+                             .host_id = "h", .depth = depth},
+                         NULL};
+    md_write_opts wo = {NULL, NULL, hook, &h};
+    int rc = type & EVT_CREATED_ALL ? md_object_put_ex(md, "b", CM_SLICE_STR(key), &o, 0, &wo)
+                                    : md_object_delete_ex(md, "b", CM_SLICE_STR(key), &wo);
+    evt_staged_finish(e, h.st, rc == 0);
+    return rc;
+}
+
+static size_t count_lines(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    char line[8192];
+    size_t n = 0;
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof line, f))
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
+static bool wait_for(evt_t *e, bool (*cond)(evt_t *e, void *arg), void *arg, int ms)
+{
+    for (int i = 0; i < ms / 10; i++) {
+        if (cond(e, arg))
+            return true;
+        usleep(10000);
+    }
+    return cond(e, arg);
+}
+
+static bool no_pending(evt_t *e, void *arg)
+{
+    (void)arg;
+    evt_stats st;
+    evt_get_stats(e, &st);
+    return st.pending == 0;
+}
+
+static bool file_lines(evt_t *e, void *arg)
+{
+    (void)e;
+    char path[128];
+    snprintf(path, sizeof path, "%s/out", g_dir);
+    return count_lines(path, "\"Records\"") >= *(size_t *)arg;
+}
+
+static void test_end_to_end(void)
+{
+    md_db_t *md = NULL;
+    evt_t *e = NULL;
+    evt_config c;
+    const char *why = NULL;
+    char path[128], exec[256];
+    cm_buf b = {0};
+
+    snprintf(g_dir, sizeof g_dir, "/tmp/test_evt.XXXXXX");
+    if (!mkdtemp(g_dir)) {
+        skip("no temp dir");
+        return;
+    }
+    snprintf(path, sizeof path, "%s/meta", g_dir);
+    ok(md_open(path, &md) == 0, "metadata opens");
+    md_bucket bk = {"b", cm_now_ms(), "us-east-1"};
+    md_bucket_create(md, &bk);
+    evt_config_defaults(&c);
+    c.data_dir = g_dir;
+    c.region = "us-east-1";
+    c.endpoint = "http://127.0.0.1:1";
+    c.backoff_ms = 10;
+    c.backoff_max_ms = 20;
+    c.max_attempts = 3;
+    c.workers = 2;
+    c.max_depth = 2;
+    ok(evt_start(&c, md, &e) == 0, "events start");
+
+    snprintf(exec, sizeof exec, "cat >> %s/out; echo >> %s/out; echo ran $CAIRN_KEY", g_dir,
+             g_dir);
+    ok(evt_function_put(e, "good", exec, 5, 1, NULL, 0, &why) == 0, "function defined");
+    ok(evt_function_put(e, "bad", "echo failing >&2; exit 3", 5, 1, NULL, 0, &why) == 0,
+       "failing function defined");
+    ok(evt_function_put(e, "bad name", "true", 5, 1, NULL, 0, &why) == CM_EINVAL,
+       "bad function name refused");
+    ok(evt_target_put(e, "t1", "redis", "redis://127.0.0.1:1/s", &why) == 0, "target defined");
+    ok(evt_target_put(e, "t2", "redis", "redis://nohost", &why) == CM_EINVAL,
+       "target URL without port/stream refused");
+
+    evt_notify cfg = {0};
+    evt_rule *r = evt_notify_add(&cfg);
+    snprintf(r->id, sizeof r->id, "all");
+    snprintf(r->arn, sizeof r->arn, "arn:cairn:lambda:us-east-1::function:good");
+    r->events = EVT_CREATED_ALL | EVT_REMOVED_ALL;
+    snprintf(r->names[r->nnames++], sizeof r->names[0], "s3:ObjectCreated:*");
+    r = evt_notify_add(&cfg);
+    snprintf(r->id, sizeof r->id, "bad");
+    snprintf(r->arn, sizeof r->arn, "arn:cairn:lambda:us-east-1::function:bad");
+    r->events = EVT_CREATED_PUT;
+    r->has_prefix = true;
+    cm_buf_append_str(&r->prefix, "fail/");
+    ok(evt_notify_put(e, "b", &cfg, &why) == 0, "notification configuration stored");
+    snprintf(r->arn, sizeof r->arn, "arn:cairn:lambda:us-east-1::function:nosuch");
+    ok(evt_notify_put(e, "b", &cfg, &why) == CM_EINVAL && !strncmp(why, "Unable", 6),
+       "unknown destination refused");
+    snprintf(r->arn, sizeof r->arn, "arn:cairn:lambda:us-east-1::function:good");
+    ok(evt_notify_put(e, "b", &cfg, &why) == CM_EINVAL && strstr(why, "overlap"),
+       "overlapping rules refused");
+    evt_notify_clear(&cfg);
+
+    ok(put(md, e, "k1", EVT_CREATED_PUT, 0) == 0, "put k1");
+    ok(put(md, e, "k1", EVT_REMOVED_DELETE, 0) == 0, "delete k1");
+    ok(put(md, e, "k1", EVT_REMOVED_DELETE, 0) == CM_ENOTFOUND, "delete of a missing key");
+    ok(put(md, e, "deep", EVT_CREATED_PUT, 2) == 0, "put at the depth limit");
+    ok(put(md, e, "fail/x", EVT_CREATED_PUT, 0) == 0, "put fail/x");
+    size_t want = 3;
+    ok(wait_for(e, file_lines, &want, 5000), "the function got put, delete and fail/x events");
+    ok(wait_for(e, no_pending, NULL, 5000), "nothing left pending");
+    snprintf(path, sizeof path, "%s/out", g_dir);
+    ok(count_lines(path, "ObjectRemoved:Delete") == 1, "exactly one delete event");
+    ok(count_lines(path, "\"deep\"") == 0, "the recursion guard dropped the deep event");
+    evt_stats st;
+    evt_get_stats(e, &st);
+    is_int(st.dead, 1, "the failing function's event was dead-lettered");
+    is_int(st.dropped_depth, 1, "one event dropped by depth");
+    evt_events_json(e, true, 10, &b);
+    ok(strstr(cm_buf_str(&b), "exit status 3") && strstr(cm_buf_str(&b), "\"attempts\":3"),
+       "dead letter shows attempts and the last error");
+    cm_buf_reset(&b);
+    snprintf(path, sizeof path, "%s/logs/functions/bad.log", g_dir);
+    is_int(count_lines(path, "failing"), 3, "the failing function ran 3 times, output logged");
+    size_t n = 0;
+    ok(evt_replay(e, NULL, 0, &n) == 0 && n == 1, "replay moves the dead letter back");
+    ok(wait_for(e, no_pending, NULL, 5000), "replayed event handled again");
+    is_int(count_lines(path, "failing"), 6, "replay re-ran it");
+    evt_get_stats(e, &st);
+    is_int(st.dead, 2, "and dead-lettered it again");
+
+    evt_changes_json(e, "b", 0, 100, &b);
+    cm_json_doc *d = NULL;
+    ok(cm_json_parse(cm_buf_slice(&b), &d) == 0, "change log is JSON");
+    const cm_json *ch = cm_json_get(cm_json_root(d), "changes");
+    is_int(ch ? ch->n : 0, 4, "change log holds every change (even without a rule)");
+    const char *first = ch && ch->child ? cm_json_get_str(ch->child, "sequencer") : NULL;
+    cm_buf_reset(&b);
+    if (first) {
+        evt_changes_json(e, "b", strtoull(first, NULL, 16), 2, &b);
+        ok(strstr(cm_buf_str(&b), "ObjectRemoved:Delete") && strstr(cm_buf_str(&b), "\"next\":\""),
+           "--since resumes after a sequencer, with paging");
+    } else {
+        ok(0, "--since resumes after a sequencer");
+    }
+    cm_json_doc_free(d);
+    cm_buf_free(&b);
+
+    /* Restart: definitions and configuration come back from metadata. */
+    evt_stop(e);
+    e = NULL;
+    ok(evt_start(&c, md, &e) == 0, "events restart");
+    evt_notify got = {0};
+    ok(evt_notify_get(e, "b", &got) == 0 && got.n == 2, "configuration survives a restart");
+    evt_notify_clear(&got);
+    ok(put(md, e, "k2", EVT_CREATED_PUT, 0) == 0, "put k2 after restart");
+    want = 4;
+    ok(wait_for(e, file_lines, &want, 5000), "delivered after restart");
+    evt_stop(e);
+    md_close(md);
+    nftw(g_dir, rm_fn, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+int main(void)
+{
+    cm_log_level = CM_LOG_ERROR;
+    test_names();
+    test_match();
+    test_overlap();
+    test_arn();
+    test_config_roundtrip();
+    test_record();
+    test_backoff();
+    test_end_to_end();
+    return done_testing();
+}
