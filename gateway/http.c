@@ -108,8 +108,11 @@ static enum MHD_Result queue_response(struct MHD_Connection *con, struct conn_st
         gw_error_render(r);
     gw_account(r); /* usage record durable before the client sees an answer */
     if (r->stream && !r->err) {
-        resp = MHD_create_response_from_callback(r->stream_len, 256 * 1024, stream_cb, r,
-                                                 stream_free_cb);
+        /* MHD allocates (and zeroes) a buffer of block size per response:
+         * keep it no larger than the body. */
+        size_t bs = r->stream_len < 256 * 1024 ? (size_t)r->stream_len : 256 * 1024;
+        resp = MHD_create_response_from_callback(r->stream_len, bs < 4096 ? 4096 : bs, stream_cb,
+                                                 r, stream_free_cb);
     } else {
         resp = MHD_create_response_from_buffer(r->resp_body.n, r->resp_body.p,
                                                MHD_RESPMEM_MUST_COPY);

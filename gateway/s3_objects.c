@@ -720,6 +720,13 @@ void gw_get_object(gw_req *r)
         r->content_type = "binary/octet-stream";
     gs->off = off;
     gs->len = len;
+    if (o->layout.n == 0) {
+        /* inline: the bytes are at hand, no streaming needed */
+        cm_buf_append(&r->resp_body, o->inline_data.p + off, (size_t)len);
+        if (!r->content_type)
+            r->content_type = "binary/octet-stream";
+        return;
+    }
     r->stream = get_stream_read;
     r->stream_len = len;
 }
