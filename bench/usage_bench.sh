@@ -1,7 +1,7 @@
 #!/bin/sh
 # bench/usage_bench.sh BUILD_DIR - what usage counting and access logs cost on the request path:
 # starts two cairn servers in the same run, one as shipped (durable usage records + access log)
-# and one with --no-usage --no-access-log, and times 4 KiB PUT and GET with BUILD_DIR/cairn-bench
+# one with --usage-fsync, and one with --no-usage --no-access-log, and times 4 KiB PUT and GET with BUILD_DIR/cairn-bench
 # against each, alternating, at 1 and 8 connections. Prints ops/s (and p50 latency) side by side.
 # Knobs: BENCH_SECONDS per phase (5), BENCH_TMPDIR (/tmp). Every process started is stopped.
 set -u
@@ -32,30 +32,34 @@ PORT_ON=$("$BENCH" --free-port)
 start on "$PORT_ON"
 PORT_OFF=$("$BENCH" --free-port)
 start off "$PORT_OFF" --no-usage --no-access-log
+PORT_FS=$("$BENCH" --free-port)
+start fsync "$PORT_FS" --usage-fsync
 
 # run ENDPOINT OP CONC -> "ops_per_s p50_ms"
 run() {
     out=$("$BENCH" --endpoint "http://127.0.0.1:$1" --json -q --op "$2" --size 4k \
-        --concurrency "$3" --duration "$SECS" --keys 1000 --bucket usagebench 2>>"$TMP/bench.err" |
+        --concurrency "$3" --duration "$SECS" --warmup 1 --keys 1000 --bucket usagebench 2>>"$TMP/bench.err" |
         grep '"phase":"run"' | tail -n 1)
     ops=$(printf '%s' "$out" | sed -n 's/.*"ops_per_s":\([0-9.]*\).*/\1/p')
     p50=$(printf '%s' "$out" | sed -n 's/.*"p50_ms":\([0-9.]*\).*/\1/p')
     printf '%s %s' "${ops:-?}" "${p50:-?}"
 }
 
-for p in "$PORT_ON" "$PORT_OFF"; do
+for p in "$PORT_ON" "$PORT_OFF" "$PORT_FS"; do
     "$BENCH" --endpoint "http://127.0.0.1:$p" --bucket usagebench --prepare --keys 1000 \
         --size 4k -q >/dev/null 2>>"$TMP/bench.err" || { echo "bench: prepare failed" >&2; exit 1; }
 done
 
-printf '%-6s %4s  %14s %9s  %14s %9s  %7s\n' OP CONN "ON ops/s" "p50 ms" "OFF ops/s" "p50 ms" "ON/OFF"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "?" }'; }
+printf '%-4s %4s  %10s %7s  %10s %7s  %6s  %10s %7s  %6s\n' OP CONN "OFF ops/s" "p50 ms" \
+    "ON ops/s" "p50 ms" "ON/OFF" "FSYNC" "p50 ms" "FS/OFF"
 for op in put get; do
     for c in 1 8; do
-        set -- $(run "$PORT_OFF" $op $c) $(run "$PORT_ON" $op $c)
-        off=$1 offp=$2 on=$3 onp=$4
-        ratio=$(awk -v a="$on" -v b="$off" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "?" }')
-        printf '%-6s %4s  %14s %9s  %14s %9s  %7s\n' "$op" "$c" "$on" "$onp" "$off" "$offp" "$ratio"
+        set -- $(run "$PORT_OFF" $op $c) $(run "$PORT_ON" $op $c) $(run "$PORT_FS" $op $c)
+        printf '%-4s %4s  %10s %7s  %10s %7s  %6s  %10s %7s  %6s\n' "$op" "$c" "$1" "$2" "$3" "$4" \
+            "$(ratio "$3" "$1")" "$5" "$6" "$(ratio "$5" "$1")"
     done
 done
-echo "(ON: usage records fsync'd before each response + access log; OFF: --no-usage --no-access-log;"
+echo "(OFF: --no-usage --no-access-log; ON: default, usage record written before each response"
+echo " (kill -9 safe) + access log; FSYNC: --usage-fsync, record fsync'd, group-committed;"
 echo " ${SECS}s per phase, 4 KiB objects, loopback, $(nproc) CPUs)"

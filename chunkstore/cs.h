@@ -26,24 +26,34 @@ typedef struct cs_reader cs_reader_t;
  * Each segment's k+m shards go to k+m distinct drives chosen by rendezvous
  * hashing of the segment id. Creates missing drive directories.
  * Returns 0 and *out, or a CM_E* code. Free with cs_store_close(). The store
- * is thread-safe. */
+ * is thread-safe. It owns a pool of I/O threads (the writers' syncs) and,
+ * once a reader reports damage, one background heal thread. */
 int cs_store_open_local(const char *const *drives, int ndrives, int k, int m, size_t block_size,
                         cs_store_t **out);
-void cs_store_close(cs_store_t *cs); /* NULL is a no-op */
+/* Finishes the heals already queued (see cs_reader_open), stops the store's
+ * threads and frees it. No reader or writer may be open. NULL is a no-op. */
+void cs_store_close(cs_store_t *cs);
 
 /* Starts writing a new segment with a fresh random id. *out_intent receives
  * a small encoded descriptor (id + chosen drives) that is enough for
  * cs_layout_delete() to remove whatever was written even if the writer never
  * finishes (the caller records it durably before writing: crash safety).
+ * The shard files are created, under their final names, by the first
+ * cs_writer_write() or cs_writer_finish() that needs them, so nothing exists
+ * on disk before the caller had the chance to record the intent.
  * intent is malloc()ed into out_intent (a cm_buf the caller owns).
  * Returns 0 and *out. Not thread-safe per writer. */
 int cs_writer_open(cs_store_t *cs, cm_buf *out_intent, cs_writer_t **out);
-/* Appends n bytes. Encodes and writes each full stripe as it fills. */
+/* Appends n bytes. Encodes and writes each full stripe as it fills, and
+ * starts the kernel's writeback of what was written every few stripes so
+ * that cs_writer_finish() has little left to flush. */
 int cs_writer_write(cs_writer_t *w, const void *p, size_t n);
-/* Flushes the last (short) stripe, fsyncs every shard file and their
- * directories, and appends the segment's layout to out_layout. On success
- * the writer is freed. On failure the writer is still valid: call
- * cs_writer_abort(). */
+/* Flushes the last (short) stripe, writes the shard headers, makes every
+ * shard file and its directory entry durable (fdatasync of each file and
+ * fsync of each directory, all k+m+k+m at once on the store's I/O pool),
+ * and appends the segment's layout to out_layout. Returns only once all of
+ * it is on stable storage. On success the writer is freed. On failure the
+ * writer is still valid: call cs_writer_abort(). */
 int cs_writer_finish(cs_writer_t *w, cm_buf *out_layout);
 /* Removes what was written and frees the writer. NULL is a no-op. */
 void cs_writer_abort(cs_writer_t *w);
@@ -65,8 +75,12 @@ int cs_layout_segment(cm_slice layout, size_t i, uint64_t *off, uint64_t *len);
 /* Opens a reader for bytes [off, off+len) of the object described by
  * layout. Reads data shards only while they are healthy; a missing shard
  * file or a block whose CRC32C fails is rebuilt from parity (up to m per
- * stripe) and the bad shard is reported through cm_log. Returns 0 and *out,
- * CM_ERANGE if the range is outside the object. */
+ * stripe) and the bad shard is reported through cm_log. When the reader
+ * leaves a segment it also checks that the shards it did not read exist
+ * with the right length. A segment found damaged is queued for the store's
+ * heal thread, which later rebuilds the bad shard files from the good ones
+ * (never blocking the reader). Returns 0 and *out, CM_ERANGE if the range is
+ * outside the object. */
 int cs_reader_open(cs_store_t *cs, cm_slice layout, uint64_t off, uint64_t len,
                    cs_reader_t **out);
 /* Copies up to n bytes into buf; returns the count (0 at the end) or a
@@ -76,10 +90,17 @@ ssize_t cs_reader_read(cs_reader_t *r, void *buf, size_t n);
 void cs_reader_close(cs_reader_t *r); /* NULL is a no-op */
 
 /* Deletes every shard of every segment named by a layout or an intent
- * (both encodings are accepted). Missing files are not an error. */
+ * (both encodings are accepted). Missing files are not an error. Wins
+ * against a concurrent heal of the same segment: the heal then leaves no
+ * file behind. */
 int cs_layout_delete(cs_store_t *cs, cm_slice layout_or_intent);
 
-/* Removes leftovers of interrupted writes: temporary files on all drives.
+/* Waits until every heal queued so far has finished (for tests and tools).
+ * Thread-safe. */
+void cs_store_heal_wait(cs_store_t *cs);
+
+/* Removes leftovers of interrupted heals (and of writers of older versions,
+ * which wrote "<name>.tmp" and renamed): temporary files on all drives.
  * Called once at start, before serving. */
 int cs_store_recover(cs_store_t *cs);
 

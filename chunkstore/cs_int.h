@@ -7,20 +7,12 @@
 #include "chunkstore/cs.h"
 #include "erasure/rs.h"
 
+#include <pthread.h>
+
 #define CS__MAX_SHARDS (RS_MAX_K + RS_MAX_M)
 #define CS__MAX_BLOCK ((uint32_t)64 << 20) /* largest block_size accepted anywhere */
 #define CS__MAX_DRIVES 65535               /* drive indexes are u16 in layouts */
 #define CS__CRC_LEN 4                      /* per-block CRC32C trailer */
-
-/* A local store. Immutable after cs_store_open_local(), hence thread-safe
- * without locks; readers and writers own all their mutable state. */
-struct cs_store {
-    char **drives; /* ndrives malloc()ed directory paths */
-    int ndrives;
-    int k, m;            /* geometry for new segments */
-    uint32_t block_size; /* block size for new segments */
-    rs_ctx_t *rs;        /* coder for (k, m); shared, immutable */
-};
 
 /* ------------------------------------------------------------ layout.c */
 /* Record types (first byte of each layout/intent record). A new encoding
@@ -48,6 +40,80 @@ struct cs_seg {
     uint16_t drives[CS__MAX_SHARDS];
 };
 #define CS__REC_FIXED 31
+
+/* ------------------------------------------- store.c: the store and its threads */
+/* One unit of work for the store's I/O pool (store.c). Embedded in a
+ * caller-owned struct that lives until run_batch() returns. */
+struct cs__task {
+    struct cs__task *next;          /* pool queue link; guarded by cs__pool.mu */
+    struct cs__batch *batch;        /* the caller waiting for it */
+    int (*fn)(struct cs__task *t);  /* the work: returns 0 or a CM_E* code */
+    int rc;                         /* fn's result, valid once batch->left dropped */
+};
+struct cs__batch {
+    int left; /* tasks not finished yet; guarded by cs__pool.mu */
+};
+
+/* A fixed set of threads that run blocking syscalls (fdatasync, directory
+ * fsync) for many callers at once, so a writer's k+m syncs overlap without
+ * creating threads per segment. A caller waiting for its batch runs its own
+ * still-queued tasks itself, so progress never depends on the threads. */
+#define CS__POOL_MAX 64
+struct cs__pool {
+    pthread_mutex_t mu;    /* guards everything below and every queued task */
+    pthread_cond_t work;   /* signalled: queue not empty, or stop */
+    pthread_cond_t done;   /* broadcast: some task finished */
+    struct cs__task *head; /* FIFO of tasks not yet started */
+    struct cs__task *tail;
+    int stop;              /* threads exit once set (queue is empty by then) */
+    int nthreads;          /* started threads in th[] */
+    pthread_t th[CS__POOL_MAX];
+};
+
+/* A queued request to rebuild damaged shards of one segment (store.c). */
+struct cs__heal_job {
+    struct cs__heal_job *next; /* queue link; guarded by cs__healer.mu */
+    struct cs_seg seg;         /* segment record (copied from a layout) */
+    uint32_t mask;             /* shards known bad (bit i = shard i); the heal finds the rest */
+};
+
+/* The background healer: one thread, started on the first job, that
+ * rewrites damaged shard files reported by readers. */
+#define CS__HEAL_QUEUE_MAX 256 /* jobs beyond this are dropped (the next read re-reports) */
+struct cs__healer {
+    pthread_mutex_t mu;          /* guards everything below */
+    pthread_cond_t work;         /* signalled: job queued, or stop */
+    pthread_cond_t idle;         /* broadcast: a job finished */
+    struct cs__heal_job *head;   /* FIFO of jobs not started */
+    struct cs__heal_job **tailp; /* &last->next, or &head */
+    size_t nqueued;
+    struct cs__heal_job *active; /* the job being healed, or NULL */
+    int stop;                    /* no new jobs; the thread drains the queue and exits */
+    int started;                 /* th is running (join at close) */
+    pthread_t th;
+    uint64_t nhealed, nfailed;   /* shards rewritten / jobs given up, since open */
+};
+
+/* Segment locks: cs_layout_delete() unlinks a segment's files, and a heal
+ * checks the segment still exists and renames its rebuilt files into place,
+ * each under the segment's lock, so a heal never resurrects a deleted
+ * segment. Striped by segment id. */
+#define CS__SEG_LOCKS 64
+
+/* A local store. The geometry, drives and coder are immutable after
+ * cs_store_open_local(); the pool, the healer and the segment locks carry
+ * their own locks. Readers and writers own all their other mutable state. */
+struct cs_store {
+    char **drives; /* ndrives malloc()ed directory paths */
+    int ndrives;
+    int k, m;            /* geometry for new segments */
+    uint32_t block_size; /* block size for new segments */
+    rs_ctx_t *rs;        /* coder for (k, m); shared, immutable */
+    int inited;          /* the locks below are initialised (close destroys them) */
+    struct cs__pool pool;
+    struct cs__healer heal;
+    pthread_mutex_t seg_mu[CS__SEG_LOCKS];
+};
 
 /* Appends one encoded record. Returns 0 or CM_ENOMEM. */
 int cs__rec_encode(cm_buf *b, const struct cs_seg *s);

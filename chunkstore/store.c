@@ -1,7 +1,9 @@
 /* chunkstore/store.c - the local shard store over drive directories: shard
- * paths, the segment writer (stripe buffer, encode, tmp + fsync + rename),
- * the reader (CRC32C verify, rebuild from parity), delete, recover, list.
- * Encodings live in layout.c and format.c, placement in placement.c. */
+ * paths, the I/O pool, the segment writer (stripe buffer, encode, write
+ * under the final names, parallel fdatasync + directory fsync), the reader
+ * (CRC32C verify, rebuild from parity, damage reports), the heal thread
+ * (rebuild damaged shard files: tmp + fsync + rename), delete, recover,
+ * list. Encodings live in layout.c and format.c, placement in placement.c. */
 #include "chunkstore/cs_int.h"
 
 #include <dirent.h>
@@ -16,6 +18,10 @@
 
 #define CS_PATH_MAX 4096
 #define CS_ALIGN 64 /* block buffers are 64-byte aligned for ISA-L's SIMD */
+/* A writer asks the kernel to start writing back each shard file once this
+ * many bytes of it are dirty, so the final fdatasync finds little to do and
+ * the disk works while the object still streams in. */
+#define CS_KICK_BYTES ((uint64_t)1 << 20)
 
 static int cm_from_errno(int e)
 {
@@ -92,13 +98,89 @@ static ssize_t preadv_full(int fd, struct iovec *iov, int niov, off_t off)
     return total;
 }
 
+/* ------------------------------------------------------------------ pool */
+
+static void *pool_main(void *arg)
+{
+    struct cs__pool *p = arg;
+
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->head && !p->stop)
+            pthread_cond_wait(&p->work, &p->mu);
+        if (!p->head)
+            break; /* stop, and nothing left */
+        struct cs__task *t = p->head;
+        p->head = t->next;
+        if (!p->head)
+            p->tail = NULL;
+        pthread_mutex_unlock(&p->mu);
+        t->rc = t->fn(t);
+        pthread_mutex_lock(&p->mu);
+        t->batch->left--;
+        pthread_cond_broadcast(&p->done);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+/* Runs the n tasks on the pool and returns when all are done: 0, or the
+ * first task's (by index) non-zero rc. The caller runs any of its tasks no
+ * thread has picked up yet. */
+static int run_batch(cs_store_t *cs, struct cs__task *const *tasks, int n)
+{
+    struct cs__pool *p = &cs->pool;
+    struct cs__batch b = {n};
+    int rc = 0;
+
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < n; i++) {
+        tasks[i]->batch = &b;
+        tasks[i]->next = NULL;
+        if (p->tail)
+            p->tail->next = tasks[i];
+        else
+            p->head = tasks[i];
+        p->tail = tasks[i];
+    }
+    if (n > 1)
+        pthread_cond_broadcast(&p->work);
+    else
+        pthread_cond_signal(&p->work);
+    while (b.left > 0) {
+        struct cs__task *t = NULL, *prev = NULL;
+        for (t = p->head; t && t->batch != &b; t = t->next)
+            prev = t;
+        if (!t) {
+            pthread_cond_wait(&p->done, &p->mu);
+            continue;
+        }
+        if (prev)
+            prev->next = t->next;
+        else
+            p->head = t->next;
+        if (p->tail == t)
+            p->tail = prev;
+        pthread_mutex_unlock(&p->mu);
+        t->rc = t->fn(t);
+        pthread_mutex_lock(&p->mu);
+        b.left--;
+    }
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < n && rc == 0; i++)
+        rc = tasks[i]->rc;
+    return rc;
+}
+
 /* ------------------------------------------------------------------ store */
+
+static void heal_stop(cs_store_t *cs);
 
 int cs_store_open_local(const char *const *drives, int ndrives, int k, int m, size_t block_size,
                         cs_store_t **out)
 {
     cs_store_t *cs;
-    int rc;
+    int rc, nthreads;
 
     if (!drives || ndrives < 1 || ndrives > CS__MAX_DRIVES || k < 1 || k > RS_MAX_K || m < 0 ||
         m > RS_MAX_M || k + m > ndrives || block_size < 1 || block_size > CS__MAX_BLOCK)
@@ -109,6 +191,16 @@ int cs_store_open_local(const char *const *drives, int ndrives, int k, int m, si
     cs->k = k;
     cs->m = m;
     cs->block_size = (uint32_t)block_size;
+    pthread_mutex_init(&cs->pool.mu, NULL);
+    pthread_cond_init(&cs->pool.work, NULL);
+    pthread_cond_init(&cs->pool.done, NULL);
+    pthread_mutex_init(&cs->heal.mu, NULL);
+    pthread_cond_init(&cs->heal.work, NULL);
+    pthread_cond_init(&cs->heal.idle, NULL);
+    cs->heal.tailp = &cs->heal.head;
+    for (int i = 0; i < CS__SEG_LOCKS; i++)
+        pthread_mutex_init(&cs->seg_mu[i], NULL);
+    cs->inited = 1;
     cs->drives = calloc((size_t)ndrives, sizeof(char *));
     rc = CM_ENOMEM;
     if (!cs->drives)
@@ -130,6 +222,14 @@ int cs_store_open_local(const char *const *drives, int ndrives, int k, int m, si
     cs->rs = rs_ctx_new(k, m);
     if (!cs->rs)
         goto out;
+    /* Each finishing writer queues 2(k+m) syncs: enough threads for two
+     * writers' worth at once. Fewer (if creation fails) only costs speed. */
+    nthreads = 4 * (k + m) < CS__POOL_MAX ? 4 * (k + m) : CS__POOL_MAX;
+    for (int i = 0; i < nthreads; i++) {
+        if (pthread_create(&cs->pool.th[i], NULL, pool_main, &cs->pool) != 0)
+            break;
+        cs->pool.nthreads++;
+    }
     *out = cs;
     return 0;
 out:
@@ -141,12 +241,34 @@ void cs_store_close(cs_store_t *cs)
 {
     if (!cs)
         return;
+    if (cs->inited) {
+        heal_stop(cs);
+        pthread_mutex_lock(&cs->pool.mu);
+        cs->pool.stop = 1;
+        pthread_cond_broadcast(&cs->pool.work);
+        pthread_mutex_unlock(&cs->pool.mu);
+        for (int i = 0; i < cs->pool.nthreads; i++)
+            pthread_join(cs->pool.th[i], NULL);
+        pthread_mutex_destroy(&cs->pool.mu);
+        pthread_cond_destroy(&cs->pool.work);
+        pthread_cond_destroy(&cs->pool.done);
+        pthread_mutex_destroy(&cs->heal.mu);
+        pthread_cond_destroy(&cs->heal.work);
+        pthread_cond_destroy(&cs->heal.idle);
+        for (int i = 0; i < CS__SEG_LOCKS; i++)
+            pthread_mutex_destroy(&cs->seg_mu[i]);
+    }
     if (cs->drives)
         for (int i = 0; i < cs->ndrives; i++)
             free(cs->drives[i]);
     free(cs->drives);
     rs_ctx_free(cs->rs);
     free(cs);
+}
+
+static pthread_mutex_t *seg_lock(cs_store_t *cs, const uint8_t id[CS_ID_LEN])
+{
+    return &cs->seg_mu[(id[0] | (unsigned)id[1] << 8) % CS__SEG_LOCKS];
 }
 
 int cs__shard_path(const cs_store_t *cs, int drive, const uint8_t id[CS_ID_LEN], int index, int tmp,
@@ -177,18 +299,56 @@ static int fanout_path(const cs_store_t *cs, int drive, const uint8_t id[CS_ID_L
     return len < 0 || (size_t)len >= n ? CM_EINVAL : 0;
 }
 
+/* Creates the fan-out directory of id on drive d if needed; *created tells
+ * whether this call made it (then the drive directory needs an fsync). */
+static int make_fanout(const cs_store_t *cs, int d, const uint8_t id[CS_ID_LEN], int *created)
+{
+    char path[CS_PATH_MAX];
+    int rc;
+
+    *created = 0;
+    if ((rc = fanout_path(cs, d, id, path, sizeof(path))) != 0)
+        return rc;
+    if (mkdir(path, 0755) == 0) {
+        *created = 1;
+    } else if (errno != EEXIST) {
+        rc = cm_from_errno(errno);
+        cm_log(CM_LOG_ERROR, "chunkstore: mkdir %s: %s", path, strerror(errno));
+        return rc;
+    }
+    return 0;
+}
+
+/* Makes the entries of drive d's fan-out directory of id durable, and the
+ * fan-out directory's own entry too if it was just created. */
+static int sync_fanout(const cs_store_t *cs, int d, const uint8_t id[CS_ID_LEN], int created)
+{
+    char dir[CS_PATH_MAX];
+    int rc;
+
+    if ((rc = fanout_path(cs, d, id, dir, sizeof(dir))) != 0)
+        return rc;
+    if ((rc = cm_fsync_dir(dir)) != 0 || (created && (rc = cm_fsync_dir(cs->drives[d])) != 0)) {
+        cm_log(CM_LOG_ERROR, "chunkstore: fsync directory %s: %s", dir, cm_strerror(rc));
+        return rc;
+    }
+    return 0;
+}
+
 /* ----------------------------------------------------------------- writer */
 
 /* Owned by one caller thread; finish() briefly shares it read-only with the
- * commit threads, each of which touches only its own shard's slot. */
+ * pool threads, each of which touches only its own task. */
 struct cs_writer {
     cs_store_t *cs;
     struct cs_seg seg;              /* id, geometry, drives; size counts bytes accepted */
-    int fds[CS__MAX_SHARDS];        /* the k+m tmp files; -1 when closed */
+    int fds[CS__MAX_SHARDS];        /* the k+m shard files; -1 until created / when closed */
+    int created;                    /* fds[] were created (first stripe or finish) */
     uint8_t newdir[CS__MAX_SHARDS]; /* fan-out dir created by us: fsync the drive dir too */
     uint8_t *buf;                   /* k*block_size stripe, then m*block_size parity */
     size_t fill;                    /* bytes buffered in the stripe */
     uint64_t nstripes;              /* stripes written so far */
+    uint64_t kicked;                /* file offset up to which writeback was started */
     int failed;                     /* sticky error: only cs_writer_abort() remains */
     int placed;                     /* seg.id and seg.drives are chosen */
 };
@@ -196,7 +356,6 @@ struct cs_writer {
 int cs_writer_open(cs_store_t *cs, cm_buf *out_intent, cs_writer_t **out)
 {
     cs_writer_t *w;
-    char path[CS_PATH_MAX];
     int n = cs->k + cs->m, rc;
     void *mem;
 
@@ -219,27 +378,6 @@ int cs_writer_open(cs_store_t *cs, cm_buf *out_intent, cs_writer_t **out)
     if ((rc = cs__place(w->seg.id, cs->ndrives, n, w->seg.drives)) != 0)
         goto out;
     w->placed = 1;
-
-    for (int i = 0; i < n; i++) {
-        int d = w->seg.drives[i];
-        if ((rc = fanout_path(cs, d, w->seg.id, path, sizeof(path))) != 0)
-            goto out;
-        if (mkdir(path, 0755) == 0) {
-            w->newdir[i] = 1;
-        } else if (errno != EEXIST) {
-            rc = cm_from_errno(errno);
-            cm_log(CM_LOG_ERROR, "chunkstore: mkdir %s: %s", path, strerror(errno));
-            goto out;
-        }
-        if ((rc = cs__shard_path(cs, d, w->seg.id, i, 1, path, sizeof(path))) != 0)
-            goto out;
-        w->fds[i] = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-        if (w->fds[i] < 0) {
-            rc = cm_from_errno(errno);
-            cm_log(CM_LOG_ERROR, "chunkstore: create %s: %s", path, strerror(errno));
-            goto out;
-        }
-    }
     if ((rc = cs__rec_encode(out_intent, &w->seg)) != 0)
         goto out;
     *out = w;
@@ -247,6 +385,53 @@ int cs_writer_open(cs_store_t *cs, cm_buf *out_intent, cs_writer_t **out)
 out:
     cs_writer_abort(w);
     return rc;
+}
+
+/* Creates the k+m shard files under their final names. Called on the first
+ * write, i.e. after the caller recorded the intent: a crash from here on
+ * leaves files that the intent names. A torn file is harmless before the
+ * layout exists (only finished layouts are read). */
+static int create_files(cs_writer_t *w)
+{
+    char path[CS_PATH_MAX];
+    int rc, created;
+
+    for (int i = 0; i < w->seg.k + w->seg.m; i++) {
+        int d = w->seg.drives[i];
+        if ((rc = make_fanout(w->cs, d, w->seg.id, &created)) != 0)
+            return rc;
+        w->newdir[i] = (uint8_t)created;
+        if ((rc = cs__shard_path(w->cs, d, w->seg.id, i, 0, path, sizeof(path))) != 0)
+            return rc;
+        w->fds[i] = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (w->fds[i] < 0) {
+            rc = cm_from_errno(errno);
+            cm_log(CM_LOG_ERROR, "chunkstore: create %s: %s", path, strerror(errno));
+            return rc;
+        }
+    }
+    w->created = 1;
+    return 0;
+}
+
+/* Starts writeback of everything written since the last kick once enough
+ * has piled up (force: whatever is there). Advisory: errors are ignored,
+ * the final fdatasync reports them. */
+static void kick_writeback(cs_writer_t *w, int force)
+{
+#ifdef SYNC_FILE_RANGE_WRITE
+    uint64_t end = cs__stripe_off(w->seg.block_size, w->nstripes);
+
+    if (end <= w->kicked || (!force && end - w->kicked < CS_KICK_BYTES))
+        return;
+    for (int i = 0; i < w->seg.k + w->seg.m; i++)
+        sync_file_range(w->fds[i], (off_t)w->kicked, (off_t)(end - w->kicked),
+                        SYNC_FILE_RANGE_WRITE);
+    w->kicked = end;
+#else
+    (void)w;
+    (void)force;
+#endif
 }
 
 /* Encodes one stripe whose k data blocks of blen bytes start at data (block
@@ -258,6 +443,8 @@ static int write_stripe(cs_writer_t *w, const uint8_t *data, uint32_t blen)
     uint8_t crc[CS__MAX_SHARDS][CS__CRC_LEN];
     off_t off = (off_t)cs__stripe_off(w->seg.block_size, w->nstripes);
 
+    if (!w->created && (rc = create_files(w)) != 0)
+        return rc;
     for (int i = 0; i < k; i++)
         blk[i] = (uint8_t *)data + (size_t)i * blen; /* read only, by rs_encode and pwritev */
     for (int i = k; i < n; i++)
@@ -273,6 +460,7 @@ static int write_stripe(cs_writer_t *w, const uint8_t *data, uint32_t blen)
         }
     }
     w->nstripes++;
+    kick_writeback(w, 0);
     return 0;
 }
 
@@ -309,48 +497,29 @@ int cs_writer_write(cs_writer_t *w, const void *p, size_t n)
     return 0;
 }
 
-struct commit_job {
+/* One durability step of a finishing writer, run on the pool. */
+struct sync_task {
+    struct cs__task t; /* first: the pool sees only this */
     cs_writer_t *w;
-    int i;  /* shard index */
-    int rc; /* result of commit_shard() */
-    pthread_t th;
-    int started; /* th is a running thread to join */
+    int i;   /* shard index */
+    int dir; /* 0: fdatasync the file; 1: fsync its directory (and the drive's if new) */
 };
 
-/* Makes shard i durable under its final name: fsync, rename, fsync dir(s). */
-static int commit_shard(cs_writer_t *w, int i)
+static int sync_main(struct cs__task *t)
 {
-    char tmp[CS_PATH_MAX], fin[CS_PATH_MAX], dir[CS_PATH_MAX];
-    int d = w->seg.drives[i], rc;
+    struct sync_task *st = (struct sync_task *)t;
+    cs_writer_t *w = st->w;
+    int d = w->seg.drives[st->i], rc;
 
-    if (fsync(w->fds[i]) != 0) {
+    if (st->dir)
+        return sync_fanout(w->cs, d, w->seg.id, w->newdir[st->i]);
+    if (fdatasync(w->fds[st->i]) != 0) {
         rc = cm_from_errno(errno);
-        cm_log(CM_LOG_ERROR, "chunkstore: fsync shard %d on %s: %s", i, w->cs->drives[d],
+        cm_log(CM_LOG_ERROR, "chunkstore: fdatasync shard %d on %s: %s", st->i, w->cs->drives[d],
                strerror(errno));
         return rc;
     }
-    if ((rc = cs__shard_path(w->cs, d, w->seg.id, i, 1, tmp, sizeof(tmp))) != 0 ||
-        (rc = cs__shard_path(w->cs, d, w->seg.id, i, 0, fin, sizeof(fin))) != 0 ||
-        (rc = fanout_path(w->cs, d, w->seg.id, dir, sizeof(dir))) != 0)
-        return rc;
-    if (rename(tmp, fin) != 0) {
-        rc = cm_from_errno(errno);
-        cm_log(CM_LOG_ERROR, "chunkstore: rename %s: %s", tmp, strerror(errno));
-        return rc;
-    }
-    if ((rc = cm_fsync_dir(dir)) != 0)
-        return rc;
-    if (w->newdir[i] && (rc = cm_fsync_dir(w->cs->drives[d])) != 0)
-        return rc;
     return 0;
-}
-
-static void *commit_main(void *arg)
-{
-    struct commit_job *job = arg;
-
-    job->rc = commit_shard(job->w, job->i);
-    return NULL;
 }
 
 static void writer_free(cs_writer_t *w)
@@ -365,7 +534,8 @@ static void writer_free(cs_writer_t *w)
 int cs_writer_finish(cs_writer_t *w, cm_buf *out_layout)
 {
     int k = w->seg.k, n = w->seg.k + w->seg.m, rc;
-    struct commit_job jobs[CS__MAX_SHARDS];
+    struct sync_task st[2 * CS__MAX_SHARDS];
+    struct cs__task *tasks[2 * CS__MAX_SHARDS];
     struct cs_hdr h;
     uint8_t hdr[CS__HDR_LEN];
 
@@ -374,6 +544,8 @@ int cs_writer_finish(cs_writer_t *w, cm_buf *out_layout)
     /* Reserve now so the final append cannot fail after the files are live. */
     if (cm_buf_reserve(out_layout, CS__REC_FIXED + 2 * (size_t)n) != 0)
         return CM_ENOMEM;
+    if (!w->created && (rc = create_files(w)) != 0)
+        return w->failed = rc;
     if (w->fill > 0) {
         uint32_t blen = (uint32_t)((w->fill + (size_t)k - 1) / (size_t)k);
         memset(w->buf + w->fill, 0, (size_t)k * blen - w->fill);
@@ -394,24 +566,18 @@ int cs_writer_finish(cs_writer_t *w, cm_buf *out_layout)
             return w->failed = rc;
     }
 
-    /* fsync + rename + directory fsync of the k+m shards run in parallel:
-     * they are on distinct drives. Shard 0 runs on this thread. */
+    /* Durability: every file's data and every directory entry, all 2(k+m)
+     * syncs in flight at once (the files are on distinct drives; on one
+     * disk the journal commits them together). The files were created under
+     * their final names, so there is no rename to order after the fdatasync:
+     * nothing acknowledges the segment until all of these returned. */
     for (int i = 0; i < n; i++) {
-        jobs[i] = (struct commit_job){.w = w, .i = i};
-        if (i > 0 && pthread_create(&jobs[i].th, NULL, commit_main, &jobs[i]) == 0)
-            jobs[i].started = 1;
+        st[2 * i] = (struct sync_task){.t.fn = sync_main, .w = w, .i = i, .dir = 0};
+        st[2 * i + 1] = (struct sync_task){.t.fn = sync_main, .w = w, .i = i, .dir = 1};
+        tasks[2 * i] = &st[2 * i].t;
+        tasks[2 * i + 1] = &st[2 * i + 1].t;
     }
-    for (int i = 0; i < n; i++)
-        if (!jobs[i].started)
-            commit_main(&jobs[i]);
-    rc = 0;
-    for (int i = 0; i < n; i++) {
-        if (jobs[i].started)
-            pthread_join(jobs[i].th, NULL);
-        if (jobs[i].rc != 0 && rc == 0)
-            rc = jobs[i].rc;
-    }
-    if (rc != 0)
+    if ((rc = run_batch(w->cs, tasks, 2 * n)) != 0)
         return w->failed = rc;
 
     w->seg.type = CS__REC_SEGMENT;
@@ -421,12 +587,17 @@ int cs_writer_finish(cs_writer_t *w, cm_buf *out_layout)
     return 0;
 }
 
-/* Unlinks both names of every shard of a record; ENOENT is not an error. */
+static void heal_cancel(cs_store_t *cs, const uint8_t id[CS_ID_LEN]);
+
+/* Unlinks both names of every shard of a record; ENOENT is not an error.
+ * Holds the segment's lock: see CS__SEG_LOCKS. */
 static int delete_seg(cs_store_t *cs, const struct cs_seg *s)
 {
     char path[CS_PATH_MAX];
     int rc = 0;
 
+    heal_cancel(cs, s->id);
+    pthread_mutex_lock(seg_lock(cs, s->id));
     for (int i = 0; i < s->k + s->m; i++) {
         for (int tmp = 0; tmp <= 1; tmp++) {
             if (cs__shard_path(cs, s->drives[i], s->id, i, tmp, path, sizeof(path)) != 0)
@@ -437,6 +608,7 @@ static int delete_seg(cs_store_t *cs, const struct cs_seg *s)
             }
         }
     }
+    pthread_mutex_unlock(seg_lock(cs, s->id));
     return rc;
 }
 
@@ -492,6 +664,7 @@ struct cs_reader {
     char idhex[2 * CS_ID_LEN + 1];  /* of segs[iseg], for log lines */
     int fds[CS__MAX_SHARDS];        /* FD_UNOPENED, FD_BAD or an open shard file */
     uint8_t warned[CS__MAX_SHARDS]; /* logged this shard's trouble already */
+    uint32_t bad;                   /* shards of segs[iseg] found damaged: heal at exit */
     const rs_ctx_t *rs;             /* coder for the segment's (k, m) */
     rs_ctx_t *rs_own;               /* non-NULL if rs was created for this reader */
     uint8_t *buf;                   /* stripe buffer, bufcap bytes */
@@ -516,11 +689,46 @@ static void shard_warn(cs_reader_t *r, int i, const char *what)
     const struct cs_seg *s = &r->segs[r->iseg];
     int d = s->drives[i];
 
+    if (d < r->cs->ndrives)
+        r->bad |= 1u << i; /* a shard on a drive we do not have cannot be healed here */
     if (r->warned[i])
         return;
     r->warned[i] = 1;
     cm_log(CM_LOG_WARN, "chunkstore: segment %s shard %d on drive %d (%s): %s; using parity",
            r->idhex, i, d, d < r->cs->ndrives ? r->cs->drives[d] : "unknown", what);
+}
+
+static void heal_enqueue(cs_store_t *cs, const struct cs_seg *s, uint32_t mask);
+
+/* Done with segs[r->iseg]: checks that the shards not read have the right
+ * length (a lost parity shard is otherwise noticed only when it is needed),
+ * and queues the segment for healing if anything was wrong. */
+static void leave_segment(cs_reader_t *r)
+{
+    const struct cs_seg *s = &r->segs[r->iseg];
+    uint64_t want = cs__shard_len(s->size, s->k, s->block_size);
+    char path[CS_PATH_MAX];
+    struct stat st;
+
+    if (!r->seg_ready)
+        return;
+    r->seg_ready = 0;
+    for (int i = 0; i < s->k + s->m; i++) {
+        int ok;
+        if (r->bad & (1u << i) || r->fds[i] == FD_BAD)
+            continue;
+        if (r->fds[i] >= 0)
+            ok = fstat(r->fds[i], &st) == 0 && (uint64_t)st.st_size == want;
+        else if (cs__shard_path(r->cs, s->drives[i], s->id, i, 0, path, sizeof(path)) == 0)
+            ok = stat(path, &st) == 0 && (uint64_t)st.st_size == want;
+        else
+            continue; /* drive not in this store */
+        if (!ok)
+            shard_warn(r, i, "missing or of the wrong length");
+    }
+    if (r->bad)
+        heal_enqueue(r->cs, s, r->bad);
+    r->bad = 0;
 }
 
 /* Sets up per-segment state for segs[r->iseg]. */
@@ -529,6 +737,7 @@ static int enter_segment(cs_reader_t *r)
     const struct cs_seg *s = &r->segs[r->iseg];
 
     reader_close_fds(r);
+    r->bad = 0;
     id_hex(s->id, r->idhex);
     if (s->k == r->cs->k && s->m == r->cs->m) {
         r->rs = r->cs->rs;
@@ -566,14 +775,43 @@ static int ensure_buf(cs_reader_t *r)
     return 0;
 }
 
-/* Returns an open, header-checked fd for shard i, or -1 if it is unusable. */
-static int shard_fd(cs_reader_t *r, int i)
+/* Opens shard i of segment s and checks its header against the record.
+ * Returns the fd, or -1 with *why saying what is wrong. */
+static int open_shard(const cs_store_t *cs, const struct cs_seg *s, int i, const char **why)
 {
-    const struct cs_seg *s = &r->segs[r->iseg];
     char path[CS_PATH_MAX];
     uint8_t hb[CS__HDR_LEN];
     struct iovec iov = {hb, sizeof(hb)};
     struct cs_hdr h;
+    int fd;
+
+    if (cs__shard_path(cs, s->drives[i], s->id, i, 0, path, sizeof(path)) != 0) {
+        *why = "drive not in this store";
+        return -1;
+    }
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        *why = errno == ENOENT ? "no such file" : "cannot open";
+        return -1;
+    }
+    if (preadv_full(fd, &iov, 1, 0) != CS__HDR_LEN || cs__hdr_decode(hb, sizeof(hb), &h) != 0) {
+        *why = "bad shard header";
+        close(fd);
+        return -1;
+    }
+    if (memcmp(h.id, s->id, CS_ID_LEN) != 0 || h.index != i || h.k != s->k || h.m != s->m ||
+        h.block_size != s->block_size || h.size != s->size) {
+        *why = "shard header does not match the layout";
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Returns an open, header-checked fd for shard i, or -1 if it is unusable. */
+static int shard_fd(cs_reader_t *r, int i)
+{
+    const char *why = NULL;
     int fd;
 
     if (r->fds[i] >= 0)
@@ -581,24 +819,9 @@ static int shard_fd(cs_reader_t *r, int i)
     if (r->fds[i] == FD_BAD)
         return -1;
     r->fds[i] = FD_BAD;
-    if (cs__shard_path(r->cs, s->drives[i], s->id, i, 0, path, sizeof(path)) != 0) {
-        shard_warn(r, i, "drive not in this store");
-        return -1;
-    }
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    fd = open_shard(r->cs, &r->segs[r->iseg], i, &why);
     if (fd < 0) {
-        shard_warn(r, i, strerror(errno));
-        return -1;
-    }
-    if (preadv_full(fd, &iov, 1, 0) != CS__HDR_LEN || cs__hdr_decode(hb, sizeof(hb), &h) != 0) {
-        shard_warn(r, i, "bad shard header");
-        close(fd);
-        return -1;
-    }
-    if (memcmp(h.id, s->id, CS_ID_LEN) != 0 || h.index != i || h.k != s->k || h.m != s->m ||
-        h.block_size != s->block_size || h.size != s->size) {
-        shard_warn(r, i, "shard header does not match the layout");
-        close(fd);
+        shard_warn(r, i, why);
         return -1;
     }
     r->fds[i] = fd;
@@ -623,6 +846,7 @@ static int fetch_block(cs_reader_t *r, int i, uint8_t *dst)
         return CM_EIO;
     }
     if (cs__get32(crc) != rs_crc32c(0, dst, r->blen)) {
+        r->bad |= 1u << i;
         /* Report every bad block, not once per shard: each is a distinct rot. */
         cm_log(CM_LOG_WARN,
                "chunkstore: segment %s shard %d stripe %llu: CRC32C mismatch; "
@@ -725,9 +949,9 @@ ssize_t cs_reader_read(cs_reader_t *r, void *buf, size_t n)
 
     while (done < n && r->pos < r->end) {
         while (r->pos - r->seg_base >= r->segs[r->iseg].size) {
+            leave_segment(r);
             r->seg_base += r->segs[r->iseg].size;
             r->iseg++;
-            r->seg_ready = 0;
         }
         if (!r->seg_ready && (rc = enter_segment(r)) != 0)
             goto fail;
@@ -778,11 +1002,374 @@ void cs_reader_close(cs_reader_t *r)
 {
     if (!r)
         return;
+    if (r->iseg < r->nsegs)
+        leave_segment(r);
     reader_close_fds(r);
     rs_ctx_free(r->rs_own);
     free(r->buf);
     free(r->segs);
     free(r);
+}
+
+/* ------------------------------------------------------------------- heal */
+
+static void *heal_main(void *arg);
+
+/* Queues segment s for the heal thread (mask: shards the reader saw bad).
+ * Never blocks on I/O: the reader calls it on the request path. */
+static void heal_enqueue(cs_store_t *cs, const struct cs_seg *s, uint32_t mask)
+{
+    struct cs__healer *h = &cs->heal;
+    struct cs__heal_job *j;
+
+    pthread_mutex_lock(&h->mu);
+    if (h->stop)
+        goto out;
+    for (j = h->head; j; j = j->next) {
+        if (memcmp(j->seg.id, s->id, CS_ID_LEN) == 0) {
+            j->mask |= mask;
+            goto out;
+        }
+    }
+    /* Being healed already: the heal scrubs every shard, so only damage it
+     * was not told about is worth another pass. */
+    if (h->active && memcmp(h->active->seg.id, s->id, CS_ID_LEN) == 0 &&
+        (mask & ~h->active->mask) == 0)
+        goto out;
+    if (h->nqueued >= CS__HEAL_QUEUE_MAX) {
+        cm_log(CM_LOG_WARN, "chunkstore: heal queue full; a damaged segment waits for its next read");
+        goto out;
+    }
+    if (!(j = calloc(1, sizeof(*j))))
+        goto out;
+    j->seg = *s;
+    j->mask = mask;
+    if (!h->started) {
+        if (pthread_create(&h->th, NULL, heal_main, cs) != 0) {
+            cm_log(CM_LOG_WARN, "chunkstore: cannot start the heal thread");
+            free(j);
+            goto out;
+        }
+        h->started = 1;
+    }
+    *h->tailp = j;
+    h->tailp = &j->next;
+    h->nqueued++;
+    pthread_cond_signal(&h->work);
+out:
+    pthread_mutex_unlock(&h->mu);
+}
+
+/* Drops queued (not started) heals of segment id: it is being deleted. */
+static void heal_cancel(cs_store_t *cs, const uint8_t id[CS_ID_LEN])
+{
+    struct cs__healer *h = &cs->heal;
+
+    pthread_mutex_lock(&h->mu);
+    for (struct cs__heal_job **pp = &h->head; *pp;) {
+        struct cs__heal_job *j = *pp;
+        if (memcmp(j->seg.id, id, CS_ID_LEN) != 0) {
+            pp = &j->next;
+            continue;
+        }
+        *pp = j->next;
+        h->nqueued--;
+        free(j);
+    }
+    h->tailp = &h->head;
+    while (*h->tailp)
+        h->tailp = &(*h->tailp)->next;
+    if (!h->head && !h->active)
+        pthread_cond_broadcast(&h->idle);
+    pthread_mutex_unlock(&h->mu);
+}
+
+void cs_store_heal_wait(cs_store_t *cs)
+{
+    struct cs__healer *h = &cs->heal;
+
+    pthread_mutex_lock(&h->mu);
+    while (h->head || h->active)
+        pthread_cond_wait(&h->idle, &h->mu);
+    pthread_mutex_unlock(&h->mu);
+}
+
+/* Lets the heal thread finish the queue, then joins it. */
+static void heal_stop(cs_store_t *cs)
+{
+    struct cs__healer *h = &cs->heal;
+    int started;
+
+    pthread_mutex_lock(&h->mu);
+    h->stop = 1;
+    started = h->started;
+    pthread_cond_signal(&h->work);
+    pthread_mutex_unlock(&h->mu);
+    if (started)
+        pthread_join(h->th, NULL);
+}
+
+/* State of one heal: every shard file of the segment, the rebuilt files
+ * being written, and a stripe buffer. Owned by the heal thread. */
+struct heal {
+    cs_store_t *cs;
+    const struct cs_seg *s;
+    char idhex[2 * CS_ID_LEN + 1];
+    int n;                          /* k+m */
+    int src[CS__MAX_SHARDS];        /* existing file with a good header, or -1 */
+    int tmp[CS__MAX_SHARDS];        /* "<name>.tmp" being rebuilt (targets only), or -1 */
+    uint8_t newdir[CS__MAX_SHARDS]; /* we created the fan-out dir of that target */
+    uint32_t targets;               /* shards being rebuilt */
+    uint8_t *buf;                   /* k+m blocks + CRC, block i at buf + i*stride */
+    size_t stride;
+};
+
+/* Makes shard i a target: creates its tmp file and, if the heal is at
+ * stripe > 0, copies the blocks before it from the old file (this pass
+ * read and CRC-checked them all). */
+static int heal_add_target(struct heal *h, int i, uint64_t stripe)
+{
+    const struct cs_seg *s = h->s;
+    char path[CS_PATH_MAX];
+    int created, rc;
+
+    if ((rc = make_fanout(h->cs, s->drives[i], s->id, &created)) != 0)
+        return rc;
+    h->newdir[i] = (uint8_t)created;
+    if ((rc = cs__shard_path(h->cs, s->drives[i], s->id, i, 1, path, sizeof(path))) != 0)
+        return rc;
+    h->tmp[i] = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (h->tmp[i] < 0) {
+        rc = cm_from_errno(errno);
+        cm_log(CM_LOG_WARN, "chunkstore: heal: create %s: %s", path, strerror(errno));
+        return rc;
+    }
+    h->targets |= 1u << i;
+    for (uint64_t off = CS__HDR_LEN, end = cs__stripe_off(s->block_size, stripe); off < end;) {
+        size_t c = end - off < h->stride ? (size_t)(end - off) : h->stride;
+        struct iovec iov = {h->buf + (size_t)i * h->stride, c};
+        if (preadv_full(h->src[i], &iov, 1, (off_t)off) != (ssize_t)c)
+            return CM_EIO;
+        iov.iov_len = c;
+        iov.iov_base = h->buf + (size_t)i * h->stride;
+        if ((rc = pwritev_all(h->tmp[i], &iov, 1, (off_t)off)) != 0)
+            return rc;
+        off += c;
+    }
+    return 0;
+}
+
+/* Reads every stripe of every shard, rebuilds what is missing or rotten
+ * and writes the blocks of the target shards into their tmp files. */
+static int heal_stripes(struct heal *h, const rs_ctx_t *rs)
+{
+    const struct cs_seg *s = h->s;
+    uint64_t nstripes = cs__nstripes(s->size, s->k, s->block_size);
+    uint8_t *blk[CS__MAX_SHARDS], crc[CS__CRC_LEN];
+    int erased[CS__MAX_SHARDS], rc;
+
+    for (int i = 0; i < h->n; i++)
+        blk[i] = h->buf + (size_t)i * h->stride;
+    for (uint64_t st = 0; st < nstripes; st++) {
+        uint32_t blen = cs__blen(s->size, s->k, s->block_size, st);
+        off_t off = (off_t)cs__stripe_off(s->block_size, st);
+        int good = 0, nerased = 0;
+
+        for (int i = 0; i < h->n; i++) {
+            struct iovec iov = {blk[i], (size_t)blen + CS__CRC_LEN};
+            int ok = h->src[i] >= 0 &&
+                     preadv_full(h->src[i], &iov, 1, off) == (ssize_t)blen + CS__CRC_LEN &&
+                     cs__get32(blk[i] + blen) == rs_crc32c(0, blk[i], blen);
+            if (ok) {
+                good++;
+                continue;
+            }
+            erased[nerased++] = i;
+            if (!(h->targets & (1u << i)) && s->drives[i] < h->cs->ndrives) {
+                cm_log(CM_LOG_WARN, "chunkstore: heal: segment %s shard %d stripe %llu is bad",
+                       h->idhex, i, (unsigned long long)st);
+                if ((rc = heal_add_target(h, i, st)) != 0)
+                    return rc;
+            }
+        }
+        if (good < s->k) {
+            cm_log(CM_LOG_WARN,
+                   "chunkstore: heal: segment %s stripe %llu has only %d of %d needed blocks",
+                   h->idhex, (unsigned long long)st, good, s->k);
+            return CM_EIO;
+        }
+        if (nerased > 0 && (rc = rs_decode(rs, blen, blk, erased, nerased)) != 0)
+            return rc;
+        for (int i = 0; i < h->n; i++) {
+            if (!(h->targets & (1u << i)))
+                continue;
+            struct iovec iov[2] = {{blk[i], blen}, {crc, CS__CRC_LEN}};
+            cs__put32(crc, rs_crc32c(0, blk[i], blen));
+            if ((rc = pwritev_all(h->tmp[i], iov, 2, off)) != 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+/* Headers, fdatasync, then, under the segment lock, the check that the
+ * segment was not deleted meanwhile and the renames; then directory fsyncs.
+ * Returns 0, CM_ENOTFOUND if the segment was deleted, or an I/O error. */
+static int heal_commit(struct heal *h)
+{
+    const struct cs_seg *s = h->s;
+    char tmp[CS_PATH_MAX], fin[CS_PATH_MAX];
+    struct cs_hdr hd = {.k = s->k, .m = s->m, .block_size = s->block_size, .size = s->size};
+    uint8_t hb[CS__HDR_LEN];
+    struct stat st;
+    int rc = 0;
+
+    memcpy(hd.id, s->id, CS_ID_LEN);
+    for (int i = 0; i < h->n; i++) {
+        struct iovec iov = {hb, CS__HDR_LEN};
+        if (!(h->targets & (1u << i)))
+            continue;
+        hd.index = i;
+        cs__hdr_encode(&hd, hb);
+        if ((rc = pwritev_all(h->tmp[i], &iov, 1, 0)) != 0)
+            return rc;
+        if (fdatasync(h->tmp[i]) != 0)
+            return cm_from_errno(errno);
+    }
+    pthread_mutex_lock(seg_lock(h->cs, s->id));
+    for (int i = 0; i < h->n; i++) {
+        /* cs_layout_delete() unlinks under this lock: a source with no
+         * links left means the segment is gone, and so must our files be. */
+        if (h->src[i] >= 0 && !(h->targets & (1u << i)) &&
+            (fstat(h->src[i], &st) != 0 || st.st_nlink == 0)) {
+            rc = CM_ENOTFOUND;
+            break;
+        }
+    }
+    for (int i = 0; i < h->n && rc == 0; i++) {
+        if (!(h->targets & (1u << i)))
+            continue;
+        if ((rc = cs__shard_path(h->cs, s->drives[i], s->id, i, 1, tmp, sizeof(tmp))) != 0 ||
+            (rc = cs__shard_path(h->cs, s->drives[i], s->id, i, 0, fin, sizeof(fin))) != 0)
+            break;
+        if (rename(tmp, fin) != 0) {
+            rc = errno == ENOENT ? CM_ENOTFOUND : cm_from_errno(errno); /* deleted: tmp gone */
+            break;
+        }
+        h->targets &= ~(1u << i); /* renamed: no tmp left to remove */
+        cm_log(CM_LOG_INFO, "chunkstore: healed segment %s shard %d on drive %d (%s)", h->idhex,
+               i, s->drives[i], h->cs->drives[s->drives[i]]);
+        pthread_mutex_lock(&h->cs->heal.mu);
+        h->cs->heal.nhealed++;
+        pthread_mutex_unlock(&h->cs->heal.mu);
+        if (sync_fanout(h->cs, s->drives[i], s->id, h->newdir[i]) != 0)
+            rc = CM_EIO;
+    }
+    pthread_mutex_unlock(seg_lock(h->cs, s->id));
+    return rc;
+}
+
+/* Rebuilds every damaged shard file of segment s from the good ones. A
+ * whole-segment scrub: the reader's mask is only where the trouble showed. */
+static void heal_segment(cs_store_t *cs, const struct cs__heal_job *job)
+{
+    const struct cs_seg *s = &job->seg;
+    struct heal h = {.cs = cs, .s = s, .n = s->k + s->m};
+    const rs_ctx_t *rs = cs->rs;
+    rs_ctx_t *rs_own = NULL;
+    char path[CS_PATH_MAX];
+    const char *why;
+    int nsrc = 0, rc = 0;
+    void *mem;
+
+    id_hex(s->id, h.idhex);
+    for (int i = 0; i < CS__MAX_SHARDS; i++)
+        h.src[i] = h.tmp[i] = -1;
+    if (s->k != cs->k || s->m != cs->m) {
+        rs = rs_own = rs_ctx_new(s->k, s->m);
+        if (!rs_own) {
+            rc = CM_ENOMEM;
+            goto out;
+        }
+    }
+    h.stride = ((size_t)s->block_size + CS__CRC_LEN + CS_ALIGN - 1) & ~(size_t)(CS_ALIGN - 1);
+    if (posix_memalign(&mem, CS_ALIGN, (size_t)h.n * h.stride) != 0) {
+        rc = CM_ENOMEM;
+        goto out;
+    }
+    h.buf = mem;
+    for (int i = 0; i < h.n; i++)
+        if ((h.src[i] = open_shard(cs, s, i, &why)) >= 0)
+            nsrc++;
+    if (nsrc < s->k) {
+        /* Deleted (by cs_layout_delete, which won), or lost beyond repair. */
+        cm_log(CM_LOG_INFO, "chunkstore: heal: segment %s has %d of %d needed shards; not healed",
+               h.idhex, nsrc, s->k);
+        rc = CM_ENOTFOUND;
+        goto out;
+    }
+    for (int i = 0; i < h.n && rc == 0; i++) {
+        if (h.src[i] < 0 && s->drives[i] < cs->ndrives) {
+            cm_log(CM_LOG_WARN, "chunkstore: heal: segment %s shard %d: missing or bad header",
+                   h.idhex, i);
+            rc = heal_add_target(&h, i, 0);
+        }
+    }
+    if (rc == 0)
+        rc = heal_stripes(&h, rs);
+    if (rc == 0 && h.targets)
+        rc = heal_commit(&h);
+out:
+    for (int i = 0; i < CS__MAX_SHARDS; i++) {
+        if (h.tmp[i] >= 0) {
+            close(h.tmp[i]);
+            if (h.targets & (1u << i) &&
+                cs__shard_path(cs, s->drives[i], s->id, i, 1, path, sizeof(path)) == 0)
+                unlink(path); /* not renamed into place */
+        }
+        if (h.src[i] >= 0)
+            close(h.src[i]);
+    }
+    if (rc == CM_ENOTFOUND)
+        cm_log(CM_LOG_INFO, "chunkstore: heal: segment %s was deleted meanwhile; nothing healed",
+               h.idhex);
+    else if (rc != 0)
+        cm_log(CM_LOG_WARN, "chunkstore: heal of segment %s failed: %s", h.idhex, cm_strerror(rc));
+    if (rc != 0) {
+        pthread_mutex_lock(&cs->heal.mu);
+        cs->heal.nfailed++;
+        pthread_mutex_unlock(&cs->heal.mu);
+    }
+    free(h.buf);
+    rs_ctx_free(rs_own);
+}
+
+static void *heal_main(void *arg)
+{
+    cs_store_t *cs = arg;
+    struct cs__healer *h = &cs->heal;
+
+    pthread_mutex_lock(&h->mu);
+    for (;;) {
+        while (!h->head && !h->stop)
+            pthread_cond_wait(&h->work, &h->mu);
+        if (!h->head)
+            break; /* stopping, queue drained */
+        struct cs__heal_job *j = h->head;
+        h->head = j->next;
+        if (!h->head)
+            h->tailp = &h->head;
+        h->nqueued--;
+        h->active = j;
+        pthread_mutex_unlock(&h->mu);
+        heal_segment(cs, j);
+        pthread_mutex_lock(&h->mu);
+        h->active = NULL;
+        free(j);
+        pthread_cond_broadcast(&h->idle);
+    }
+    pthread_mutex_unlock(&h->mu);
+    return NULL;
 }
 
 /* ------------------------------------------------------ recover and list */

@@ -17,9 +17,9 @@ static const struct {
     {"target", ca_cmd_target, "targets: add NAME --webhook|--cloudevents|--redis|--nats|--amqp URL | list | remove NAME"},
     {"events", ca_cmd_events, "events: pending | dead | replay [ID...] | changes --bucket B [--since SEQ] [--limit N]"},
     {"usage", ca_cmd_usage, "usage and cost report (requests, bytes, storage; see usage --help)"},
-    {"user", ca_cmd_user, "users and keys: add NAME | list | disable NAME | enable NAME | remove NAME"},
-    {"policy", ca_cmd_policy, "grants: set NAME --bucket B --allow read|write|list|admin | list | remove"},
-    {"limit", ca_cmd_limit, "rate limits: set (--access-key K | --bucket B) --rps N [--burst N] | list | remove"},
+    {"user", ca_cmd_user, "users and keys: add NAME | list | disable|enable|remove NAME"},
+    {"policy", ca_cmd_policy, "grants: set NAME --bucket B --allow KIND | list [NAME] | remove"},
+    {"limit", ca_cmd_limit, "rate limits: set (--access-key K | --bucket B) --rps N | list | remove"},
 };
 
 static void usage(FILE *f)

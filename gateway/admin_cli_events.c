@@ -258,13 +258,14 @@ int ca_cmd_events(ca_ctx *c, int argc, char **argv)
             return usage_ev();
         cm_buf_append_str(&path, "/_cairn/admin/events/changes?bucket=");
         ca_escape(&path, bucket);
-        if (since) {
-            cm_buf_append_str(&path, "&since=");
-            ca_escape(&path, since);
-        }
+        /* parameters in canonical (sorted) order: bucket, limit, since */
         if (limit) {
             cm_buf_append_str(&path, "&limit=");
             ca_escape(&path, limit);
+        }
+        if (since) {
+            cm_buf_append_str(&path, "&since=");
+            ca_escape(&path, since);
         }
         rc = call_raw(c, "GET", cm_buf_str(&path), CM_SLICE_NULL, show_changes);
     } else {

@@ -124,7 +124,8 @@ int ca_cmd_user(ca_ctx *c, int argc, char **argv)
         fprintf(stderr, "usage: cairn-admin user add NAME | list | disable NAME | enable NAME | "
                         "remove NAME\n");
     }
-    cm_wipe(resp.p, resp.n); /* may hold a secret */
+    if (resp.p) /* may hold a secret */
+        cm_wipe(resp.p, resp.n);
     cm_buf_free(&resp);
     cm_buf_free(&path);
     return rc;
@@ -165,7 +166,8 @@ int ca_cmd_policy(ca_ctx *c, int argc, char **argv)
                 const cm_json *a = cm_json_get(cm_json_root(d), "policies");
                 for (const cm_json *g = a ? a->child : NULL; g; g = g->next) {
                     const cm_json *al = cm_json_get(g, "allow");
-                    printf("%-24s %-40s ", cm_json_get_str(g, "user"), cm_json_get_str(g, "bucket"));
+                    printf("%-24s %-40s ", cm_json_get_str(g, "user"),
+                           cm_json_get_str(g, "bucket"));
                     for (const cm_json *e = al ? al->child : NULL; e; e = e->next)
                         printf("%s%s", (const char *)e->str.p, e->next ? "," : "");
                     printf("\n");

@@ -98,6 +98,10 @@ static int presign(void *arg, const char *bucket, cm_slice key, int expires, cm_
     cm_uri_encode(&query, cm_buf_slice(&cred), true);
     cm_buf_printf(&query, "&X-Amz-Date=%s&X-Amz-Expires=%d&X-Amz-SignedHeaders=host", amz,
                   expires);
+    /* The parser wants a signature parameter; the canonical request leaves
+     * it out, so a placeholder gives the string to sign. */
+    size_t qn = query.n;
+    cm_buf_printf(&query, "&X-Amz-Signature=%064d", 0);
     sigv4_header h = {CM_SLICE_STR("host"), url_host(srv->evt_endpoint)};
     sigv4_req sr = {CM_SLICE_STR("GET"), cm_buf_slice(&path), cm_buf_slice(&query), &h, 1,
                     now, CM_SLICE_STR(region), CM_SLICE_STR("s3")};
@@ -105,9 +109,14 @@ static int presign(void *arg, const char *bucket, cm_slice key, int expires, cm_
         (rc = sigv4_string_to_sign(&a, cm_buf_slice(&creq), &sts)) ||
         (rc = sigv4_signing_key(CM_SLICE_STR(srv->secret_key), CM_SLICE_STR(date),
                                 CM_SLICE_STR(region), CM_SLICE_STR("s3"), skey)) ||
-        (rc = sigv4_sign(skey, cm_buf_slice(&sts), sig)))
+        (rc = sigv4_sign(skey, cm_buf_slice(&sts), sig))) {
+        cm_log(CM_LOG_ERROR, "events: cannot presign a GET of %s: %s", bucket,
+               a.errmsg[0] ? a.errmsg : cm_strerror(rc));
         goto out;
+    }
     cm_hex_encode(sig, 32, hex);
+    query.n = qn;
+    query.p[qn] = 0;
     cm_buf_printf(url, "%s%s?%s&X-Amz-Signature=%s", srv->evt_endpoint, cm_buf_str(&path),
                   cm_buf_str(&query), hex);
 out:

@@ -20,6 +20,7 @@ typedef struct gw_config {
     const char *secret_key;
     size_t inline_max;        /* largest object kept inline in its record */
     bool no_usage;            /* --no-usage: no usage records (benchmarks only) */
+    bool usage_fsync;         /* --usage-fsync: fsync usage records (power-loss safe) */
     bool no_access_log;       /* --no-access-log: no DIR/logs/access.log */
     unsigned usage_fold_ms;   /* how often pending usage records are folded (1000) */
     unsigned log_delivery_s;  /* PutBucketLogging delivery interval (60) */

@@ -41,6 +41,9 @@ static void usage_server(FILE *f)
             "                      workers (4), max-depth (4), timeout (ms, 10000)\n"
             "  --no-usage          do not record usage (benchmark comparisons only: the\n"
             "                      usage report then misses these requests)\n"
+            "  --usage-fsync       fsync each usage record before answering (group-committed;\n"
+            "                      survives power loss; default: written to the kernel before\n"
+            "                      answering, which survives kill -9 and any process crash)\n"
             "  --no-access-log     do not write DIR/logs/access.log\n"
             "  --access-log-max-bytes N  rotate the access log at N bytes (64 MiB)\n"
             "  --access-log-max-age S    ... or when it is S seconds old (86400)\n"
@@ -117,7 +120,7 @@ static int cmd_server(int argc, char **argv)
     };
     enum { O_DATA = 256, O_LISTEN, O_DRIVES, O_EC, O_REGION, O_DOMAIN, O_TRUST, O_PUBURL,
            O_BLOCK, O_INLINE, O_LOGLEVEL, O_NOUSAGE, O_NOALOG, O_ALOGBYTES, O_ALOGAGE,
-           O_LOGDELIV, O_FOLDMS, O_EVENTS };
+           O_LOGDELIV, O_FOLDMS, O_EVENTS, O_USAGEFSYNC };
     static const struct option opts[] = {
         {"data", required_argument, 0, O_DATA},        {"listen", required_argument, 0, O_LISTEN},
         {"drives", required_argument, 0, O_DRIVES},    {"ec", required_argument, 0, O_EC},
@@ -130,6 +133,7 @@ static int cmd_server(int argc, char **argv)
         {"access-log-max-age", required_argument, 0, O_ALOGAGE},
         {"log-delivery-interval", required_argument, 0, O_LOGDELIV},
         {"usage-fold-ms", required_argument, 0, O_FOLDMS},
+        {"usage-fsync", no_argument, 0, O_USAGEFSYNC},
         {"events", required_argument, 0, O_EVENTS},
         {0, 0, 0, 0}};
     int c;
@@ -161,6 +165,7 @@ static int cmd_server(int argc, char **argv)
             break;
         case O_NOUSAGE: cfg.no_usage = true; break;
         case O_NOALOG: cfg.no_access_log = true; break;
+        case O_USAGEFSYNC: cfg.usage_fsync = true; break;
         case O_ALOGBYTES: cfg.access_log_max_bytes = strtoull(optarg, NULL, 10); break;
         case O_ALOGAGE: cfg.access_log_max_age_s = (unsigned)strtoul(optarg, NULL, 10); break;
         case O_LOGDELIV: cfg.log_delivery_s = (unsigned)strtoul(optarg, NULL, 10); break;

@@ -72,7 +72,10 @@ void gw_account(gw_req *r)
         return; /* committed with the object (gw_commit_hook) */
     bill_event ev;
     fill_event(r, &ev, r->resp_ms, out);
-    int rc = bill_record(r->srv->md, &ev, true);
+    /* Written to the kernel (LevelDB's log) before the response is queued:
+     * survives kill -9. --usage-fsync also fsyncs it (group commit with
+     * concurrent requests): survives power loss. doc/billing.md. */
+    int rc = bill_record(r->srv->md, &ev, r->srv->cfg.usage_fsync);
     if (rc) {
         r->accounted = false;
         cm_log(CM_LOG_ERROR, "%s: usage record not written: %s", r->id, cm_strerror(rc));

@@ -65,7 +65,8 @@ int gw_ratelimit_reload(gw_server *srv)
     for (size_t i = 0; i < n; i++)
         a[i].lim = lims[i];
     free(lims);
-    qsort(a, n, sizeof *a, ent_cmp);
+    if (n)
+        qsort(a, n, sizeof *a, ent_cmp);
     if (!srv->rl) {
         struct gw_ratelimit *rl = calloc(1, sizeof *rl);
         if (!rl) {

@@ -5,6 +5,8 @@
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <errno.h>
 
 struct gw_ref {
     uint64_t hash;
@@ -176,6 +178,9 @@ int gw_start(const gw_config *cfg, gw_server_t **out)
         cm_log(CM_LOG_ERROR, "cannot open metadata at %s: %s", path, cm_strerror(rc));
         goto fail;
     }
+    /* The metadata holds user secrets in the clear (SigV4 needs them): owner only. */
+    if (chmod(path, 0700))
+        cm_log(CM_LOG_WARN, "cannot chmod 0700 %s: %s", path, strerror(errno));
     if ((rc = open_store(srv)))
         goto fail;
     md_set_reclaim(srv->md, reclaim, srv);

@@ -128,7 +128,8 @@ int md_user_create(md_db_t *db, const md_user *u)
     pthread_mutex_unlock(&users_lk);
 out0:
     md__batch_free(wb);
-    cm_wipe(v.p, v.n);
+    if (v.p)
+        cm_wipe(v.p, v.n);
     cm_buf_free(&ku);
     cm_buf_free(&kk);
     cm_buf_free(&v);
@@ -146,7 +147,8 @@ int md_user_get(md_db_t *db, const char *name, md_user *out)
         goto out;
     rc = user_decode(CM_SLICE_STR(name), cm_buf_slice(&v), out);
 out:
-    cm_wipe(v.p, v.n);
+    if (v.p)
+        cm_wipe(v.p, v.n);
     cm_buf_free(&k);
     cm_buf_free(&v);
     return rc;
@@ -200,7 +202,8 @@ int md_user_set_enabled(md_db_t *db, const char *name, bool enabled)
 out:
     pthread_mutex_unlock(&users_lk);
     cm_wipe(&u, sizeof u);
-    cm_wipe(v.p, v.n);
+    if (v.p)
+        cm_wipe(v.p, v.n);
     md__batch_free(wb);
     cm_buf_free(&k);
     cm_buf_free(&v);

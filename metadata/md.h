@@ -223,8 +223,8 @@ void md_upload_list_res_free(md_upload_list_res *res);
 /* ------------------------------------------------- access (creds.c, policy.c)
  * Users and their keys, per-user grants, bucket policies, CORS
  * configurations and rate limits. Secrets are stored in the clear because
- * SigV4 verification needs the plain secret: the database lives under the
- * data directory, which the server creates with mode 0700 (doc/access.md).
+ * SigV4 verification needs the plain secret: the server keeps the database
+ * directory at mode 0700 (doc/access.md).
  * Callers must cm_wipe() every md_user they read once done with it. */
 #define MD_USER_NAME_MAX 64
 #define MD_ACCESS_KEY_MAX 32

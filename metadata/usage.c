@@ -257,7 +257,8 @@ static int fold_requests(md_db_t *db, struct md__batch *b, size_t *nfold)
     }
     if ((rc = md__iter_status(it)))
         goto out;
-    qsort(a, n, sizeof *a, agg_cmp);
+    if (n)
+        qsort(a, n, sizeof *a, agg_cmp);
     for (size_t i = 0; i < n;) {
         agg sum = a[i];
         size_t j = i + 1;

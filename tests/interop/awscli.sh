@@ -430,19 +430,29 @@ errc "put-object with a wrong x-amz-checksum-crc32 -> BadDigest" BadDigest 400 s
 errc "nothing stored after a checksum mismatch" 404 404 s3api head-object --bucket "$B" --key ck/bad
 
 # ----------------------------------------------------------- awkward keys
-LONG=$(printf 'k%.0s' {1..1019})
-for key in "sp ace/a b" "plus+sign" "pct%25 and %" "pct%2Fslash" "amp&er=sand;x" "é/café" "日本/語.txt" \
-    "q?uestion#hash" "tilde~star*(paren)" "lead/../dots" "long/$LONG"; do
+LONG=$(printf 'k%.0s' {1..1020})
+AWKS=("sp ace/a b" "plus+sign" "pct%25 and %" "pct%2Fslash" "amp&er=sand;x" "é/café" "日本/語.txt"
+    "q?uestion#hash" "tilde~star*(paren)" "lead/../dots" "dq\"sq'bs\\" "$LONG")
+: >"$W/awk-keys"
+for key in "${AWKS[@]}"; do
     short=${key:0:32}
-    if okc "put-object key '$short'" s3api put-object --bucket "$B" --key "$key" --body "$W/up/small.txt"; then
-        c s3api get-object --bucket "$B" --key "$key" "$W/down/awk"
-        is "$RC:$(cat "$W/down/awk" 2>/dev/null)" "0:hello cairn" "get-object key '$short'"
-        q s3api list-objects-v2 --bucket "$B" --prefix "$key" --query 'Contents[].Key'
-        is "$OUT" "$key" "list-objects-v2 shows key '$short'"
-        okc "delete-object key '$short'" s3api delete-object --bucket "$B" --key "$key"
+    if okc "put-object key 'awk/$short'" s3api put-object --bucket "$B" --key "awk/$key" --body "$W/up/small.txt"; then
+        c s3api get-object --bucket "$B" --key "awk/$key" "$W/down/awk"
+        is "$RC:$(cat "$W/down/awk" 2>/dev/null)" "0:hello cairn" "get-object key 'awk/$short'"
+        printf 'awk/%s\n' "$key" >>"$W/awk-keys"
     fi
 done
-is "$(printf 'long/%s' "$LONG" | wc -c)" 1024 "(the long key above is 1024 bytes)"
+is "$(printf 'awk/%s' "$LONG" | wc -c)" 1024 "(the long key above is 1024 bytes)"
+c s3api list-objects-v2 --bucket "$B" --prefix awk/
+is "$(python3 -c '
+import json, sys
+got = set(o["Key"] for o in json.load(open(sys.argv[1])).get("Contents", []))
+want = set(open(sys.argv[2], encoding="utf-8").read().splitlines())
+print("same" if got == want else "missing %r, unexpected %r" % (sorted(want - got), sorted(got - want)))' "$W/out" "$W/awk-keys" 2>&1)" \
+    same "list-objects-v2 shows every awkward key exactly"
+okc "s3 rm --recursive of the awkward keys" s3 rm --recursive "s3://$B/awk/"
+q s3api list-objects-v2 --bucket "$B" --prefix awk/ --query 'length(Contents || `[]`)'
+is "$OUT" "0" "awkward keys all deleted"
 errc "1025-byte key -> KeyTooLongError" KeyTooLongError 400 s3api put-object --bucket "$B" \
     --key "x$(printf 'y%.0s' {1..1024})" --body "$W/up/small.txt"
 okc "1024-byte key" s3api put-object --bucket "$B" --key "$(printf 'z%.0s' {1..1024})" --body "$W/up/small.txt"

@@ -434,6 +434,7 @@ def main():
     srv = Server("main", "--log-delivery-interval", "1", "--usage-fold-ms", "200")
     if not t.ok(srv.start(), "server starts"):
         return
+    bucket = "usage-none"
     with t.block("exactness"):
         bucket, _ = test_exact(srv)
     with t.block("kill -9"):

@@ -1233,7 +1233,7 @@ static void test_parse_errors(void)
     header_case("good header", GOOD_AUTHZ, date, empty, 0, NULL, SIGV4_OK, NULL);
     header_case("no auth: anonymous", NULL, date, NULL, 0, NULL, SIGV4_ERR_ANONYMOUS, NULL);
     header_case("SigV2 header", "AWS AKIAIOSFODNN7EXAMPLE:frJIUN8DYpKDtOLCwo//yllqDzg=", date,
-                empty, 0, NULL, SIGV4_ERR_UNSUPPORTED, "InvalidRequest");
+                empty, 0, NULL, SIGV4_ERR_UNSUPPORTED, "InvalidArgument");
     header_case("no Signature",
                 "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/"
                 "aws4_request, SignedHeaders=host",

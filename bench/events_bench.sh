@@ -1,0 +1,131 @@
+#!/bin/sh
+# bench/events_bench.sh BUILD_DIR - what bucket notifications cost: PUT ops/s of 4 KiB objects
+# into a bucket with a notification rule (a webhook on loopback) vs one without, in the same
+# run (alternating phases), and the end-to-end latency p50/p99 from PUT acknowledgement to
+# webhook receipt. Starts cairn and a receiver on free 127.0.0.1 ports in a temp dir; every
+# process it starts is stopped by the trap.
+# Knobs: EVB_SECONDS per throughput phase (8), EVB_CONC PUT connections (8), EVB_ROUNDS
+# alternations (2), EVB_LAT_N latency samples (1000), EVB_PY python with boto3 (/usr/bin/python3).
+set -u
+BUILD=${1:?usage: bench/events_bench.sh BUILD_DIR}
+BUILD=$(cd "$BUILD" && pwd)
+SECS=${EVB_SECONDS:-8}
+CONC=${EVB_CONC:-8}
+ROUNDS=${EVB_ROUNDS:-2}
+LAT_N=${EVB_LAT_N:-1000}
+PY=${EVB_PY:-/usr/bin/python3}
+AK=evbenchAK0123456789
+SK=evbenchSK0123456789abcdefghijklmnopqrstu
+export CAIRN_ACCESS_KEY=$AK CAIRN_SECRET_KEY=$SK AWS_ACCESS_KEY_ID=$AK AWS_SECRET_ACCESS_KEY=$SK
+export AWS_DEFAULT_REGION=us-east-1
+
+TMP=$(mktemp -d /tmp/cairn-evbench.XXXXXX) || exit 1
+CAIRN_PID=
+RECV_PID=
+cleanup() {
+    for p in $CAIRN_PID $RECV_PID; do kill "$p" 2>/dev/null; done
+    for p in $CAIRN_PID $RECV_PID; do wait "$p" 2>/dev/null; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PORT=$(free_port)
+RPORT=$(free_port)
+EP=http://127.0.0.1:$PORT
+
+# The receiver: appends "epoch_seconds key" per event to $TMP/recv.log.
+cat >"$TMP/recv.py" <<'EOF'
+import json, sys, time, urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+out = open(sys.argv[2], "a", buffering=1)
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        now = time.time()
+        for r in json.loads(body)["Records"]:
+            out.write("%.6f %s\n" % (now, urllib.parse.unquote_plus(r["s3"]["object"]["key"])))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+EOF
+"$PY" "$TMP/recv.py" "$RPORT" "$TMP/recv.log" &
+RECV_PID=$!
+"$BUILD/cairn" server --data "$TMP/data" --listen "127.0.0.1:$PORT" --log-level warn >"$TMP/cairn.log" 2>&1 &
+CAIRN_PID=$!
+for i in $(seq 100); do
+    "$PY" -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 1)" 2>/dev/null && break
+    sleep 0.1
+done
+
+"$BUILD/cairn-admin" --endpoint "$EP" target add bench-hook --webhook "http://127.0.0.1:$RPORT/" >/dev/null ||
+    { echo "events_bench: cannot define the target" >&2; exit 1; }
+"$PY" - "$EP" <<'EOF' || exit 1
+import sys, boto3
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1")
+for b in ("evb-plain", "evb-rule"):
+    s3.create_bucket(Bucket=b)
+s3.put_bucket_notification_configuration(Bucket="evb-rule", NotificationConfiguration={
+    "QueueConfigurations": [{"QueueArn": "arn:cairn:sqs:us-east-1::bench-hook", "Events": ["s3:ObjectCreated:*"]}]})
+EOF
+
+# jget JSON KEY
+jget() { printf '%s\n' "$1" | sed -n "s/.*\"$2\":\"\{0,1\}\([^,\"}]*\).*/\1/p" | head -n 1; }
+put_phase() { # BUCKET PREFIX -> ops/s
+    line=$("$BUILD/cairn-bench" --endpoint "$EP" --bucket "$1" --prefix "$2" --op put --size 4k \
+        --concurrency "$CONC" --duration "$SECS" --json 2>>"$TMP/bench.err" | grep '"phase":"run"' | tail -n 1)
+    jget "$line" ops_per_s
+}
+
+PLAIN=""
+RULE=""
+r=1
+while [ "$r" -le "$ROUNDS" ]; do
+    PLAIN="$PLAIN $(put_phase evb-plain "p$r-")"
+    RULE="$RULE $(put_phase evb-rule "r$r-")"
+    r=$((r + 1))
+done
+echo "PUT 4 KiB, $CONC connections, ${SECS}s phases, alternating:"
+echo "  without a rule: ops/s per phase:$PLAIN"
+echo "  with a rule:    ops/s per phase:$RULE"
+"$PY" -c "
+import sys
+p=[float(x) for x in '$PLAIN'.split()]; r=[float(x) for x in '$RULE'.split()]
+mp=sum(p)/len(p); mr=sum(r)/len(r)
+print('  mean: %.0f vs %.0f ops/s (%.1f%% %s with a rule)' % (mp, mr, abs(100*(mr-mp)/mp), 'less' if mr < mp else 'more'))
+"
+# Let the throughput phases' events drain before timing single events.
+sleep 2
+"$PY" - "$EP" "$TMP/recv.log" "$LAT_N" <<'EOF'
+import sys, time, boto3
+from botocore.config import Config
+ep, log, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s3 = boto3.client("s3", endpoint_url=ep, region_name="us-east-1", config=Config(retries={"max_attempts": 1}))
+body = b"x" * 4096
+acks = {}
+for i in range(n):
+    k = "lat-%06d" % i
+    s3.put_object(Bucket="evb-rule", Key=k, Body=body)
+    acks[k] = time.time()
+    time.sleep(0.002)
+end = time.time() + 30
+got = {}
+while time.time() < end and len(got) < n:
+    with open(log) as f:
+        for line in f:
+            t, k = line.rstrip("\n").split(" ", 1)
+            if k in acks and k not in got:
+                got[k] = float(t)
+    time.sleep(0.2)
+lat = sorted((got[k] - acks[k]) * 1000 for k in got)
+if not lat:
+    print("latency: no events received"); sys.exit(1)
+p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
+print("PUT ack -> webhook receipt, %d sequential PUTs (%d received): p50 %.2f ms, p99 %.2f ms, max %.2f ms"
+      % (n, len(lat), p(0.50), p(0.99), lat[-1]))
+EOF
