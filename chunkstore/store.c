@@ -319,16 +319,18 @@ static int make_fanout(const cs_store_t *cs, int d, const uint8_t id[CS_ID_LEN],
     return 0;
 }
 
-/* Makes the entries of drive d's fan-out directory of id durable, and the
- * fan-out directory's own entry too if it was just created. */
-static int sync_fanout(const cs_store_t *cs, int d, const uint8_t id[CS_ID_LEN], int created)
+/* Makes the entries of drive d's fan-out directory of id durable (top: of
+ * the drive directory instead, which holds the fan-out directory's entry). */
+static int sync_dir(const cs_store_t *cs, int d, const uint8_t id[CS_ID_LEN], int top)
 {
     char dir[CS_PATH_MAX];
     int rc;
 
-    if ((rc = fanout_path(cs, d, id, dir, sizeof(dir))) != 0)
+    if (top)
+        snprintf(dir, sizeof(dir), "%s", cs->drives[d]);
+    else if ((rc = fanout_path(cs, d, id, dir, sizeof(dir))) != 0)
         return rc;
-    if ((rc = cm_fsync_dir(dir)) != 0 || (created && (rc = cm_fsync_dir(cs->drives[d])) != 0)) {
+    if ((rc = cm_fsync_dir(dir)) != 0) {
         cm_log(CM_LOG_ERROR, "chunkstore: fsync directory %s: %s", dir, cm_strerror(rc));
         return rc;
     }
@@ -422,7 +424,10 @@ static void kick_writeback(cs_writer_t *w, int force)
 #ifdef SYNC_FILE_RANGE_WRITE
     uint64_t end = cs__stripe_off(w->seg.block_size, w->nstripes);
 
-    if (end <= w->kicked || (!force && end - w->kicked < CS_KICK_BYTES))
+    static long kick = -2;
+    if (kick == -2) { const char *e = getenv("CS_KICK"); kick = e ? atol(e) : (long)CS_KICK_BYTES; }
+    if (kick <= 0) return;
+    if (end <= w->kicked || (!force && end - w->kicked < (uint64_t)kick))
         return;
     for (int i = 0; i < w->seg.k + w->seg.m; i++)
         sync_file_range(w->fds[i], (off_t)w->kicked, (off_t)(end - w->kicked),
@@ -502,7 +507,12 @@ struct sync_task {
     struct cs__task t; /* first: the pool sees only this */
     cs_writer_t *w;
     int i;   /* shard index */
-    int dir; /* 0: fdatasync the file; 1: fsync its directory (and the drive's if new) */
+    int what; /* SYNC_FILE, SYNC_FANOUT or SYNC_DRIVE */
+};
+enum {
+    SYNC_FILE,   /* fdatasync the shard file */
+    SYNC_FANOUT, /* fsync its fan-out directory: the file's entry */
+    SYNC_DRIVE   /* fsync the drive directory: the entry of a fan-out dir we created */
 };
 
 static int sync_main(struct cs__task *t)
@@ -511,8 +521,8 @@ static int sync_main(struct cs__task *t)
     cs_writer_t *w = st->w;
     int d = w->seg.drives[st->i], rc;
 
-    if (st->dir)
-        return sync_fanout(w->cs, d, w->seg.id, w->newdir[st->i]);
+    if (st->what != SYNC_FILE)
+        return sync_dir(w->cs, d, w->seg.id, st->what == SYNC_DRIVE);
     if (fdatasync(w->fds[st->i]) != 0) {
         rc = cm_from_errno(errno);
         cm_log(CM_LOG_ERROR, "chunkstore: fdatasync shard %d on %s: %s", st->i, w->cs->drives[d],
@@ -534,8 +544,9 @@ static void writer_free(cs_writer_t *w)
 int cs_writer_finish(cs_writer_t *w, cm_buf *out_layout)
 {
     int k = w->seg.k, n = w->seg.k + w->seg.m, rc;
-    struct sync_task st[2 * CS__MAX_SHARDS];
-    struct cs__task *tasks[2 * CS__MAX_SHARDS];
+    struct sync_task st[3 * CS__MAX_SHARDS];
+    struct cs__task *tasks[3 * CS__MAX_SHARDS];
+    int ntasks = 0;
     struct cs_hdr h;
     uint8_t hdr[CS__HDR_LEN];
 
@@ -566,18 +577,21 @@ int cs_writer_finish(cs_writer_t *w, cm_buf *out_layout)
             return w->failed = rc;
     }
 
-    /* Durability: every file's data and every directory entry, all 2(k+m)
-     * syncs in flight at once (the files are on distinct drives; on one
-     * disk the journal commits them together). The files were created under
-     * their final names, so there is no rename to order after the fdatasync:
+    /* Durability: every file's data and every directory entry, all syncs
+     * in flight at once (the files are on distinct drives; on one disk the
+     * journal commits them together). The files were created under their
+     * final names, so there is no rename to order after the fdatasync:
      * nothing acknowledges the segment until all of these returned. */
     for (int i = 0; i < n; i++) {
-        st[2 * i] = (struct sync_task){.t.fn = sync_main, .w = w, .i = i, .dir = 0};
-        st[2 * i + 1] = (struct sync_task){.t.fn = sync_main, .w = w, .i = i, .dir = 1};
-        tasks[2 * i] = &st[2 * i].t;
-        tasks[2 * i + 1] = &st[2 * i + 1].t;
+        for (int what = SYNC_FILE; what <= SYNC_DRIVE; what++) {
+            if (what == SYNC_DRIVE && !w->newdir[i])
+                continue;
+            st[ntasks] = (struct sync_task){.t.fn = sync_main, .w = w, .i = i, .what = what};
+            tasks[ntasks] = &st[ntasks].t;
+            ntasks++;
+        }
     }
-    if ((rc = run_batch(w->cs, tasks, 2 * n)) != 0)
+    if ((rc = run_batch(w->cs, tasks, ntasks)) != 0)
         return w->failed = rc;
 
     w->seg.type = CS__REC_SEGMENT;
@@ -1262,7 +1276,8 @@ static int heal_commit(struct heal *h)
         pthread_mutex_lock(&h->cs->heal.mu);
         h->cs->heal.nhealed++;
         pthread_mutex_unlock(&h->cs->heal.mu);
-        if (sync_fanout(h->cs, s->drives[i], s->id, h->newdir[i]) != 0)
+        if (sync_dir(h->cs, s->drives[i], s->id, 0) != 0 ||
+            (h->newdir[i] && sync_dir(h->cs, s->drives[i], s->id, 1) != 0))
             rc = CM_EIO;
     }
     pthread_mutex_unlock(seg_lock(h->cs, s->id));

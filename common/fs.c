@@ -56,5 +56,6 @@ int cm_random_bytes(void *p, size_t n)
 
 void cm_wipe(void *p, size_t n)
 {
-    explicit_bzero(p, n);
+    if (p && n)
+        explicit_bzero(p, n);
 }

@@ -136,7 +136,8 @@ typedef struct evt_config {
     int delivery_timeout_ms; /* network targets (default 10 s) */
     evt_presign_fn presign;
     evt_session_fn session;
-    void *cb_arg;            /* passed to presign and session */
+    void (*depth_fn)(void *arg, uint64_t n); /* told the outbox depth when it changes */
+    void *cb_arg;            /* passed to presign, session and depth_fn */
 } evt_config;
 
 /* Fills the defaults above (strings NULL). */

@@ -812,8 +812,11 @@ void evt_staged_finish(evt_t *e, evt_staged *st, bool committed)
         pthread_mutex_lock(&e->lk);
         for (size_t i = 0; i < st->n; i++)
             pend_insert(e, st->a[i]);
+        size_t depth = e->npend;
         pthread_cond_broadcast(&e->cv);
         pthread_mutex_unlock(&e->lk);
+        if (e->cfg.depth_fn)
+            e->cfg.depth_fn(e->cfg.cb_arg, depth);
     } else {
         for (size_t i = 0; i < st->n; i++)
             pend_free(st->a[i]);
@@ -1058,6 +1061,12 @@ static void *worker_main(void *arg)
             p->due_ms = now + evt_backoff_ms(&e->cfg, p->r.attempts, (uint32_t)random());
         }
         pthread_cond_broadcast(&e->cv);
+        if (e->cfg.depth_fn) {
+            size_t depth = e->npend;
+            pthread_mutex_unlock(&e->lk);
+            e->cfg.depth_fn(e->cfg.cb_arg, depth);
+            pthread_mutex_lock(&e->lk);
+        }
     }
     pthread_mutex_unlock(&e->lk);
     evt__worker_cleanup(w);
@@ -1087,6 +1096,8 @@ int evt_start(const evt_config *cfg, md_db_t *md, evt_t **out)
         goto fail;
     if (e->npend)
         cm_log(CM_LOG_INFO, "events: %zu events pending delivery", e->npend);
+    if (cfg->depth_fn)
+        cfg->depth_fn(cfg->cb_arg, e->npend);
     e->st.pending = e->npend;
     srandom((unsigned)cm_mono_ns());
     evt__targets_init();

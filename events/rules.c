@@ -69,7 +69,7 @@ void evt_notify_clear(evt_notify *cfg)
 
 static bool has_suffix(cm_slice s, cm_slice suf)
 {
-    return s.n >= suf.n && memcmp(s.p + s.n - suf.n, suf.p, suf.n) == 0;
+    return suf.n == 0 || (s.n >= suf.n && memcmp(s.p + s.n - suf.n, suf.p, suf.n) == 0);
 }
 
 bool evt_rule_match(const evt_rule *rule, uint32_t type, cm_slice key)
@@ -179,11 +179,12 @@ int evt_notify_decode(cm_slice text, evt_notify *cfg)
             rc = CM_ENOMEM;
             break;
         }
-        snprintf(r->id, sizeof r->id, "%s", cm_json_get_str(j, "id") ? cm_json_get_str(j, "id") : "");
-        snprintf(r->arn, sizeof r->arn, "%s",
-                 cm_json_get_str(j, "arn") ? cm_json_get_str(j, "arn") : "");
+        const char *id = cm_json_get_str(j, "id"), *arn = cm_json_get_str(j, "arn");
+        snprintf(r->id, sizeof r->id, "%s", id ? id : "");
+        snprintf(r->arn, sizeof r->arn, "%s", arn ? arn : "");
         r->section = (enum evt_section)(int)cm_json_get_num(j, "section", 0);
-        for (const cm_json *e = ev ? ev->child : NULL; e && r->nnames < EVT_MAX_NAMES; e = e->next) {
+        const cm_json *e = ev ? ev->child : NULL;
+        for (; e && r->nnames < EVT_MAX_NAMES; e = e->next) {
             uint32_t m = 0;
             if (e->type != CM_JSON_STRING || evt_name_parse(e->str, &m))
                 continue;

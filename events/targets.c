@@ -175,8 +175,8 @@ static int redis_xadd(evt_t *e, const tgt_url *u, const evt__rec *r, cm_buf *err
     } else if (line.n && line.p[0] == '$') {
         rc = 0; /* the new entry's id */
     } else {
-        cm_buf_printf(err, "redis %s:%s: %.*s", u->host, u->port, (int)(line.n > 200 ? 200 : line.n),
-                      (const char *)line.p);
+        cm_buf_printf(err, "redis %s:%s: %.*s", u->host, u->port,
+                      (int)(line.n > 200 ? 200 : line.n), (const char *)line.p);
     }
     close(fd);
     cm_buf_free(&req);
@@ -193,7 +193,8 @@ static int nats_pub(evt_t *e, const tgt_url *u, const evt__rec *r, cm_buf *err)
     int fd = tcp_connect(u, e->cfg.delivery_timeout_ms, err);
     if (fd < 0)
         return CM_EIO;
-    if (read_line(fd, &in, &line) || !cm_slice_has_prefix(cm_buf_slice(&line), CM_SLICE_STR("INFO"))) {
+    if (read_line(fd, &in, &line) ||
+        !cm_slice_has_prefix(cm_buf_slice(&line), CM_SLICE_STR("INFO"))) {
         cm_buf_printf(err, "nats %s:%s: no INFO greeting", u->host, u->port);
         goto out;
     }

@@ -197,8 +197,9 @@ void gw_admin_events(gw_req *r, cm_slice rest)
         for (const cm_json *x = a ? a->child : NULL; x && n < 1000; x = x->next)
             if (x->type == CM_JSON_NUMBER && x->num >= 1)
                 ids[n++] = (uint64_t)x->num;
+        bool asked = a && a->n;
         cm_json_doc_free(d);
-        if (a && a->n && !n) {
+        if (asked && !n) {
             gw_json_error(r, 400, "InvalidArgument", "ids are positive numbers");
             return;
         }

@@ -130,6 +130,12 @@ out:
     return rc;
 }
 
+static void queue_depth(void *arg, uint64_t n)
+{
+    (void)arg;
+    gw_metrics_set_event_queue_depth(n);
+}
+
 int gw_evt_start(gw_server *srv)
 {
     evt_config ec;
@@ -156,6 +162,7 @@ int gw_evt_start(gw_server *srv)
     ec.presign = presign;
     ec.session = make_session;
     ec.cb_arg = srv;
+    ec.depth_fn = queue_depth;
     if (srv->cfg.events && evt_config_parse(srv->cfg.events, &ec, &why)) {
         cm_log(CM_LOG_ERROR, "--events: %s", why);
         return CM_EINVAL;
@@ -169,6 +176,14 @@ void gw_evt_stop(gw_server *srv)
 {
     evt_stop(srv->evt);
     srv->evt = NULL;
+}
+
+void gw_evt_bucket_deleted(gw_server *srv, const char *bucket)
+{
+    evt_notify none = {0};
+    const char *why = NULL;
+    if (srv->evt && evt_notify_put(srv->evt, bucket, &none, &why))
+        cm_log(CM_LOG_WARN, "events: bucket %s: configuration not removed", bucket);
 }
 
 void gw_evt_begin(gw_req *r, uint32_t type, cm_slice key)

@@ -215,6 +215,8 @@ void gw_evt_stop(gw_server *srv);
 void gw_evt_begin(gw_req *r, uint32_t type, cm_slice key);
 int gw_evt_hook(gw_req *r, md_batch_t *b, const md_object *cur, const md_object *next);
 void gw_evt_end(gw_req *r, int rc);
+/* Forgets a deleted bucket's notification configuration. */
+void gw_evt_bucket_deleted(gw_server *srv, const char *bucket);
 /* Session keys given to function runs: 0 and the secret (>= 41 bytes) and
  * the run's depth when ak is a valid, unexpired one; CM_ENOTFOUND if not. */
 int gw_evt_session_secret(gw_server *srv, const char *ak, char *sk /* OUT */,

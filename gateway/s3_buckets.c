@@ -130,6 +130,7 @@ void gw_delete_bucket(gw_req *r)
         gw_error(r, gw_s3err_from_cm(rc, S3E_NoSuchBucket));
         return;
     }
+    gw_evt_bucket_deleted(r->srv, r->bucket);
     r->status = 204;
 }
 

@@ -47,7 +47,8 @@ static bool parse_rule(gw_req *r, gw_xnode *c, size_t si, evt_rule *rule)
         if (!strcmp(x->name, "Event")) {
             uint32_t m;
             if (evt_name_parse(x->text, &m)) {
-                gw_error_msg(r, S3E_InvalidArgument, "The event is not supported for notifications");
+                gw_error_msg(r, S3E_InvalidArgument,
+                             "The event is not supported for notifications");
                 gw_error_extra(r, "ArgumentName", CM_SLICE_STR("Event"));
                 gw_error_extra(r, "ArgumentValue", x->text);
                 return false;

@@ -139,7 +139,10 @@ start_server() {
     eval "PID_$name=$pid"
     for i in $(seq 300); do
         if ! kill -0 "$pid" 2>/dev/null; then
-            srv_notok "$name server started (it exited: $(tail -n 3 "$TMP/$name.log" | tr '\n' ' ' | cut -c1-300))"
+            wait "$pid"
+            srv_notok "$name server started (it exited with status $?)"
+            { grep -E -m1 -A12 'ERROR: .*Sanitizer|runtime error:' "$TMP/$name.log" || tail -n 12 "$TMP/$name.log"; } |
+                cut -c1-300 | sed 's/^/#   /' >>"$TMP/server.tap"
             return 1
         fi
         if answers "http://127.0.0.1:$port"; then

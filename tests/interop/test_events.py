@@ -683,5 +683,10 @@ def functions():
 try:
     main()
 finally:
+    if t.failed:
+        try:
+            t.diag("last lines of the cairn log:", *srv.logtext().splitlines()[-40:])
+        except OSError:
+            pass
     cleanup()
 sys.exit(t.done())
