@@ -98,6 +98,10 @@ int cs_layout_delete(cs_store_t *cs, cm_slice layout_or_intent);
 /* Waits until every heal queued so far has finished (for tests and tools).
  * Thread-safe. */
 void cs_store_heal_wait(cs_store_t *cs);
+/* Counts since cs_store_open_local(): shard files rewritten by heals, and
+ * heals given up (segment deleted meanwhile, or too damaged). Either
+ * pointer may be NULL. Thread-safe. */
+void cs_store_heal_stats(cs_store_t *cs, uint64_t *healed, uint64_t *failed);
 
 /* Removes leftovers of interrupted heals (and of writers of older versions,
  * which wrote "<name>.tmp" and renamed): temporary files on all drives.

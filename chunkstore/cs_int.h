@@ -45,10 +45,10 @@ struct cs_seg {
 /* One unit of work for the store's I/O pool (store.c). Embedded in a
  * caller-owned struct that lives until run_batch() returns. */
 struct cs__task {
-    struct cs__task *next;          /* pool queue link; guarded by cs__pool.mu */
-    struct cs__batch *batch;        /* the caller waiting for it */
-    int (*fn)(struct cs__task *t);  /* the work: returns 0 or a CM_E* code */
-    int rc;                         /* fn's result, valid once batch->left dropped */
+    struct cs__task *next;         /* pool queue link; guarded by cs__pool.mu */
+    struct cs__batch *batch;       /* the caller waiting for it */
+    int (*fn)(struct cs__task *t); /* the work: returns 0 or a CM_E* code */
+    int rc;                        /* fn's result, valid once batch->left dropped */
 };
 struct cs__batch {
     int left; /* tasks not finished yet; guarded by cs__pool.mu */
@@ -65,8 +65,8 @@ struct cs__pool {
     pthread_cond_t done;   /* broadcast: some task finished */
     struct cs__task *head; /* FIFO of tasks not yet started */
     struct cs__task *tail;
-    int stop;              /* threads exit once set (queue is empty by then) */
-    int nthreads;          /* started threads in th[] */
+    int stop;     /* threads exit once set (queue is empty by then) */
+    int nthreads; /* started threads in th[] */
     pthread_t th[CS__POOL_MAX];
 };
 
@@ -91,7 +91,7 @@ struct cs__healer {
     int stop;                    /* no new jobs; the thread drains the queue and exits */
     int started;                 /* th is running (join at close) */
     pthread_t th;
-    uint64_t nhealed, nfailed;   /* shards rewritten / jobs given up, since open */
+    uint64_t nhealed, nfailed; /* shards rewritten / jobs given up, since open */
 };
 
 /* Segment locks: cs_layout_delete() unlinks a segment's files, and a heal

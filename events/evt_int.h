@@ -56,9 +56,12 @@ typedef struct evt__tgt {
     struct evt__tgt *next;
 } evt__tgt;
 
-/* A pending event in memory, in seq order. */
+struct evt__dq;
+
+/* A pending event in memory, in seq order within its destination's queue. */
 typedef struct evt__pend {
     struct evt__pend *prev, *next;
+    struct evt__dq *dq;  /* the queue it is on */
     uint64_t seq;        /* outbox id */
     evt__rec r;
     int64_t due_ms;      /* not before */
@@ -66,30 +69,46 @@ typedef struct evt__pend {
     uint64_t tuple;      /* hash of (dest, bucket, key): in-order unit */
 } evt__pend;
 
+/* The pending events of one destination, in seq order. Picking looks at
+ * the first EVT__LOOKAHEAD of them only, and skips the whole queue while
+ * its target is down or its function runs at its concurrency. */
+#define EVT__LOOKAHEAD 1024
+typedef struct evt__dq {
+    uint8_t kind;        /* enum evt_dest_kind */
+    char name[64];
+    evt__pend *head, *tail;
+    size_t n;
+    struct evt__dq *next;
+} evt__dq;
+
 typedef struct evt__bcfg {
     char bucket[64];
     evt_notify cfg;
     struct evt__bcfg *next;
 } evt__bcfg;
 
-/* The system. lk guards everything below it; cfg and md are set at start
- * and read unlocked. Lock order: lk only (never held across I/O). */
+/* The system. lk guards everything below it but bcfgs, which cfg_lk
+ * guards (read by every change, so kept off lk); cfg and md are set at
+ * start and read unlocked. Never both locks at once; neither is held
+ * across I/O. */
 struct evt {
     evt_config cfg;
     md_db_t *md;
     pthread_mutex_t lk;
     pthread_cond_t cv;          /* pending list changed, or stopping */
-    evt__pend *head, *tail;
+    evt__dq *dqs;               /* one queue per destination with pending events */
     size_t npend;
     evt__fn *fns;
     evt__tgt *tgts;
+    pthread_rwlock_t cfg_lk;    /* guards bcfgs (read on every change: not lk) */
     evt__bcfg *bcfgs;
     bool stopping;
     pthread_t *threads;
     int nthreads;
     int64_t next_trim_ms;
-    uint64_t *blocked;          /* scratch set for picking (size nblocked) */
-    size_t nblocked;
+    uint64_t blocked[4 * EVT__LOOKAHEAD]; /* scratch set of tuples for picking */
+    uint32_t blocked_gen[4 * EVT__LOOKAHEAD]; /* entry valid when == gen */
+    uint32_t gen;
     evt_stats st;
     char log_dir[4096];         /* DIR/logs/functions */
 };

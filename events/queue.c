@@ -612,7 +612,7 @@ int evt_notify_put(evt_t *e, const char *bucket, const evt_notify *cfg, const ch
         free(c);
         return rc;
     }
-    pthread_mutex_lock(&e->lk);
+    pthread_rwlock_wrlock(&e->cfg_lk);
     for (evt__bcfg **pp = &e->bcfgs; *pp; pp = &(*pp)->next) {
         if (!strcmp((*pp)->bucket, bucket)) {
             evt__bcfg *old = *pp;
@@ -626,18 +626,18 @@ int evt_notify_put(evt_t *e, const char *bucket, const evt_notify *cfg, const ch
         c->next = e->bcfgs;
         e->bcfgs = c;
     }
-    pthread_mutex_unlock(&e->lk);
+    pthread_rwlock_unlock(&e->cfg_lk);
     return 0;
 }
 
 int evt_notify_get(evt_t *e, const char *bucket, evt_notify *cfg)
 {
     int rc = 0;
-    pthread_mutex_lock(&e->lk);
+    pthread_rwlock_rdlock(&e->cfg_lk);
     evt__bcfg *c = bcfg_find(e, bucket);
     if (c)
         rc = notify_copy(cfg, &c->cfg);
-    pthread_mutex_unlock(&e->lk);
+    pthread_rwlock_unlock(&e->cfg_lk);
     return rc;
 }
 
@@ -706,7 +706,7 @@ int evt_stage(evt_t *e, md_batch_t *b, const evt_change *c, evt_staged **staged)
         char id[256];
     } hits[8];
     size_t nhits = 0;
-    pthread_mutex_lock(&e->lk);
+    pthread_rwlock_rdlock(&e->cfg_lk);
     evt__bcfg *bc = bcfg_find(e, c->bucket);
     for (size_t i = 0; bc && i < bc->cfg.n && nhits < 8; i++) {
         const evt_rule *r = &bc->cfg.a[i];
@@ -716,7 +716,9 @@ int evt_stage(evt_t *e, md_batch_t *b, const evt_change *c, evt_staged **staged)
         snprintf(hits[nhits].id, sizeof hits[nhits].id, "%s", r->id);
         nhits++;
     }
+    pthread_rwlock_unlock(&e->cfg_lk);
     if (nhits && c->depth >= e->cfg.max_depth) {
+        pthread_mutex_lock(&e->lk);
         e->st.dropped_depth += nhits;
         pthread_mutex_unlock(&e->lk);
         cm_log(CM_LOG_WARN,
@@ -725,7 +727,6 @@ int evt_stage(evt_t *e, md_batch_t *b, const evt_change *c, evt_staged **staged)
                (const char *)c->key.p, c->depth, e->cfg.max_depth);
         goto out;
     }
-    pthread_mutex_unlock(&e->lk);
     if (!nhits)
         goto out;
     if (!(st = calloc(1, sizeof *st))) {
@@ -772,35 +773,59 @@ out:
     return rc;
 }
 
-/* Inserts p in seq order (usually at the tail). Called with lk held. */
-static void pend_insert(evt_t *e, evt__pend *p)
+/* The queue of p's destination, created on first use. With lk held. */
+static evt__dq *dq_get(evt_t *e, const evt__rec *r)
 {
-    evt__pend *after = e->tail;
+    for (evt__dq *q = e->dqs; q; q = q->next)
+        if (q->kind == r->dest_kind && !strcmp(q->name, r->dest))
+            return q;
+    evt__dq *q = calloc(1, sizeof *q);
+    if (!q)
+        return NULL;
+    q->kind = r->dest_kind;
+    memcpy(q->name, r->dest, sizeof q->name);
+    q->next = e->dqs;
+    e->dqs = q;
+    return q;
+}
+
+/* Inserts p in seq order (usually at the tail). With lk held; false on OOM. */
+static bool pend_insert(evt_t *e, evt__pend *p)
+{
+    evt__dq *q = dq_get(e, &p->r);
+    if (!q)
+        return false;
+    evt__pend *after = q->tail;
     while (after && after->seq > p->seq)
         after = after->prev;
+    p->dq = q;
     p->prev = after;
-    p->next = after ? after->next : e->head;
+    p->next = after ? after->next : q->head;
     if (p->next)
         p->next->prev = p;
     else
-        e->tail = p;
+        q->tail = p;
     if (after)
         after->next = p;
     else
-        e->head = p;
+        q->head = p;
+    q->n++;
     e->npend++;
+    return true;
 }
 
 static void pend_unlink(evt_t *e, evt__pend *p)
 {
+    evt__dq *q = p->dq;
     if (p->prev)
         p->prev->next = p->next;
     else
-        e->head = p->next;
+        q->head = p->next;
     if (p->next)
         p->next->prev = p->prev;
     else
-        e->tail = p->prev;
+        q->tail = p->prev;
+    q->n--;
     e->npend--;
 }
 
@@ -810,10 +835,14 @@ void evt_staged_finish(evt_t *e, evt_staged *st, bool committed)
         return;
     if (committed) {
         pthread_mutex_lock(&e->lk);
-        for (size_t i = 0; i < st->n; i++)
-            pend_insert(e, st->a[i]);
+        for (size_t i = 0; i < st->n; i++) {
+            if (!pend_insert(e, st->a[i])) { /* stored; delivered after a restart */
+                pend_free(st->a[i]);
+                cm_log(CM_LOG_ERROR, "events: out of memory queueing an event");
+            }
+        }
         size_t depth = e->npend;
-        pthread_cond_broadcast(&e->cv);
+        pthread_cond_signal(&e->cv); /* one event: one worker */
         pthread_mutex_unlock(&e->lk);
         if (e->cfg.depth_fn)
             e->cfg.depth_fn(e->cfg.cb_arg, depth);
@@ -838,78 +867,68 @@ static int load_pending(void *arg, uint64_t seq, cm_slice v)
     }
     p->seq = seq;
     p->tuple = tuple_hash(&p->r);
-    pend_insert(e, p);
+    if (!pend_insert(e, p)) {
+        pend_free(p);
+        return CM_ENOMEM;
+    }
     return 0;
 }
 
 /* ------------------------------------------------------------ dispatcher */
-/* Set of tuples blocked during one pick: open addressing over e->blocked. */
-static bool blocked_has(evt_t *e, uint64_t t)
+/* Set of tuples blocked during one queue's scan: open addressing over
+ * e->blocked, entries valid when stamped with the current generation. */
+static bool blocked_test_add(evt_t *e, uint64_t t)
 {
-    size_t m = e->nblocked - 1;
+    size_t m = sizeof e->blocked / sizeof e->blocked[0] - 1;
     for (size_t i = t & m;; i = (i + 1) & m) {
+        if (e->blocked_gen[i] != e->gen) {
+            e->blocked_gen[i] = e->gen;
+            e->blocked[i] = t;
+            return false;
+        }
         if (e->blocked[i] == t)
             return true;
-        if (!e->blocked[i])
-            return false;
-    }
-}
-
-static void blocked_add(evt_t *e, uint64_t t)
-{
-    size_t m = e->nblocked - 1;
-    for (size_t i = t & m;; i = (i + 1) & m) {
-        if (e->blocked[i] == t)
-            return;
-        if (!e->blocked[i]) {
-            e->blocked[i] = t;
-            return;
-        }
     }
 }
 
 /* Picks the first pending event that may go now: due, not in flight, its
  * destination ready, and no earlier event of its (destination, key)
  * pending. *wait_ms gets how long until something might be ready. With lk
- * held. */
+ * held. Cost: the number of destinations plus the lookahead of the ready
+ * ones, however long the backlog. */
 static evt__pend *pick(evt_t *e, int64_t now, int64_t *wait_ms)
 {
-    size_t need = 64;
-    while (need < e->npend * 2 + 2)
-        need *= 2;
-    if (e->nblocked < need) {
-        uint64_t *a = realloc(e->blocked, need * sizeof *a);
-        if (!a) {
-            *wait_ms = 100;
-            return NULL;
-        }
-        e->blocked = a;
-        e->nblocked = need;
-    }
-    memset(e->blocked, 0, e->nblocked * sizeof *e->blocked);
     *wait_ms = 60000;
-    for (evt__pend *p = e->head; p; p = p->next) {
-        if (blocked_has(e, p->tuple))
+    for (evt__dq *q = e->dqs; q; q = q->next) {
+        if (!q->n)
             continue;
-        blocked_add(e, p->tuple);
-        if (p->inflight)
-            continue;
-        int64_t ready = p->due_ms;
-        if (p->r.dest_kind == EVT_DEST_FUNCTION) {
-            evt__fn *f = fn_find(e, p->r.dest);
+        if (q->kind == EVT_DEST_FUNCTION) {
+            evt__fn *f = fn_find(e, q->name);
             if (f && f->running >= f->concurrency)
                 continue; /* a run ending wakes us */
         } else {
-            evt__tgt *t = tgt_find(e, p->r.dest);
-            if (t && t->down_until > ready)
-                ready = t->down_until;
+            evt__tgt *t = tgt_find(e, q->name);
+            if (t && t->down_until > now) {
+                if (t->down_until - now < *wait_ms)
+                    *wait_ms = t->down_until - now;
+                continue;
+            }
         }
-        if (ready > now) {
-            if (ready - now < *wait_ms)
-                *wait_ms = ready - now;
-            continue;
+        if (++e->gen == 0) { /* wrapped: forget every stamp */
+            memset(e->blocked_gen, 0, sizeof e->blocked_gen);
+            e->gen = 1;
         }
-        return p;
+        size_t seen = 0;
+        for (evt__pend *p = q->head; p && seen < EVT__LOOKAHEAD; p = p->next, seen++) {
+            if (blocked_test_add(e, p->tuple) || p->inflight)
+                continue;
+            if (p->due_ms > now) {
+                if (p->due_ms - now < *wait_ms)
+                    *wait_ms = p->due_ms - now;
+                continue;
+            }
+            return p;
+        }
     }
     return NULL;
 }
@@ -1087,6 +1106,7 @@ int evt_start(const evt_config *cfg, md_db_t *md, evt_t **out)
     e->md = md;
     pthread_mutex_init(&e->lk, NULL);
     pthread_cond_init(&e->cv, NULL);
+    pthread_rwlock_init(&e->cfg_lk, NULL);
     snprintf(e->log_dir, sizeof e->log_dir, "%s/logs/functions",
              cfg->data_dir ? cfg->data_dir : ".");
     if ((rc = md_evt_conf_scan(md, MD_EVT_FUNCTION, load_fn, e)) ||
@@ -1139,10 +1159,15 @@ void evt_stop(evt_t *e)
     for (int i = 0; i < e->nthreads; i++)
         pthread_join(e->threads[i], NULL);
     free(e->threads);
-    while (e->head) {
-        evt__pend *p = e->head;
-        pend_unlink(e, p);
-        pend_free(p);
+    while (e->dqs) {
+        evt__dq *q = e->dqs;
+        e->dqs = q->next;
+        while (q->head) {
+            evt__pend *p = q->head;
+            pend_unlink(e, p);
+            pend_free(p);
+        }
+        free(q);
     }
     while (e->fns) {
         evt__fn *f = e->fns;
@@ -1160,7 +1185,7 @@ void evt_stop(evt_t *e)
         evt_notify_clear(&c->cfg);
         free(c);
     }
-    free(e->blocked);
+    pthread_rwlock_destroy(&e->cfg_lk);
     pthread_cond_destroy(&e->cv);
     pthread_mutex_destroy(&e->lk);
     free(e);
@@ -1281,9 +1306,11 @@ int evt_replay(evt_t *e, const uint64_t *ids, size_t n, size_t *out_n)
         p->seq = ids[i];
         p->tuple = tuple_hash(&p->r);
         pthread_mutex_lock(&e->lk);
-        pend_insert(e, p);
+        bool queued = pend_insert(e, p);
         pthread_cond_broadcast(&e->cv);
         pthread_mutex_unlock(&e->lk);
+        if (!queued) /* stored as pending: delivered after a restart */
+            pend_free(p);
         done++;
     }
 out:

@@ -1,7 +1,8 @@
 /* tests/unit/test_cs_store.c - the local shard store end to end in a temp
  * dir: 6 drives, 4+2. Round trips of awkward sizes, range reads, lost
- * drives, rotten blocks, too many failures, multi-segment layouts, delete by
- * layout and by intent, recover, list; plus the private encodings. */
+ * drives, rotten blocks, too many failures, heal on read (rotten blocks, bad
+ * headers, lost drives, heal racing delete), multi-segment layouts, delete
+ * by layout and by intent, recover, list; plus the private encodings. */
 #include "chunkstore/cs_int.h"
 #include "common/cm.h"
 #include "tests/unit/tap.h"
@@ -175,8 +176,9 @@ static int count_all_files(int only_tmp)
     return n;
 }
 
-/* Removes every shard file on one drive (the drive "died"). */
-static void wipe_drive(int d)
+/* Removes every shard file on one drive (the drive "died"); rmdirs: the
+ * fan-out directories too (the drive was replaced by an empty one). */
+static void wipe_drive_ex(int d, int rmdirs)
 {
     char path[600], file[900];
     DIR *top = opendir(drives[d]), *sub;
@@ -195,9 +197,16 @@ static void wipe_drive(int d)
             unlink(file);
         }
         closedir(sub);
+        if (rmdirs)
+            rmdir(path);
     }
     if (top)
         closedir(top);
+}
+
+static void wipe_drive(int d)
+{
+    wipe_drive_ex(d, 0);
 }
 
 static struct cs_seg first_seg(const cm_buf *layout)
@@ -247,6 +256,59 @@ static off_t shard_size(cs_store_t *cs, const struct cs_seg *s, int shard)
         stat(path, &st) != 0)
         return -1;
     return st.st_size;
+}
+
+/* Reads a whole shard file of the layout's first segment (malloc()ed). */
+static uint8_t *shard_read(cs_store_t *cs, const cm_buf *layout, int shard, size_t *n)
+{
+    struct cs_seg s = first_seg(layout);
+    char path[600];
+    uint8_t *p = NULL;
+    struct stat st;
+    int fd;
+
+    *n = 0;
+    if (cs__shard_path(cs, s.drives[shard], s.id, shard, 0, path, sizeof(path)) != 0 ||
+        (fd = open(path, O_RDONLY)) < 0)
+        return NULL;
+    if (fstat(fd, &st) == 0 && (p = malloc((size_t)st.st_size + 1)) != NULL &&
+        pread(fd, p, (size_t)st.st_size, 0) == st.st_size)
+        *n = (size_t)st.st_size;
+    close(fd);
+    return p;
+}
+
+/* 1 if shard i of the layout's first segment holds exactly want[0..n). */
+static int shard_is(cs_store_t *cs, const cm_buf *layout, int shard, const uint8_t *want, size_t n)
+{
+    size_t got;
+    uint8_t *p = shard_read(cs, layout, shard, &got);
+    int same = p && want && got == n && memcmp(p, want, n) == 0;
+    free(p);
+    return same;
+}
+
+/* 1 if every shard of every segment of the layout exists with its length. */
+static int layout_intact(cs_store_t *cs, const cm_buf *layout)
+{
+    cm_reader r = {layout->p, layout->n};
+    struct cs_seg s;
+
+    while (r.n > 0) {
+        if (cs__rec_decode(&r, &s) != 0)
+            return 0;
+        for (int i = 0; i < s.k + s.m; i++)
+            if (shard_size(cs, &s, i) != (off_t)cs__shard_len(s.size, s.k, s.block_size))
+                return 0;
+    }
+    return 1;
+}
+
+static uint64_t nhealed(cs_store_t *cs)
+{
+    uint64_t n = 0;
+    cs_store_heal_stats(cs, &n, NULL);
+    return n;
 }
 
 static void test_encodings(void)
@@ -463,13 +525,37 @@ int main(void)
     }
     ok(all, "4 concurrent readers read exactly");
 
-    /* ---- rotten blocks: a flipped byte in a data block, then in two blocks
-     * of one stripe (data + parity), are rebuilt from parity. */
+    /* ---- rotten blocks are rebuilt from parity on read, and the heal
+     * thread then rewrites the bad shard files: byte-identical to what the
+     * writer wrote (encoding is deterministic). */
+    uint8_t *orig[K + M];
+    size_t orig_n[K + M];
+    for (int j = 0; j < K + M; j++)
+        orig[j] = shard_read(cs, &big->layout, j, &orig_n[j]);
+    uint64_t healed0 = nhealed(cs);
     off_t s3 = (off_t)cs__stripe_off(BS, 3);
     ok(flip_byte(cs, &big->layout, 1, s3 + 100) == 0, "corrupt a byte of data shard 1 stripe 3");
     ok(check_obj(cs, big, 10), "20 MiB object reads back exactly with a rotten data block");
-    ok(flip_byte(cs, &big->layout, 0, s3 + BS) == 0, "corrupt the CRC of data shard 0 stripe 3");
+    cs_store_heal_wait(cs);
+    ok(shard_is(cs, &big->layout, 1, orig[1], orig_n[1]), "heal: shard 1 is back to its bytes");
+    is_int(nhealed(cs) - healed0, 1, "heal: one shard file rewritten");
+    is_int(count_all_files(1), 0, "heal: no .tmp file left");
+
+    /* Two rotten blocks in one stripe: data shard 0's CRC and parity shard
+     * 5. The reader needs only one parity block (4), so shard 5's rot is
+     * found by the heal's scrub, not by the reader. */
+    ok(flip_byte(cs, &big->layout, 0, s3 + BS) == 0 && flip_byte(cs, &big->layout, 5, s3 + 7) == 0,
+       "corrupt the CRC of data shard 0 and a byte of parity shard 5, stripe 3");
     ok(check_obj(cs, big, 10), "reads back exactly with two rotten blocks in one stripe");
+    cs_store_heal_wait(cs);
+    ok(shard_is(cs, &big->layout, 0, orig[0], orig_n[0]) &&
+           shard_is(cs, &big->layout, 5, orig[5], orig_n[5]),
+       "heal: shards 0 and 5 are back to their bytes (the scrub found 5)");
+
+    /* Three rotten blocks in a stripe: unreadable, and not healable. */
+    ok(flip_byte(cs, &big->layout, 1, s3 + 100) == 0 &&
+           flip_byte(cs, &big->layout, 0, s3 + BS) == 0,
+       "corrupt data shards 1 and 0 in stripe 3 again");
     ok(flip_byte(cs, &big->layout, 4, s3 + 5) == 0, "corrupt parity shard 4 stripe 3");
     uint8_t *tmpbuf = malloc(big->size);
     rc = get(cs, cm_buf_slice(&big->layout), 3 * STRIPE, STRIPE, BS, tmpbuf);
@@ -479,16 +565,39 @@ int main(void)
     rc = get(cs, cm_buf_slice(&big->layout), 4 * STRIPE, STRIPE, BS, tmpbuf);
     ok(rc == 0 && memcmp(tmpbuf, big->data + 4 * STRIPE, STRIPE) == 0,
        "the next stripe still reads");
+    cs_store_heal_wait(cs);
+    ok(!shard_is(cs, &big->layout, 0, orig[0], orig_n[0]) &&
+           shard_is(cs, &big->layout, 2, orig[2], orig_n[2]) &&
+           shard_is(cs, &big->layout, 3, orig[3], orig_n[3]) && count_all_files(1) == 0,
+       "an impossible heal changes nothing and leaves no .tmp file");
     /* Put the bytes back (xor again) and check the object is whole again. */
     flip_byte(cs, &big->layout, 1, s3 + 100);
     flip_byte(cs, &big->layout, 0, s3 + BS);
     flip_byte(cs, &big->layout, 4, s3 + 5);
     ok(check_obj(cs, big, 3), "healed by hand: reads back exactly");
 
-    /* A bad header makes the whole shard unusable, not the object. */
+    /* A bad header makes the whole shard unusable, not the object; the heal
+     * rewrites it. */
     ok(flip_byte(cs, &big->layout, 2, 40) == 0, "corrupt the header of data shard 2");
     ok(check_obj(cs, big, 5), "reads back exactly with a bad shard header");
-    flip_byte(cs, &big->layout, 2, 40);
+    cs_store_heal_wait(cs);
+    all = 1;
+    for (int j = 0; j < K + M; j++)
+        all &= shard_is(cs, &big->layout, j, orig[j], orig_n[j]);
+    ok(all, "heal: the bad header is rewritten; all six shards have their original bytes");
+
+    /* A truncated parity shard is never read while the data is healthy; the
+     * reader's length check at the end of the segment reports it. */
+    struct cs_seg sb = first_seg(&big->layout);
+    char tpath[600];
+    cs__shard_path(cs, sb.drives[4], sb.id, 4, 0, tpath, sizeof(tpath));
+    ok(truncate(tpath, (off_t)orig_n[4] / 2) == 0, "truncate parity shard 4 to half");
+    rc = get(cs, cm_buf_slice(&big->layout), 0, 1000, 1000, tmpbuf);
+    ok(rc == 0 && memcmp(tmpbuf, big->data, 1000) == 0, "a 1000-byte read needs no parity");
+    cs_store_heal_wait(cs);
+    ok(shard_is(cs, &big->layout, 4, orig[4], orig_n[4]), "heal: the short parity shard is whole");
+    for (int j = 0; j < K + M; j++)
+        free(orig[j]);
 
     /* ---- a store with other geometry reads layouts it did not write */
     rc = cs_store_open_local(drives, 8, 3, 3, 4096, &cs2);
@@ -545,17 +654,40 @@ int main(void)
     is_int(multi.n, cat.layout.n, "and leaves the output unchanged");
     cm_buf_free(&junk);
 
-    /* ---- two dead drives: everything still reads */
+    /* ---- two dead drives: everything still reads, and is healed: drive 1
+     * loses its files, drive 4 its fan-out directories too. */
+    cs_store_heal_wait(cs);
     wipe_drive(1);
-    wipe_drive(4);
+    wipe_drive_ex(4, 1);
     all = 1;
     for (int i = 0; i < NOBJ; i++)
         all &= check_obj(cs, &objs[i], 10);
     ok(all, "with drives 1 and 4 wiped every object reads back exactly");
     ok(check_obj(cs, &cat, 10), "and so does the 5-segment layout");
+    cs_store_heal_wait(cs);
+    all = 1;
+    for (int i = 1; i < NOBJ; i++) /* objs[0] is empty: never read, never healed */
+        all &= layout_intact(cs, &objs[i].layout);
+    ok(all, "heal: every shard on drives 1 and 4 is back, with its length");
+
+    /* ---- now two OTHER drives die: only the healed shards make it work */
+    wipe_drive(0);
+    wipe_drive(2);
+    all = 1;
+    for (int i = 0; i < NOBJ; i++)
+        all &= check_obj(cs, &objs[i], 5);
+    ok(all, "then with drives 0 and 2 wiped every object still reads back exactly");
+    ok(check_obj(cs, &cat, 5), "and so does the 5-segment layout");
+    cs_store_heal_wait(cs);
+    all = 1;
+    for (int i = 1; i < NOBJ; i++)
+        all &= layout_intact(cs, &objs[i].layout);
+    ok(all, "heal: drives 0 and 2 are whole again");
 
     /* ---- three dead drives: an error, never wrong bytes. The third is the
      * one holding the 1-byte object's only data block (unless already dead). */
+    wipe_drive(1);
+    wipe_drive(4);
     struct cs_seg s1 = first_seg(&objs[1].layout);
     int third = s1.drives[0] == 1 || s1.drives[0] == 4 ? 2 : s1.drives[0];
     wipe_drive(third);
@@ -565,8 +697,12 @@ int main(void)
     is_int(rc, CM_EIO, "even for a 1-byte object");
     rc = get(cs, cm_buf_slice(&objs[0].layout), 0, 0, 1, tmpbuf);
     is_int(rc, 0, "a 0-byte object needs no shards");
+    cs_store_heal_wait(cs);
+    ok(!layout_intact(cs, &big->layout) && count_all_files(1) == 0,
+       "an impossible heal rebuilds nothing and leaves no .tmp file");
 
     /* ---- delete by layout */
+    cs_store_heal_wait(cs);
     all = 1;
     for (int i = 0; i < NOBJ; i++)
         all &= cs_layout_delete(cs, cm_buf_slice(&objs[i].layout)) == 0;
@@ -574,18 +710,21 @@ int main(void)
     is_int(count_all_files(0), 0, "no shard files remain");
     is_int(cs_layout_delete(cs, cm_buf_slice(&objs[3].layout)), 0, "deleting twice is fine");
 
+    char junkpath[1600];
+
     /* ---- intents: delete a segment that never finished */
     cm_buf intent = {0}, lay = {0};
     cs_writer_t *w = NULL;
     rc = cs_writer_open(cs, &intent, &w);
     is_int(rc, 0, "open a writer");
+    is_int(count_all_files(0), 0, "no file exists before the first write (intent first)");
     uint64_t isz;
     is_int(cs_layout_size(cm_buf_slice(&intent), &isz), CM_ECORRUPT, "an intent is not a layout");
     rc = cs_writer_write(w, big->data, STRIPE * 3 / 2);
     struct cs_seg si = first_seg(&intent);
-    ok(rc == 0 && si.type == CS__REC_INTENT && shard_exists(cs, &si, 0, 1) &&
-           shard_exists(cs, &si, 5, 1),
-       "a partial write leaves .tmp shard files");
+    ok(rc == 0 && si.type == CS__REC_INTENT && shard_exists(cs, &si, 0, 0) &&
+           shard_exists(cs, &si, 5, 0) && count_all_files(1) == 0,
+       "a partial write leaves shard files under their final names, no .tmp");
     is_int(count_all_files(0), K + M, "k+m files exist");
     is_int(cs_layout_delete(cs, cm_buf_slice(&intent)), 0, "cs_layout_delete(intent)");
     is_int(count_all_files(0), 0, "the partial segment's files are gone");
@@ -610,7 +749,9 @@ int main(void)
     is_int(count_all_files(0), 0, "cs_writer_abort removes them");
     cs_writer_abort(NULL);
 
-    /* ---- recover removes .tmp leftovers and nothing else */
+    /* ---- recover removes .tmp leftovers (of heals, or of writers before
+     * they wrote final names) and nothing else. A crashed writer's files
+     * carry final names: its intent, not recover, reclaims them. */
     struct obj keep = {.size = 5000};
     keep.data = malloc(keep.size);
     fill_random(keep.data, keep.size);
@@ -618,17 +759,31 @@ int main(void)
     cm_buf_reset(&intent);
     rc = rc ? rc : cs_writer_open(cs, &intent, &w);
     rc = rc ? rc : cs_writer_write(w, big->data, STRIPE * 2);
-    char junkpath[700];
+    struct cs_seg sk = first_seg(&keep.layout);
+    char from[700], to[700];
+    for (int j = 0; j < K + M; j++) {
+        /* old-style leftovers: copies of keep's shards under another id, .tmp */
+        struct cs_seg so = sk;
+        so.id[CS_ID_LEN - 1] ^= 0xff;
+        cs__shard_path(cs, sk.drives[j], sk.id, j, 0, from, sizeof(from));
+        cs__shard_path(cs, so.drives[j], so.id, j, 1, to, sizeof(to));
+        snprintf(junkpath, sizeof(junkpath), "cp '%s' '%s'", from, to);
+        rc = rc ? rc : system(junkpath);
+    }
     snprintf(junkpath, sizeof(junkpath), "%s/zz-not-ours.tmp", drives[0]);
     int jfd = open(junkpath, O_CREAT | O_WRONLY, 0644);
     close(jfd);
-    ok(rc == 0 && count_all_files(1) == K + M, "crashed writer left k+m .tmp files");
+    ok(rc == 0 && count_all_files(1) == K + M, "k+m leftover .tmp shard files");
     is_int(cs_store_recover(cs), 0, "cs_store_recover");
     is_int(count_all_files(1), 0, "no .tmp shard files remain");
-    is_int(count_all_files(0), K + M, "the finished segment's files remain");
+    is_int(count_all_files(0), 2 * (K + M),
+           "the finished and the unfinished segment's files remain");
     ok(access(junkpath, F_OK) == 0, "files that are not shards are left alone");
     ok(check_obj(cs, &keep, 5), "the finished segment still reads");
+    is_int(cs_layout_delete(cs, cm_buf_slice(&intent)), 0,
+           "the intent reclaims the crashed writer");
     cs_writer_abort(w);
+    is_int(count_all_files(0), K + M, "only the finished segment's files remain");
     lc.n = 0;
     cs_store_list(cs, count_id, &lc);
     is_int(lc.n, 1, "list shows one segment");
@@ -643,6 +798,30 @@ int main(void)
     ok(put(cs, &empty) == 0 && check_obj(cs, &empty, 1), "zero-byte segment round trip");
     cs_layout_delete(cs, cm_buf_slice(&empty.layout));
     cm_buf_free(&empty.layout);
+
+    /* ---- a heal racing a delete: the delete wins, whenever it comes (before
+     * the heal starts, while it reads, around its rename); nothing is left. */
+    all = 1;
+    int nraces = 40;
+    for (int t = 0; t < nraces; t++) {
+        struct obj o = {.size = 3 * STRIPE + 11, .data = big->data};
+        char spath[600];
+        all &= put(cs, &o) == 0;
+        struct cs_seg so = first_seg(&o.layout);
+        cs__shard_path(cs, so.drives[t % (K + M)], so.id, t % (K + M), 0, spath, sizeof(spath));
+        unlink(spath);
+        rc = get(cs, cm_buf_slice(&o.layout), 0, o.size, 1 << 20, tmpbuf);
+        all &= rc == 0 && memcmp(tmpbuf, o.data, o.size) == 0;
+        if (t % 4)
+            usleep((useconds_t)(rng() % 3000));
+        all &= cs_layout_delete(cs, cm_buf_slice(&o.layout)) == 0;
+        cs_store_heal_wait(cs);
+        for (int j = 0; j < K + M; j++)
+            all &= !shard_exists(cs, &so, j, 0) && !shard_exists(cs, &so, j, 1);
+        cm_buf_free(&o.layout);
+    }
+    ok(all, "%d reads that queue a heal, each followed by a delete: no file survives", nraces);
+    is_int(count_all_files(0), 0, "the store is empty");
 
     for (int i = 0; i < NOBJ; i++) {
         free(objs[i].data);
