@@ -176,6 +176,29 @@ static int run_batch(cs_store_t *cs, struct cs__task *const *tasks, int n)
 
 static void heal_stop(cs_store_t *cs);
 
+/* Creates the 256 fan-out directories of a drive and makes their entries
+ * durable, once, at open: a writer then never creates a directory, so it
+ * never depends on another writer's fsync of the drive directory. Failure
+ * is not fatal (a read-only drive still serves reads); writers then create
+ * what they need. */
+static void make_fanouts(const char *drive)
+{
+    char path[CS_PATH_MAX];
+    int created = 0;
+
+    for (int i = 0; i < 256; i++) {
+        snprintf(path, sizeof(path), "%s/%02x", drive, i);
+        if (mkdir(path, 0755) == 0) {
+            created = 1;
+        } else if (errno != EEXIST) {
+            cm_log(CM_LOG_WARN, "chunkstore: mkdir %s: %s", path, strerror(errno));
+            return;
+        }
+    }
+    if (created && cm_fsync_dir(drive) != 0)
+        cm_log(CM_LOG_WARN, "chunkstore: fsync directory %s failed", drive);
+}
+
 int cs_store_open_local(const char *const *drives, int ndrives, int k, int m, size_t block_size,
                         cs_store_t **out)
 {
@@ -217,6 +240,7 @@ int cs_store_open_local(const char *const *drives, int ndrives, int k, int m, si
             cm_log(CM_LOG_ERROR, "chunkstore: cannot create drive directory %s", cs->drives[i]);
             goto out;
         }
+        make_fanouts(cs->drives[i]);
         rc = CM_ENOMEM;
     }
     cs->rs = rs_ctx_new(k, m);
@@ -346,7 +370,7 @@ struct cs_writer {
     struct cs_seg seg;              /* id, geometry, drives; size counts bytes accepted */
     int fds[CS__MAX_SHARDS];        /* the k+m shard files; -1 until created / when closed */
     int created;                    /* fds[] were created (first stripe or finish) */
-    uint8_t newdir[CS__MAX_SHARDS]; /* fan-out dir created by us: fsync the drive dir too */
+    uint8_t newdir[CS__MAX_SHARDS]; /* fan-out dir was missing: fsync the drive dir too */
     uint8_t *buf;                   /* k*block_size stripe, then m*block_size parity */
     size_t fill;                    /* bytes buffered in the stripe */
     uint64_t nstripes;              /* stripes written so far */
@@ -400,12 +424,17 @@ static int create_files(cs_writer_t *w)
 
     for (int i = 0; i < w->seg.k + w->seg.m; i++) {
         int d = w->seg.drives[i];
-        if ((rc = make_fanout(w->cs, d, w->seg.id, &created)) != 0)
-            return rc;
-        w->newdir[i] = (uint8_t)created;
         if ((rc = cs__shard_path(w->cs, d, w->seg.id, i, 0, path, sizeof(path))) != 0)
             return rc;
         w->fds[i] = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (w->fds[i] < 0 && errno == ENOENT) {
+            /* No fan-out directory (the drive was emptied since open).
+             * Whoever made it, fsync the drive directory before acking. */
+            if ((rc = make_fanout(w->cs, d, w->seg.id, &created)) != 0)
+                return rc;
+            w->newdir[i] = 1;
+            w->fds[i] = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        }
         if (w->fds[i] < 0) {
             rc = cm_from_errno(errno);
             cm_log(CM_LOG_ERROR, "chunkstore: create %s: %s", path, strerror(errno));
@@ -712,9 +741,11 @@ static void shard_warn(cs_reader_t *r, int i, const char *what)
 
 static void heal_enqueue(cs_store_t *cs, const struct cs_seg *s, uint32_t mask);
 
-/* Done with segs[r->iseg]: checks that the shards not read have the right
- * length (a lost parity shard is otherwise noticed only when it is needed),
- * and queues the segment for healing if anything was wrong. */
+/* Done with segs[r->iseg]: checks that the shards it never opened exist
+ * with the right length (a lost parity shard is otherwise noticed only when
+ * it is needed, maybe together with a second loss: too late), and queues
+ * the segment for healing if anything was wrong. Costs m stat() calls on a
+ * healthy segment; the shards that were read were checked by the reads. */
 static void leave_segment(cs_reader_t *r)
 {
     const struct cs_seg *s = &r->segs[r->iseg];
@@ -726,16 +757,11 @@ static void leave_segment(cs_reader_t *r)
         return;
     r->seg_ready = 0;
     for (int i = 0; i < s->k + s->m; i++) {
-        int ok;
-        if (r->bad & (1u << i) || r->fds[i] == FD_BAD)
-            continue;
-        if (r->fds[i] >= 0)
-            ok = fstat(r->fds[i], &st) == 0 && (uint64_t)st.st_size == want;
-        else if (cs__shard_path(r->cs, s->drives[i], s->id, i, 0, path, sizeof(path)) == 0)
-            ok = stat(path, &st) == 0 && (uint64_t)st.st_size == want;
-        else
+        if (r->fds[i] != FD_UNOPENED)
+            continue; /* read (checked), or already found bad */
+        if (cs__shard_path(r->cs, s->drives[i], s->id, i, 0, path, sizeof(path)) != 0)
             continue; /* drive not in this store */
-        if (!ok) {
+        if (stat(path, &st) != 0 || (uint64_t)st.st_size != want) {
             r->bad |= 1u << i;
             cm_log(CM_LOG_WARN,
                    "chunkstore: segment %s shard %d on drive %d (%s): missing or of the wrong "

@@ -104,6 +104,8 @@ void cm__log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3
 /* -------------------------------------------------------------- encodings */
 /* Writes 2n lowercase hex chars plus NUL to out (size >= 2n+1). */
 void cm_hex_encode(const void *p, size_t n, char *out);
+/* Value of one hex digit (either case), or -1. */
+int cm_hexval(int c);
 /* Decodes 2n hex chars into out[n]; CM_EINVAL on a bad digit. */
 int cm_hex_decode(const char *hex, size_t hexlen, uint8_t *out);
 /* Writes base64 plus NUL to out (size >= 4*((n+2)/3)+1); returns its length. */

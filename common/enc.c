@@ -12,7 +12,7 @@ void cm_hex_encode(const void *p, size_t n, char *out)
     out[2 * n] = 0;
 }
 
-static int hexval(int c)
+int cm_hexval(int c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -28,7 +28,7 @@ int cm_hex_decode(const char *hex, size_t hexlen, uint8_t *out)
     if (hexlen % 2)
         return CM_EINVAL;
     for (size_t i = 0; i < hexlen / 2; i++) {
-        int a = hexval((unsigned char)hex[2 * i]), b = hexval((unsigned char)hex[2 * i + 1]);
+        int a = cm_hexval((unsigned char)hex[2 * i]), b = cm_hexval((unsigned char)hex[2 * i + 1]);
         if (a < 0 || b < 0)
             return CM_EINVAL;
         out[i] = (uint8_t)(a << 4 | b);
@@ -131,7 +131,7 @@ int cm_uri_decode(cm_buf *b, cm_slice s, bool plus_space)
         if (c == '%') {
             if (i + 2 >= s.n)
                 return CM_EINVAL;
-            int h = hexval(s.p[i + 1]), l = hexval(s.p[i + 2]);
+            int h = cm_hexval(s.p[i + 1]), l = cm_hexval(s.p[i + 2]);
             if (h < 0 || l < 0)
                 return CM_EINVAL;
             c = (uint8_t)(h << 4 | l);

@@ -79,17 +79,6 @@ static void ws(struct jp *j)
         j->p++;
 }
 
-static int hexv(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static int put_utf8(uint8_t *o, uint32_t cp)
 {
     if (cp < 0x80) {
@@ -151,7 +140,7 @@ static int parse_string(struct jp *j, cm_slice *out)
                 return CM_EINVAL;
             uint32_t cp = 0;
             for (int i = 1; i <= 4; i++) {
-                int h = hexv(q[i]);
+                int h = cm_hexval(q[i]);
                 if (h < 0)
                     return CM_EINVAL;
                 cp = cp << 4 | (uint32_t)h;
@@ -160,7 +149,7 @@ static int parse_string(struct jp *j, cm_slice *out)
             if (cp >= 0xd800 && cp < 0xdc00 && j->p - q >= 7 && q[1] == '\\' && q[2] == 'u') {
                 uint32_t lo = 0;
                 for (int i = 3; i <= 6; i++) {
-                    int h = hexv(q[i]);
+                    int h = cm_hexval(q[i]);
                     if (h < 0)
                         return CM_EINVAL;
                     lo = lo << 4 | (uint32_t)h;

@@ -427,6 +427,10 @@ void gw_objw_abort(gw_objw *w);
 bool gw_write_cond(gw_req *r, md_precond_fn *fn, void **arg);
 /* Sets the error for a failed commit made with gw_write_cond's arg. */
 void gw_write_commit_error(gw_req *r, int rc, void *cond_arg);
+/* GET/HEAD conditionals (pfx "") or CopyObject/UploadPartCopy source
+ * conditionals (pfx "x-amz-copy-source-") against o. 0 to go on; -1 with
+ * the error set (NotModified for GET, PreconditionFailed). */
+int gw_read_conditions(gw_req *r, const md_object *o, const char *pfx);
 /* x-amz-copy-source -> bucket, key (pool). false with an error set. */
 bool gw_copy_source(gw_req *r, char *bucket, size_t bsz, cm_slice *key);
 /* Streams src bytes [off, off+len) into w, computing their MD5. */

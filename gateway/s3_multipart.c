@@ -325,52 +325,6 @@ void gw_upload_part_end(gw_req *r)
 }
 
 /* -------------------------------------------------------- UploadPartCopy */
-/* Strong match of an If-Match / If-None-Match list against an ETag. */
-static bool etag_in_list(cm_slice list, cm_slice etag)
-{
-    size_t i = 0;
-    while (i < list.n) {
-        size_t j = i;
-        while (j < list.n && list.p[j] != ',')
-            j++;
-        size_t a = i, b = j;
-        while (a < b && (list.p[a] == ' ' || list.p[a] == '\t'))
-            a++;
-        while (b > a && (list.p[b - 1] == ' ' || list.p[b - 1] == '\t'))
-            b--;
-        if (b - a >= 2 && list.p[a] == '"' && list.p[b - 1] == '"') {
-            a++;
-            b--;
-        }
-        cm_slice t = CM_SLICE(list.p + a, b - a);
-        if (cm_slice_eq_str(t, "*") || cm_slice_eq(t, etag))
-            return true;
-        i = j + 1;
-    }
-    return false;
-}
-
-/* x-amz-copy-source-if-*: PreconditionFailed when one does not hold. */
-static bool copy_source_conditions(gw_req *r, const md_object *o)
-{
-    cm_slice v;
-    time_t t, mt = (time_t)(o->mtime_ms / 1000);
-    bool has_im = gw_hdr(r, "x-amz-copy-source-if-match", &v);
-    bool fail = has_im && !etag_in_list(v, o->etag);
-    if (!fail && !has_im && gw_hdr(r, "x-amz-copy-source-if-unmodified-since", &v) &&
-        cm_time_parse_http((const char *)v.p, v.n, &t) == 0 && mt > t)
-        fail = true;
-    bool has_inm = gw_hdr(r, "x-amz-copy-source-if-none-match", &v);
-    if (!fail && has_inm && etag_in_list(v, o->etag))
-        fail = true;
-    if (!fail && !has_inm && gw_hdr(r, "x-amz-copy-source-if-modified-since", &v) &&
-        cm_time_parse_http((const char *)v.p, v.n, &t) == 0 && mt <= t && t <= time(NULL))
-        fail = true;
-    if (fail)
-        gw_error(r, S3E_PreconditionFailed);
-    return !fail;
-}
-
 /* x-amz-copy-source-range: "bytes=first-last", both inside the object. */
 static bool copy_range(gw_req *r, uint64_t size, uint64_t *off, uint64_t *len)
 {
@@ -433,7 +387,7 @@ void gw_upload_part_copy(gw_req *r)
         gw_error(r, gw_s3err_from_cm(rc, S3E_NoSuchKey));
         return;
     }
-    if (!copy_source_conditions(r, &src) || !copy_range(r, src.size, &off, &len))
+    if (gw_read_conditions(r, &src, "x-amz-copy-source-") || !copy_range(r, src.size, &off, &len))
         goto out;
     if (len > GW_MAX_PUT) {
         gw_error(r, S3E_EntityTooLarge);

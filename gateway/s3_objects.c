@@ -513,7 +513,7 @@ static int parse_range(cm_slice h, uint64_t size, uint64_t *off, uint64_t *len)
 }
 
 /* Evaluates GET/HEAD conditionals. Returns 0 to go on, or sets the error. */
-static int read_conditions(gw_req *r, const md_object *o, const char *pfx)
+int gw_read_conditions(gw_req *r, const md_object *o, const char *pfx)
 {
     char name[64];
     cm_slice v;
@@ -623,7 +623,7 @@ void gw_get_object(gw_req *r)
     gw_set_hdr(r, "ETag", tmp);
     cm_time_rfc1123((time_t)(o->mtime_ms / 1000), tmp);
     gw_set_hdr(r, "Last-Modified", tmp);
-    if (read_conditions(r, o, "")) {
+    if (gw_read_conditions(r, o, "")) {
         if (r->err == S3E_NotModified) {
             /* 304 carries ETag and Last-Modified but no error body */
             r->err = S3E__NONE;
@@ -932,7 +932,7 @@ void gw_copy_object(gw_req *r)
     gw_objw *w = NULL;
     md_precond_fn pfn;
     void *parg;
-    if (read_conditions(r, &src, "x-amz-copy-source-") || !gw_write_cond(r, &pfn, &parg))
+    if (gw_read_conditions(r, &src, "x-amz-copy-source-") || !gw_write_cond(r, &pfn, &parg))
         goto out;
     cm_slice dir = CM_SLICE_STR("COPY");
     gw_hdr(r, "x-amz-metadata-directive", &dir);

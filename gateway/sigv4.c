@@ -156,17 +156,6 @@ static bool split(cm_slice *s, uint8_t sep, cm_slice *head)
     return true;
 }
 
-static int hexval(uint8_t c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Appends raw (a path or a query name/value as sent) in canonical form:
  * every valid %XX is decoded, then every byte outside the RFC 3986
  * unreserved set is written as uppercase %XX. In a path a literal '/' stays
@@ -183,8 +172,8 @@ static int canon_encode(cm_buf *b, cm_slice raw, bool path)
             b->p[b->n++] = '/';
             continue;
         }
-        if (c == '%' && i + 2 < raw.n && hexval(raw.p[i + 1]) >= 0 && hexval(raw.p[i + 2]) >= 0) {
-            c = (uint8_t)(hexval(raw.p[i + 1]) << 4 | hexval(raw.p[i + 2]));
+        if (c == '%' && i + 2 < raw.n && cm_hexval(raw.p[i + 1]) >= 0 && cm_hexval(raw.p[i + 2]) >= 0) {
+            c = (uint8_t)(cm_hexval(raw.p[i + 1]) << 4 | cm_hexval(raw.p[i + 2]));
             i += 2;
         } else if (c == '+' && !path) {
             c = ' ';
@@ -211,8 +200,8 @@ static int query_decode(cm_buf *b, cm_slice raw)
         return CM_ENOMEM;
     for (size_t i = 0; i < raw.n; i++) {
         uint8_t c = raw.p[i];
-        if (c == '%' && i + 2 < raw.n && hexval(raw.p[i + 1]) >= 0 && hexval(raw.p[i + 2]) >= 0) {
-            c = (uint8_t)(hexval(raw.p[i + 1]) << 4 | hexval(raw.p[i + 2]));
+        if (c == '%' && i + 2 < raw.n && cm_hexval(raw.p[i + 1]) >= 0 && cm_hexval(raw.p[i + 2]) >= 0) {
+            c = (uint8_t)(cm_hexval(raw.p[i + 1]) << 4 | cm_hexval(raw.p[i + 2]));
             i += 2;
         } else if (c == '+') {
             c = ' ';

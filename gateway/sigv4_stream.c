@@ -164,17 +164,6 @@ static int chunk_verify(sigv4_stream_t *s)
     return 0;
 }
 
-static int hexdigit(uint8_t c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static bool ows(uint8_t c)
 {
     return c == ' ' || c == '\t';
@@ -187,10 +176,10 @@ static int chunk_header(sigv4_stream_t *s, const uint8_t *p, size_t n)
     uint64_t size = 0;
     bool have_sig = false;
 
-    while (i < n && hexdigit(p[i]) >= 0) {
+    while (i < n && cm_hexval(p[i]) >= 0) {
         if (i >= 16)
             return sfail(s, SIGV4_ERR_CHUNK_FORMAT);
-        size = size << 4 | (uint64_t)hexdigit(p[i]);
+        size = size << 4 | (uint64_t)cm_hexval(p[i]);
         i++;
     }
     if (i == 0 || size > CHUNK_SIZE_MAX)

@@ -799,6 +799,15 @@ int main(void)
     cs_layout_delete(cs, cm_buf_slice(&empty.layout));
     cm_buf_free(&empty.layout);
 
+    /* ---- a drive emptied of its fan-out directories while the store is
+     * open (replaced under a running server): a writer recreates them. */
+    wipe_drive_ex(3, 1);
+    struct obj redo = {.size = STRIPE + 3, .data = big->data};
+    ok(put(cs, &redo) == 0 && check_obj(cs, &redo, 3) && layout_intact(cs, &redo.layout),
+       "writes work after a drive lost its fan-out directories");
+    cs_layout_delete(cs, cm_buf_slice(&redo.layout));
+    cm_buf_free(&redo.layout);
+
     /* ---- a heal racing a delete: the delete wins, whenever it comes (before
      * the heal starts, while it reads, around its rename); nothing is left. */
     all = 1;
