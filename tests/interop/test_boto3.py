@@ -586,6 +586,25 @@ with t.block("awkward keys"):
     expect_err("1025-byte key of 2-byte chars -> KeyTooLongError", "KeyTooLongError", 400, s3.put_object, Bucket=B,
                Key="\u00e9" * 513, Body=b"x")
 
+with t.block("more names"):
+    nfc, nfd = "norm/caf\u00e9", "norm/cafe\u0301"
+    s3.put_object(Bucket=B, Key=nfc, Body=b"nfc")
+    s3.put_object(Bucket=B, Key=nfd, Body=b"nfd")
+    t.eq((s3.get_object(Bucket=B, Key=nfc)["Body"].read(), s3.get_object(Bucket=B, Key=nfd)["Body"].read()),
+         (b"nfc", b"nfd"), "NFC and NFD spellings of a key are two objects (keys are bytes)")
+    for name in ["c%s" % SUF[:2], "a.b-c.%s" % SUF, ("edge-%s-" % SUF).ljust(62, "x") + "9"]:
+        r = s3.create_bucket(Bucket=name)
+        s3.put_object(Bucket=name, Key="k", Body=b"v")
+        s3.delete_object(Bucket=name, Key="k")
+        s3.delete_bucket(Bucket=name)
+        t.ok(r["ResponseMetadata"]["HTTPStatusCode"] == 200, "valid bucket name %r (%d chars): create, use, delete" % (name, len(name)))
+    name = "again-%s" % SUF
+    s3.create_bucket(Bucket=name)
+    s3.delete_bucket(Bucket=name)
+    s3.create_bucket(Bucket=name)
+    expect_err("a recreated bucket starts empty", "NoSuchKey", 404, s3.get_object, Bucket=name, Key="k")
+    s3.delete_bucket(Bucket=name)
+
 # ----------------------------------------------------------------- cleanup
 with t.block("cleanup"):
     expect_err("delete_bucket not empty -> BucketNotEmpty", "BucketNotEmpty", 409, s3.delete_bucket, Bucket=B)

@@ -7,6 +7,10 @@
 #  (b) crash: kill -9 while 8 threads PUT 1 MiB objects; after restart every acknowledged PUT
 #      reads back exact, no object is half there, and once every object is deleted the drive
 #      dirs hold no shard file (no orphans).
+#  (c) leaks: overwrites (coded -> inline), copies, replaced/unused/aborted multipart parts
+#      leave no shard file behind.
+#  (d) 3 writers overwrite one key under 4 readers: every GET is one whole version.
+#  (e) uploads cut off half way (plain and aws-chunked) store nothing and keep the old object.
 # Uses only the standard library (s3raw.py); each server runs in its own temp dir, is stopped
 # at the end, and every wait is bounded.
 import hashlib
@@ -259,12 +263,10 @@ def test_drives():
         check_stop(srv, "(a) drive1 empty + drive3 corrupt")
         healed = [f for f in shards["drive3"] if files_equal(os.path.join(data, "drive3", f), os.path.join(bak, "drive3", f))]
         t.ok(len(healed) == len(shards["drive3"]), "(a) corrupted shards are healed after being read",
-             "%d of %d drive3 shard files are back to their original bytes" % (len(healed), len(shards["drive3"])),
-             todo="heal on read (DESIGN: Data path)")
+             "%d of %d drive3 shard files are back to their original bytes" % (len(healed), len(shards["drive3"])))
         back = [f for f in shards["drive1"] if os.path.exists(os.path.join(data, "drive1", f))]
         t.ok(len(back) == len(shards["drive1"]), "(a) missing shards are rewritten after being read",
-             "%d of %d drive1 shard files exist again" % (len(back), len(shards["drive1"])),
-             todo="heal on read (DESIGN: Data path)")
+             "%d of %d drive1 shard files exist again" % (len(back), len(shards["drive1"])))
 
     # C: a corrupt shard in every object of another drive, nothing missing
     restore(bak, data)
@@ -396,11 +398,166 @@ def test_crash():
             t.diag("after one more restart: %d shard files remain" % left2)
 
 
+# ------------------------------------------------------- (c) no leaked shards
+def count_shards(data, want, timeout=10):
+    """Shard files under data's drives, polled until it equals want (deletes may be lazy)."""
+    end = time.time() + timeout
+    while True:
+        n = sum(len(v) for v in shard_files(data)[0].values())
+        if n == want or time.time() > end:
+            return n
+        time.sleep(0.2)
+
+
+def test_leaks():
+    data = os.path.join(TOP, "c")
+    srv = Server(data)
+    if not t.ok(srv.start(), "(c) server starts", *srv.tail()):
+        return
+    raw, bucket = srv.raw, "fail-leaks"
+    raw.request("PUT", obj_path(bucket))
+    raw.request("PUT", obj_path(bucket, "o"), body=os.urandom(MB))
+    t.eq(count_shards(data, 6), 6, "(c) a 1 MiB object has 6 shard files")
+    raw.request("PUT", obj_path(bucket, "o"), body=b"small now")
+    t.eq(count_shards(data, 0), 0, "(c) overwritten by an inline object: its shards are gone")
+    big = os.urandom(2 * MB)
+    raw.request("PUT", obj_path(bucket, "o"), body=big)
+    raw.request("PUT", obj_path(bucket, "o2"), headers={"x-amz-copy-source": "/%s/o" % bucket})
+    r = raw.request("GET", obj_path(bucket, "o2"))
+    t.ok(r.status == 200 and r.body == big, "(c) copy of a coded object reads back", repr(r)[:200])
+    raw.request("DELETE", obj_path(bucket, "o"))
+    r = raw.request("GET", obj_path(bucket, "o2"))
+    t.ok(r.status == 200 and r.body == big, "(c) the copy survives deleting its source", repr(r)[:200])
+    raw.request("DELETE", obj_path(bucket, "o2"))
+    t.eq(count_shards(data, 0), 0, "(c) deleting the object and its copy leaves no shard")
+
+    # multipart: a replaced part, an unused part, an aborted upload
+    r = raw.request("POST", obj_path(bucket, "m"), query=[("uploads", None)])
+    uid = ET.fromstring(r.body).find("{*}UploadId").text
+    etags = {}
+    for n in (1, 2, 3, 2):
+        r = raw.request("PUT", obj_path(bucket, "m"), query=[("partNumber", str(n)), ("uploadId", uid)],
+                        body=os.urandom(5 * MB))
+        etags[n] = r.headers.get("etag")
+    xml = "<CompleteMultipartUpload>%s</CompleteMultipartUpload>" % "".join(
+        "<Part><PartNumber>%d</PartNumber><ETag>%s</ETag></Part>" % (n, etags[n]) for n in (1, 2))
+    r = raw.request("POST", obj_path(bucket, "m"), query=[("uploadId", uid)], body=xml)
+    t.ok(r.status == 200 and b"<Error>" not in r.body, "(c) complete with parts 1 and 2 of 3 (part 2 uploaded twice)", repr(r)[:200])
+    t.eq(count_shards(data, 12), 12, "(c) only the 2 completed parts keep shards (replaced and unused parts are gone)")
+    raw.request("DELETE", obj_path(bucket, "m"))
+    r = raw.request("POST", obj_path(bucket, "a"), query=[("uploads", None)])
+    uid = ET.fromstring(r.body).find("{*}UploadId").text
+    for n in (1, 2):
+        raw.request("PUT", obj_path(bucket, "a"), query=[("partNumber", str(n)), ("uploadId", uid)], body=os.urandom(MB))
+    raw.request("DELETE", obj_path(bucket, "a"), query=[("uploadId", uid)])
+    t.eq(count_shards(data, 0), 0, "(c) deleted multipart object and aborted upload leave no shard")
+    t.eq(shard_files(data)[1], [], "(c) no temporary files in the drive dirs")
+    check_stop(srv, "(c)")
+
+
+# --------------------------------------------- (d) overwrites under readers
+def test_overwrite_race():
+    data = os.path.join(TOP, "d")
+    srv = Server(data)
+    if not t.ok(srv.start(), "(d) server starts", *srv.tail()):
+        return
+    bucket = "fail-race"
+    srv.raw.request("PUT", obj_path(bucket))
+    versions = [bytes([i]) * (MB + i * 4097) for i in range(6)] + [b"inline %d" % i * 100 for i in range(3)]
+    hashes = {hashlib.sha256(v).hexdigest() for v in versions}
+    srv.raw.request("PUT", obj_path(bucket, "hot"), body=versions[0])
+    stop = threading.Event()
+    bad, reads, writes = [], [0], [0]
+
+    def writer(w):
+        raw = s3raw.S3Raw("http://127.0.0.1:%d" % srv.port, AK, SK, timeout=30)
+        i = w
+        while not stop.is_set():
+            r = raw.request("PUT", obj_path(bucket, "hot"), body=versions[i % len(versions)])
+            if r.status != 200:
+                bad.append("PUT -> %r" % r)
+            writes[0] += 1
+            i += 3
+
+    def reader():
+        raw = s3raw.S3Raw("http://127.0.0.1:%d" % srv.port, AK, SK, timeout=30)
+        while not stop.is_set():
+            r = raw.request("GET", obj_path(bucket, "hot"))
+            reads[0] += 1
+            if r.status != 200 or hashlib.sha256(r.body).hexdigest() not in hashes:
+                bad.append("GET -> HTTP %d, %d bytes, not one of the versions written" % (r.status, len(r.body)))
+
+    ths = [threading.Thread(target=writer, args=(w,), daemon=True) for w in range(3)]
+    ths += [threading.Thread(target=reader, daemon=True) for _ in range(4)]
+    for th in ths:
+        th.start()
+    time.sleep(4)
+    stop.set()
+    for th in ths:
+        th.join(40)
+    t.ok(not bad and reads[0] > 10, "(d) 3 writers overwrite one key, 4 readers: every GET is one whole version (%d reads, %d writes)"
+         % (reads[0], writes[0]), *bad[:8])
+    srv.raw.request("DELETE", obj_path(bucket, "hot"))
+    t.eq(count_shards(data, 0), 0, "(d) no shard left after the overwrites and the delete")
+    check_stop(srv, "(d)")
+
+
+# ------------------------------------------------ (e) truncated uploads
+def send_truncated(srv, path, declared, sent, payload_hash="UNSIGNED-PAYLOAD", extra=None):
+    """Signs a PUT declaring `declared` body bytes, sends `sent` of them, then closes."""
+    hdrs = dict(extra or {})
+    hdrs["content-length"] = str(declared)
+    srv.raw.sign_headers("PUT", path, [], hdrs, payload_hash, srv.raw.netloc)
+    head = "PUT %s HTTP/1.1\r\n%s\r\n" % (path, "".join("%s: %s\r\n" % kv for kv in hdrs.items()))
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    try:
+        s.sendall(head.encode() + sent)
+        time.sleep(0.3)
+    finally:
+        s.close()
+
+
+def test_truncated():
+    data = os.path.join(TOP, "e")
+    srv = Server(data)
+    if not t.ok(srv.start(), "(e) server starts", *srv.tail()):
+        return
+    bucket = "fail-trunc"
+    srv.raw.request("PUT", obj_path(bucket))
+    old = os.urandom(300000)
+    srv.raw.request("PUT", obj_path(bucket, "old"), body=old)
+    for n, what in ((MB, "1 MiB"), (40000, "40 KB (inline)")):
+        send_truncated(srv, obj_path(bucket, "new-%d" % n), n, os.urandom(n // 2))
+        send_truncated(srv, obj_path(bucket, "old"), n, os.urandom(n // 2))
+        time.sleep(0.5)
+        r = srv.raw.request("GET", obj_path(bucket, "new-%d" % n))
+        t.ok(r.status == 404, "(e) a %s PUT cut off half way stores nothing" % what, repr(r)[:200])
+        r = srv.raw.request("GET", obj_path(bucket, "old"))
+        t.ok(r.status == 200 and r.body == old, "(e) a %s overwrite cut off half way keeps the old object" % what,
+             "HTTP %d, %d bytes" % (r.status, len(r.body)))
+    d = os.urandom(200000)
+    chunks = b"%x;chunk-signature=%s\r\n%s\r\n" % (65536, b"0" * 64, d[:65536])
+    send_truncated(srv, obj_path(bucket, "chunked"), len(chunks) * 4, chunks, "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+                   {"content-encoding": "aws-chunked", "x-amz-decoded-content-length": str(len(d))})
+    r = srv.raw.request("GET", obj_path(bucket, "chunked"))
+    t.ok(r.status == 404, "(e) an aws-chunked PUT cut off after one chunk stores nothing", repr(r)[:200])
+    srv.raw.request("DELETE", obj_path(bucket, "old"))
+    t.eq(count_shards(data, 0), 0, "(e) no shard left behind by the cut-off uploads")
+    t.ok(srv.proc.poll() is None, "(e) server still running")
+    check_stop(srv, "(e)")
+
+
 try:
     with t.block("(a) drives"):
         test_drives()
     with t.block("(b) crash"):
         test_crash()
+    with t.block("(c) leaks"):
+        test_leaks()
+    with t.block("(d) overwrite race"):
+        test_overwrite_race()
+    with t.block("(e) truncated uploads"):
+        test_truncated()
 finally:
     for s in LIVE:
         if s.proc and s.proc.poll() is None:

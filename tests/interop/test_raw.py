@@ -210,6 +210,37 @@ with t.block("list XML"):
     r = R("GET", obj_path(B), query=[("list-type", "3")])
     t.ok(r.status == 400, "list-type=3 -> 400", repr(r))
 
+with t.block("bad bodies"):
+    bad = b"<Delete><Object><Key>k1</Key></Object"
+    r = R("POST", obj_path(B), query=[("delete", None)], body=bad, headers={"content-md5": s3raw.b64_md5(bad)})
+    is_err(r, "MalformedXML", 400, "DeleteObjects with malformed XML -> MalformedXML")
+    r = R("POST", obj_path(B, "mpx"), query=[("uploads", None)])
+    uid = xml_texts(r.body, "UploadId")[0]
+    r = R("POST", obj_path(B, "mpx"), query=[("uploadId", uid)], body=b"<CompleteMultipartUpload><Part>")
+    is_err(r, "MalformedXML", 400, "CompleteMultipartUpload with malformed XML -> MalformedXML")
+    r = R("POST", obj_path(B, "mpx"), query=[("uploadId", uid)], body=b"<CompleteMultipartUpload></CompleteMultipartUpload>")
+    is_err(r, "MalformedXML", 400, "CompleteMultipartUpload with no parts -> MalformedXML")
+    R("DELETE", obj_path(B, "mpx"), query=[("uploadId", uid)])
+    for m in ("GET", "HEAD"):
+        r = R(m, obj_path(B, "k1"), query=[("versionId", "not-a-version")])
+        t.ok(r.status in (400, 404) and (m == "HEAD" or r.error().get("Code") in ("InvalidArgument", "NoSuchVersion")),
+             "%s with an unknown versionId -> 400 InvalidArgument or 404 NoSuchVersion, not the current object" % m, repr(r))
+    r = R("DELETE", obj_path(B, "k1"), query=[("versionId", "not-a-version")])
+    g = R("GET", obj_path(B, "k1"))
+    t.ok(g.status == 200 and g.body == DATA, "DELETE with an unknown versionId leaves the current object alone",
+         "DELETE: %r" % r, "then GET: %r" % g)
+    R("PUT", obj_path(B, "k1"), body=DATA)
+    dx = b"<Delete><Object><Key>k1</Key><VersionId>not-a-version</VersionId></Object></Delete>"
+    r = R("POST", obj_path(B), query=[("delete", None)], body=dx, headers={"content-md5": s3raw.b64_md5(dx)})
+    g = R("GET", obj_path(B, "k1"))
+    t.ok(g.status == 200 and g.body == DATA, "DeleteObjects with an unknown VersionId leaves the current object alone",
+         "DeleteObjects: %r" % r, "then GET: %r" % g)
+    R("PUT", obj_path(B, "k1"), body=DATA)
+    r = R("GET", obj_path(B, "k1"), query=[("versionId", "null")])
+    t.ok(r.status == 200 and r.body == DATA, "GET versionId=null is the current object of an unversioned bucket", repr(r))
+    r = R("PUT", obj_path(B, "k1"), query=[("partNumber", "1"), ("uploadId", "no-such-upload")], body=b"x")
+    is_err(r, "NoSuchUpload", 404, "UploadPart to an unknown uploadId -> NoSuchUpload")
+
 if VEP:
     vr = s3raw.S3Raw(VEP, AK, SK)
     vport = urllib.parse.urlsplit(VEP).port
