@@ -13,13 +13,23 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* One open log. fd, size and opened are guarded by lk. */
+/* One open log. Lines are gathered in buf and written by whoever fills it
+ * or by the flusher thread every ALOG_FLUSH_MS: one write() for many
+ * requests. Access logs are best effort, as S3's are; usage counting, which
+ * must survive a crash, does not go through here. */
+#define ALOG_FLUSH_MS 100
+#define ALOG_BUF_MAX (64 * 1024)
+
 struct gw_alog {
     char dir[4096];
     uint64_t max_bytes;
     unsigned max_age_s;
     unsigned keep;
     pthread_mutex_t lk;
+    pthread_cond_t cv;
+    pthread_t flusher;
+    bool stop;         /* guarded by lk */
+    cm_buf buf;        /* guarded by lk: lines not yet written */
     int fd;            /* guarded by lk */
     uint64_t size;     /* guarded by lk */
     int64_t opened;    /* guarded by lk: ms when this file was started */
@@ -271,8 +281,46 @@ static void prune(gw_alog *l)
     free(names);
 }
 
+/* Writes the gathered lines. lk held. */
+static void flush_locked(gw_alog *l)
+{
+    size_t off = 0;
+    while (l->fd >= 0 && off < l->buf.n) {
+        ssize_t n = write(l->fd, l->buf.p + off, l->buf.n - off);
+        if (n <= 0) {
+            if (n < 0 && errno == EINTR)
+                continue;
+            break;
+        }
+        off += (size_t)n;
+        l->size += (uint64_t)n;
+    }
+    cm_buf_reset(&l->buf);
+}
+
+static void *flusher_main(void *arg)
+{
+    gw_alog *l = arg;
+    pthread_mutex_lock(&l->lk);
+    while (!l->stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += ALOG_FLUSH_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&l->cv, &l->lk, &ts);
+        if (l->buf.n)
+            flush_locked(l);
+    }
+    pthread_mutex_unlock(&l->lk);
+    return NULL;
+}
+
 static void rotate(gw_alog *l)
 {
+    flush_locked(l);
     char from[4200], to[4300], ts[32];
     time_t now = time(NULL);
     struct tm tm;
@@ -304,7 +352,12 @@ int gw_alog_open(const char *dir, uint64_t max_bytes, unsigned max_age_s, unsign
     l->keep = keep;
     l->fd = -1;
     pthread_mutex_init(&l->lk, NULL);
-    if ((rc = cm_mkdir_p(dir, 0700)) || (rc = open_file(l))) {
+    pthread_cond_init(&l->cv, NULL);
+    if ((rc = cm_mkdir_p(dir, 0700)) || (rc = open_file(l)) ||
+        (rc = pthread_create(&l->flusher, NULL, flusher_main, l) ? CM_ENOMEM : 0)) {
+        if (l->fd >= 0)
+            close(l->fd);
+        pthread_cond_destroy(&l->cv);
         pthread_mutex_destroy(&l->lk);
         free(l);
         return rc ? rc : CM_EIO;
@@ -317,8 +370,16 @@ void gw_alog_close(gw_alog *l)
 {
     if (!l)
         return;
+    pthread_mutex_lock(&l->lk);
+    l->stop = true;
+    pthread_cond_signal(&l->cv);
+    pthread_mutex_unlock(&l->lk);
+    pthread_join(l->flusher, NULL);
+    flush_locked(l);
     if (l->fd >= 0)
         close(l->fd);
+    cm_buf_free(&l->buf);
+    pthread_cond_destroy(&l->cv);
     pthread_mutex_destroy(&l->lk);
     free(l);
 }
@@ -326,14 +387,12 @@ void gw_alog_close(gw_alog *l)
 void gw_alog_write(gw_alog *l, cm_slice line)
 {
     pthread_mutex_lock(&l->lk);
-    if (l->fd >= 0 && l->size > 0 &&
-        (l->size + line.n > l->max_bytes ||
+    if (l->fd >= 0 && l->size + l->buf.n > 0 &&
+        (l->size + l->buf.n + line.n > l->max_bytes ||
          cm_now_ms() - l->opened > (int64_t)l->max_age_s * 1000))
         rotate(l);
-    if (l->fd >= 0) {
-        ssize_t n = write(l->fd, line.p, line.n);
-        if (n > 0)
-            l->size += (uint64_t)n;
-    }
+    cm_buf_append_slice(&l->buf, line);
+    if (l->buf.n >= ALOG_BUF_MAX)
+        flush_locked(l);
     pthread_mutex_unlock(&l->lk);
 }
