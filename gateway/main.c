@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -200,6 +201,10 @@ static int cmd_server(int argc, char **argv)
     cfg.secret_key = sk;
 
     signal(SIGPIPE, SIG_IGN);
+    /* A thread per connection would otherwise grow one malloc arena each:
+     * memory should be bounded by the stripe buffers in use, not by how many
+     * connections came and went. */
+    mallopt(M_ARENA_MAX, 8);
     gw_server_t *srv;
     int rc = gw_start(&cfg, &srv);
     if (rc) {
