@@ -436,6 +436,9 @@ bool gw_copy_source(gw_req *r, char *bucket, size_t bsz, cm_slice *key);
 /* Streams src bytes [off, off+len) into w, computing their MD5. */
 bool gw_copy_data(gw_req *r, const md_object *src, uint64_t off, uint64_t len, gw_objw *w,
                   uint8_t md5_out[16]);
+/* versionId absent or "null" (unversioned buckets); false with
+ * InvalidArgument set otherwise. */
+bool gw_version_ok(gw_req *r);
 /* Formats an ETag with quotes into out (>= 80 bytes). */
 void gw_etag_quote(cm_slice etag, char *out);
 /* Owner id and display name used wherever an owner appears. */

@@ -167,7 +167,7 @@ void gw_op_notimpl(gw_req *r)
  * AccessControlPolicy granting the owner FULL_CONTROL and nothing else). */
 void gw_get_acl(gw_req *r)
 {
-    if (!gw_bucket_exists(r))
+    if (!gw_bucket_exists(r) || (r->has_key && !gw_version_ok(r)))
         return;
     if (r->has_key) {
         md_object o;
@@ -193,7 +193,7 @@ void gw_get_acl(gw_req *r)
 
 void gw_put_acl(gw_req *r)
 {
-    if (!gw_bucket_exists(r))
+    if (!gw_bucket_exists(r) || (r->has_key && !gw_version_ok(r)))
         return;
     if (r->has_key) {
         md_object o;

@@ -412,6 +412,19 @@ void gw_put_object_end(gw_req *r)
     r->op_ctx = NULL;
 }
 
+/* Buckets are unversioned: every object's only version is "null". Any other
+ * versionId names nothing (and must never act on the current object). */
+bool gw_version_ok(gw_req *r)
+{
+    cm_slice v;
+    if (!gw_param(r, "versionId", &v) || cm_slice_eq_str(v, "null"))
+        return true;
+    gw_error_msg(r, S3E_InvalidArgument, "Invalid version id specified");
+    gw_error_extra(r, "ArgumentName", CM_SLICE_STR("versionId"));
+    gw_error_extra(r, "ArgumentValue", v);
+    return false;
+}
+
 /* ------------------------------------------------------------ GetObject */
 struct get_stream {
     gw_server *srv;
@@ -583,7 +596,7 @@ void gw_get_object(gw_req *r)
         return;
     }
     gs->srv = r->srv;
-    if (!gw_bucket_exists(r)) {
+    if (!gw_bucket_exists(r) || !gw_version_ok(r)) {
         free(gs);
         return;
     }
@@ -734,7 +747,7 @@ void gw_get_object(gw_req *r)
 /* ------------------------------------------------------------ Delete */
 void gw_delete_object(gw_req *r)
 {
-    if (!gw_bucket_exists(r))
+    if (!gw_bucket_exists(r) || !gw_version_ok(r))
         return;
     gw_evt_begin(r, EVT_REMOVED_DELETE, r->key);
     int rc = md_object_delete_ex(r->srv->md, r->bucket, r->key,

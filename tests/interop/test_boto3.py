@@ -318,6 +318,23 @@ with t.block("list"):
     r = s3.list_objects_v2(Bucket=B, Prefix="l/", Delimiter="/", MaxKeys=3)
     t.eq(([p["Prefix"] for p in r.get("CommonPrefixes", [])], [o["Key"] for o in r.get("Contents", [])], r["IsTruncated"]),
          (["l/a/", "l/b/"], ["l/c"], True), "v2 MaxKeys counts prefixes and keys together")
+    want = ["l/a/", "l/b/"] + [k for k in skeys if k.count("/") == 1]
+    got, token = [], None
+    for _ in range(20):
+        r = s3.list_objects_v2(Bucket=B, Prefix="l/", Delimiter="/", MaxKeys=1, **({"ContinuationToken": token} if token else {}))
+        got += [p["Prefix"] for p in r.get("CommonPrefixes", [])] + [o["Key"] for o in r.get("Contents", [])]
+        if not r.get("IsTruncated"):
+            break
+        token = r["NextContinuationToken"]
+    t.eq(got, want, "v2 paging one entry at a time through common prefixes: each once, in order")
+    got, marker = [], None
+    for _ in range(20):
+        r = s3.list_objects(Bucket=B, Prefix="l/", Delimiter="/", MaxKeys=1, **({"Marker": marker} if marker else {}))
+        got += [p["Prefix"] for p in r.get("CommonPrefixes", [])] + [o["Key"] for o in r.get("Contents", [])]
+        if not r.get("IsTruncated"):
+            break
+        marker = r.get("NextMarker")
+    t.eq(got, want, "v1 paging one entry at a time through common prefixes (NextMarker)")
     r = s3.list_objects_v2(Bucket=B, Prefix="l/", MaxKeys=0)
     t.eq((r.get("KeyCount"), r.get("Contents", [])), (0, []), "v2 MaxKeys=0")
     r = s3.list_objects_v2(Bucket=B, Prefix="l/", EncodingType="url")

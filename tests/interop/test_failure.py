@@ -212,8 +212,11 @@ def restore(src, dst):
 
 
 def files_equal(a, b):
-    with open(a, "rb") as fa, open(b, "rb") as fb:
-        return fa.read() == fb.read()
+    try:
+        with open(a, "rb") as fa, open(b, "rb") as fb:
+            return fa.read() == fb.read()
+    except OSError:
+        return False
 
 
 def check_stop(srv, what):
@@ -259,7 +262,14 @@ def test_drives():
     t.ok(n > 0, "(a) corrupted one byte in %d shard files of drive3, drive1 empty" % n)
     if t.ok(srv.start(), "(a) restarts with drive1 empty and drive3 corrupt", *srv.tail()):
         read_all(srv, bucket, objs, "(a) drive1 empty + drive3 corrupt")
-        time.sleep(2)  # a heal may run in the background
+        end = time.time() + 20  # the heal runs in the background: give it time
+        while time.time() < end:
+            healed = [f for f in shards["drive3"]
+                      if files_equal(os.path.join(data, "drive3", f), os.path.join(bak, "drive3", f))]
+            back = [f for f in shards["drive1"] if os.path.exists(os.path.join(data, "drive1", f))]
+            if len(healed) == len(shards["drive3"]) and len(back) == len(shards["drive1"]):
+                break
+            time.sleep(0.25)
         check_stop(srv, "(a) drive1 empty + drive3 corrupt")
         healed = [f for f in shards["drive3"] if files_equal(os.path.join(data, "drive3", f), os.path.join(bak, "drive3", f))]
         t.ok(len(healed) == len(shards["drive3"]), "(a) corrupted shards are healed after being read",
