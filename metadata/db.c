@@ -277,7 +277,8 @@ int md_open(const char *dir, md_db_t **out)
     }
     for (int i = 0; i < MD__NKEYLOCK; i++)
         pthread_mutex_init(&db->key_lk[i], NULL);
-    if ((rc = md__ldb_open(dir, &db->ldb)) || (rc = md__seq_load(db)))
+    if ((rc = md__ldb_open(dir, &db->ldb)) || (rc = md__seq_load(db)) ||
+        (rc = md__usage_open(db, dir)))
         goto out;
     *out = db;
     db = NULL;
@@ -290,6 +291,7 @@ void md_close(md_db_t *db)
 {
     if (!db)
         return;
+    md__usage_close(db);
     md__ldb_close(db->ldb);
     pthread_mutex_destroy(&db->seq_lk);
     for (int i = 0; i < MD__NRWLOCK; i++) {

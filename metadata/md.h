@@ -355,9 +355,9 @@ int md_changelog_trim(md_db_t *db, md_expired_fn expired, void *arg, size_t *out
 
 /* ---------------------------------------------------------- usage (usage.c)
  * Usage metering storage (doc/metadata-keys.md, doc/billing.md). A request
- * record is committed before the request's response is queued (md_usage_add
- * with sync, or md_usage_add_batch in the batch of the change it made), so a
- * crash loses no answered request. md_usage_fold turns pending records into
+ * record is written before the request's response is queued (md_usage_add,
+ * or md_usage_add_batch in the batch of the change it made), so a crash of
+ * the process loses no answered request. md_usage_fold turns pending records into
  * hourly counters keyed (hour, bucket, access key, operation, status class)
  * and integrates storage deltas into byte-hours; it is the only writer of
  * counters and is serialised inside. All calls are thread-safe. */
@@ -374,8 +374,10 @@ typedef struct md_usage_req {
     int64_t bytes_out;      /* response body bytes; negative in a correction */
 } md_usage_req;
 
-/* Writes one pending request record in its own batch (sync: fsync it; the
- * writer joins LevelDB's group commit). 0 or a CM_E* code. */
+/* Writes one pending request record: without sync, appended to the usage
+ * journal DIR/usage/journal.<n> with one write(2) (in the kernel on return;
+ * no lock but a shared rwlock); with sync, in its own LevelDB batch, fsync'd
+ * (the writer joins LevelDB's group commit). 0 or a CM_E* code. */
 int md_usage_add(md_db_t *db, const md_usage_req *u, bool sync);
 /* Adds a pending request record to a change's batch (from a write hook). */
 int md_usage_add_batch(md_batch_t *b, const md_usage_req *u);
@@ -383,8 +385,11 @@ int md_usage_add_batch(md_batch_t *b, const md_usage_req *u);
  * to a change's batch (from a write hook). */
 int md_usage_storage_delta(md_batch_t *b, const char *bucket, int64_t ms, int64_t dbytes,
                            int64_t dobjects);
-/* Folds every pending record into counters and storage state (atomic
- * batches). *out_n (may be NULL) gets the number of records folded. */
+/* Folds every pending record (journals before the current one, after
+ * switching writers to a new one, and LevelDB records) into counters and
+ * storage state (atomic batches; a folded journal leaves a marker in its
+ * batch so it is never counted twice). *out_n (may be NULL) gets the number
+ * of records folded. */
 int md_usage_fold(md_db_t *db, size_t *out_n);
 
 typedef struct md_usage_ctr {

@@ -21,7 +21,8 @@
 #define MD__K_USAGE '$'   /* '$' kind ... -> usage records (usage.c): 'R'/'D' seq(be64)
                            * pending request records / storage deltas, 'H' hourly
                            * counters, 'S' bucket storage state, 'T' byte-ms per hour,
-                           * 'L' bucket logging configuration */
+                           * 'L' bucket logging configuration, 'J' n(be64) marker:
+                           * usage journal n is folded */
 #define MD__K_EVENTS 'E'  /* 'E' kind byte ... -> events records (notify.c, outbox.c):
                            * 'E' 'N' bucket -> notification config, 'E' 'F' name -> function,
                            * 'E' 'T' name -> target, 'E' 'Q' seq(be64) -> pending event,
@@ -58,6 +59,7 @@ struct md_db {
     pthread_rwlock_t bucket_lk[MD__NRWLOCK];
     pthread_rwlock_t upload_lk[MD__NRWLOCK];
     pthread_mutex_t key_lk[MD__NKEYLOCK];
+    struct md__ujournal *uj; /* usage journal (usage.c); NULL before md__usage_open */
 };
 
 /* ------------------------------------------------------------------ db.c */
@@ -90,6 +92,14 @@ void md__iter_prev(struct md__iter *it);
 cm_slice md__iter_key(const struct md__iter *it);
 cm_slice md__iter_val(const struct md__iter *it);
 int md__iter_status(const struct md__iter *it); /* 0 or the iterator's error */
+
+/* --------------------------------------------------------------- usage.c */
+/* Opens the usage journal DIR/usage/journal.<N> (N above every journal and
+ * fold marker already there) for md_usage_add; older journals are folded by
+ * the next md_usage_fold. Called by md_open once the store is open. */
+int md__usage_open(md_db_t *db, const char *dir);
+/* Closes the journal (unlinking it if nothing was written); no-op without one. */
+void md__usage_close(md_db_t *db);
 
 /* ------------------------------------------------------------------ keys.c */
 /* Each builder resets b and writes the full key into it. */

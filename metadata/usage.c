@@ -5,8 +5,13 @@
  * Classification and prices live in billing/; this file only stores. */
 #include "metadata/md_int.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* Sub-kinds after the '$' byte (doc/metadata-keys.md). */
 #define K_REQ 'R'     /* '$' 'R' seq(be64) -> pending request record */
@@ -15,9 +20,13 @@
 #define K_STATE 'S'   /* '$' 'S' bucket -> current bytes, objects, last change */
 #define K_BYTEMS 'T'  /* '$' 'T' hour(be64) bucket -> byte-milliseconds in that hour */
 #define K_LOGGING 'L' /* '$' 'L' bucket -> bucket logging configuration */
+#define K_JOURNAL 'J' /* '$' 'J' n(be64) -> journal.<n> is folded (marker) */
 
 #define HOUR_MS 3600000ll
 #define FOLD_MAX 65536 /* records folded per batch */
+#define JREC_HDR 8     /* journal record: len u32 le, crc32c u32 le, then len bytes */
+#define JREC_MIN 16    /* below any encoded request record */
+#define JREC_MAX 1024  /* larger than any valid one (names are bounded) */
 
 /* One fold at a time: the fold is the only writer of 'H', 'S' and 'T'. */
 static pthread_mutex_t fold_lk = PTHREAD_MUTEX_INITIALIZER;
@@ -117,7 +126,7 @@ out:
     return rc;
 }
 
-int md_usage_add(md_db_t *db, const md_usage_req *u, bool sync)
+static int add_ldb(md_db_t *db, const md_usage_req *u, bool sync)
 {
     struct md__batch *b = md__batch_new();
     uint64_t seq;
@@ -130,6 +139,262 @@ int md_usage_add(md_db_t *db, const md_usage_req *u, bool sync)
 out:
     md__batch_free(b);
     return rc;
+}
+
+/* ------------------------------------------------------ usage journal
+ * Non-sync request records are appended to DIR/usage/journal.<n>, one
+ * write(2) of one whole record each, under the shared side of lk: a record
+ * is in the kernel (safe from kill -9) when md_usage_add returns. The fold
+ * takes lk exclusively only to switch writers to journal.<n+1>; once it has
+ * it, no writer still holds the old file, which it then reads, folds in a
+ * batch that also puts the marker '$' 'J' n, commits (sync) and unlinks.
+ * A journal whose marker exists is already counted and only unlinked. */
+struct md__ujournal {
+    pthread_rwlock_t lk; /* shared: writers; exclusive: the switch */
+    int fd;              /* current journal (O_APPEND); guarded by lk */
+    uint64_t n;          /* its number; changed under fold_lk and lk */
+    int dfd;             /* the journal directory, fsync'd after unlinks */
+    char dir[];          /* DIR/usage */
+};
+
+static uint32_t crc_tab[256];
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+
+static void crc_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+        crc_tab[i] = c;
+    }
+}
+
+/* CRC-32C (Castagnoli), as common/enc.c's, table-driven. */
+static uint32_t crc32c(uint32_t crc, const uint8_t *p, size_t n)
+{
+    crc = ~crc;
+    while (n--)
+        crc = crc_tab[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+    return ~crc;
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* The CRC covers the length field and the record. */
+static uint32_t jrec_crc(const uint8_t *rec)
+{
+    uint32_t len = get_le32(rec);
+    return crc32c(crc32c(0, rec, 4), rec + JREC_HDR, len);
+}
+
+static int journal_path(const struct md__ujournal *j, uint64_t n, char *out, size_t sz)
+{
+    int w = snprintf(out, sz, "%s/journal.%llu", j->dir, (unsigned long long)n);
+    return w > 0 && (size_t)w < sz ? 0 : CM_EINVAL;
+}
+
+static int journal_create(const struct md__ujournal *j, uint64_t n, int *out)
+{
+    char path[4096];
+    int rc, fd;
+    if ((rc = journal_path(j, n, path, sizeof path)))
+        return rc;
+    fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        cm_log(CM_LOG_ERROR, "metadata: %s: %s", path, strerror(errno));
+        return CM_EIO;
+    }
+    *out = fd;
+    return 0;
+}
+
+/* Parses "journal.<n>"; false for other names. */
+static bool journal_name(const char *name, uint64_t *n)
+{
+    char *end;
+    if (strncmp(name, "journal.", 8) || name[8] < '0' || name[8] > '9')
+        return false;
+    errno = 0;
+    unsigned long long v = strtoull(name + 8, &end, 10);
+    if (errno || *end)
+        return false;
+    *n = v;
+    return true;
+}
+
+static int u64_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The journal numbers below lim in the directory, ascending (malloc()ed). */
+static int journal_list(const struct md__ujournal *j, uint64_t lim, uint64_t **out, size_t *nout)
+{
+    DIR *d = opendir(j->dir);
+    uint64_t *a = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    int rc = 0;
+    if (!d)
+        return CM_EIO;
+    while ((e = readdir(d))) {
+        uint64_t v;
+        if (!journal_name(e->d_name, &v) || v >= lim)
+            continue;
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 8;
+            uint64_t *na = realloc(a, nc * sizeof *na);
+            if (!na) {
+                rc = CM_ENOMEM;
+                goto out;
+            }
+            a = na;
+            cap = nc;
+        }
+        a[n++] = v;
+    }
+    if (n)
+        qsort(a, n, sizeof *a, u64_cmp);
+    *out = a;
+    *nout = n;
+    a = NULL;
+out:
+    free(a);
+    closedir(d);
+    return rc;
+}
+
+static int marker_key(cm_buf *k, uint64_t n)
+{
+    return key_seq(k, K_JOURNAL, n);
+}
+
+int md__usage_open(md_db_t *db, const char *dir)
+{
+    size_t dl = strlen(dir);
+    struct md__ujournal *j = calloc(1, sizeof *j + dl + sizeof "/usage");
+    struct md__iter *it = NULL;
+    uint64_t *nums = NULL, top = 0;
+    size_t nn = 0;
+    uint8_t start[2] = {MD__K_USAGE, K_JOURNAL};
+    int rc;
+
+    if (!j)
+        return CM_ENOMEM;
+    pthread_once(&crc_once, crc_init);
+    memcpy(j->dir, dir, dl);
+    memcpy(j->dir + dl, "/usage", sizeof "/usage");
+    j->fd = j->dfd = -1;
+    pthread_rwlock_init(&j->lk, NULL);
+    if (mkdir(j->dir, 0755) && errno != EEXIST) {
+        cm_log(CM_LOG_ERROR, "metadata: mkdir %s: %s", j->dir, strerror(errno));
+        rc = CM_EIO;
+        goto out;
+    }
+    j->dfd = open(j->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (j->dfd < 0) {
+        rc = CM_EIO;
+        goto out;
+    }
+    /* The new journal's number is above every journal and every marker, so
+     * a stale marker can never stand for it. */
+    if ((rc = journal_list(j, UINT64_MAX, &nums, &nn)))
+        goto out;
+    if (nn)
+        top = nums[nn - 1];
+    if (!(it = md__iter_new(db))) {
+        rc = CM_ENOMEM;
+        goto out;
+    }
+    for (md__iter_seek(it, CM_SLICE(start, 2)); md__iter_valid(it); md__iter_next(it)) {
+        cm_slice k = md__iter_key(it);
+        if (k.n != 10 || k.p[0] != MD__K_USAGE || k.p[1] != K_JOURNAL)
+            break;
+        if (get_be64(k.p + 2) > top)
+            top = get_be64(k.p + 2);
+    }
+    if ((rc = md__iter_status(it)))
+        goto out;
+    j->n = top + 1;
+    if ((rc = journal_create(j, j->n, &j->fd)))
+        goto out;
+    db->uj = j;
+    j = NULL;
+out:
+    md__iter_free(it);
+    free(nums);
+    if (j) {
+        if (j->dfd >= 0)
+            close(j->dfd);
+        pthread_rwlock_destroy(&j->lk);
+        free(j);
+    }
+    return rc;
+}
+
+void md__usage_close(md_db_t *db)
+{
+    struct md__ujournal *j = db->uj;
+    struct stat st;
+    char path[4096];
+    if (!j)
+        return;
+    db->uj = NULL;
+    if (!fstat(j->fd, &st) && st.st_size == 0 && !journal_path(j, j->n, path, sizeof path))
+        unlink(path);
+    close(j->fd);
+    close(j->dfd);
+    pthread_rwlock_destroy(&j->lk);
+    free(j);
+}
+
+/* Appends one record with one write(2). */
+static int journal_add(struct md__ujournal *j, const md_usage_req *u)
+{
+    cm_buf v = {0};
+    uint8_t hdr[JREC_HDR] = {0};
+    ssize_t w;
+    int rc;
+    if ((rc = cm_buf_append(&v, hdr, JREC_HDR)) || (rc = req_encode(&v, u)))
+        goto out;
+    if (v.n - JREC_HDR > JREC_MAX) {
+        rc = CM_EINVAL;
+        goto out;
+    }
+    put_le32(v.p, (uint32_t)(v.n - JREC_HDR));
+    put_le32(v.p + 4, jrec_crc(v.p));
+    pthread_rwlock_rdlock(&j->lk);
+    do {
+        w = write(j->fd, v.p, v.n);
+    } while (w < 0 && errno == EINTR);
+    pthread_rwlock_unlock(&j->lk);
+    /* A short write leaves a bad record that the fold skips. */
+    rc = w == (ssize_t)v.n ? 0 : CM_EIO;
+out:
+    cm_buf_free(&v);
+    return rc;
+}
+
+int md_usage_add(md_db_t *db, const md_usage_req *u, bool sync)
+{
+    if (!sync && db->uj) {
+        int rc = journal_add(db->uj, u);
+        if (rc != CM_EIO)
+            return rc;
+        cm_log(CM_LOG_WARN, "metadata: usage journal write failed; recording in LevelDB");
+    }
+    return add_ldb(db, u, sync);
 }
 
 int md_usage_add_batch(md_batch_t *mb, const md_usage_req *u)
@@ -208,66 +473,80 @@ static int ctr_encode(cm_buf *v, const agg *a)
     return cm_buf_put_u64(v, a->bytes_out);
 }
 
-/* Folds up to FOLD_MAX 'R' records into 'H' counters in b. */
-static int fold_requests(md_db_t *db, struct md__batch *b, size_t *nfold)
+/* Request records being folded: one agg per record until merged. */
+typedef struct aggset {
+    agg *a;
+    size_t n, cap;
+} aggset;
+
+static void aggset_free(aggset *s)
 {
-    struct md__iter *it = md__iter_new(db);
-    agg *a = NULL;
-    size_t n = 0, cap = 0, nu = 0;
+    for (size_t i = 0; i < s->n; i++)
+        cm_buf_free(&s->a[i].key);
+    free(s->a);
+    memset(s, 0, sizeof *s);
+}
+
+/* Sorts the set and sums records of one counter into one entry. */
+static void aggset_merge(aggset *s)
+{
+    size_t w = 0;
+    if (s->n < 2)
+        return;
+    qsort(s->a, s->n, sizeof *s->a, agg_cmp);
+    for (size_t i = 1; i < s->n; i++) {
+        agg *d = &s->a[w], *e = &s->a[i];
+        if (cm_slice_eq(cm_buf_slice(&e->key), cm_buf_slice(&d->key))) {
+            d->requests += e->requests;
+            d->billable += e->billable;
+            d->bytes_in += e->bytes_in;
+            d->bytes_out += e->bytes_out; /* corrections are negative: modular sum */
+            cm_buf_free(&e->key);
+        } else {
+            s->a[++w] = *e;
+        }
+    }
+    s->n = w + 1;
+}
+
+static int aggset_add(aggset *s, const req_dec *d)
+{
+    int rc;
+    if (s->n == s->cap && s->n >= FOLD_MAX)
+        aggset_merge(s); /* bounds memory by distinct counters, not records */
+    if (s->n == s->cap) {
+        size_t nc = s->cap ? s->cap * 2 : 256;
+        agg *na = realloc(s->a, nc * sizeof *na);
+        if (!na)
+            return CM_ENOMEM;
+        s->a = na;
+        s->cap = nc;
+    }
+    agg *e = &s->a[s->n];
+    memset(e, 0, sizeof *e);
+    uint8_t sc = (uint8_t)(d->status / 100 <= 9 ? d->status / 100 : 9);
+    if ((rc = hour_key(&e->key, hour_of(d->ms), d->bucket, d->ak, d->op, sc))) {
+        cm_buf_free(&e->key);
+        return rc;
+    }
+    s->n++;
+    e->cls = d->cls;
+    e->requests = d->requests;
+    e->billable = d->billable;
+    e->bytes_in = d->bytes_in;
+    e->bytes_out = d->bytes_out;
+    return 0;
+}
+
+/* Adds the set to the stored 'H' counters in b. */
+static int aggset_commit(md_db_t *db, struct md__batch *b, aggset *s)
+{
     cm_buf v = {0}, cur = {0};
-    uint8_t start[2] = {MD__K_USAGE, K_REQ};
     int rc = 0;
 
-    if (!it)
-        return CM_ENOMEM;
-    for (md__iter_seek(it, CM_SLICE(start, 2)); md__iter_valid(it) && n < FOLD_MAX;
-         md__iter_next(it)) {
-        cm_slice k = md__iter_key(it);
-        req_dec d;
-        if (k.n != 10 || k.p[0] != MD__K_USAGE || k.p[1] != K_REQ)
-            break;
-        md__batch_del(b, k);
-        if (req_decode(md__iter_val(it), &d)) {
-            cm_log(CM_LOG_WARN, "metadata: dropping a corrupt usage record");
-            continue;
-        }
-        if (n == cap) {
-            size_t nc = cap ? cap * 2 : 256;
-            agg *na = realloc(a, nc * sizeof *na);
-            if (!na) {
-                rc = CM_ENOMEM;
-                goto out;
-            }
-            a = na;
-            cap = nc;
-        }
-        agg *e = &a[n];
-        memset(e, 0, sizeof *e);
-        uint8_t sc = (uint8_t)(d.status / 100 <= 9 ? d.status / 100 : 9);
-        if ((rc = hour_key(&e->key, hour_of(d.ms), d.bucket, d.ak, d.op, sc))) {
-            cm_buf_free(&e->key);
-            goto out;
-        }
-        n++;
-        e->cls = d.cls;
-        e->requests = d.requests;
-        e->billable = d.billable;
-        e->bytes_in = d.bytes_in;
-        e->bytes_out = d.bytes_out; /* corrections are negative: modular sum */
-    }
-    if ((rc = md__iter_status(it)))
-        goto out;
-    if (n)
-        qsort(a, n, sizeof *a, agg_cmp);
-    for (size_t i = 0; i < n;) {
-        agg sum = a[i];
-        size_t j = i + 1;
-        for (; j < n && cm_slice_eq(cm_buf_slice(&a[j].key), cm_buf_slice(&sum.key)); j++) {
-            sum.requests += a[j].requests;
-            sum.billable += a[j].billable;
-            sum.bytes_in += a[j].bytes_in;
-            sum.bytes_out += a[j].bytes_out;
-        }
+    aggset_merge(s);
+    for (size_t i = 0; i < s->n; i++) {
+        agg sum = s->a[i];
         rc = md__get(db, cm_buf_slice(&sum.key), &cur);
         if (rc == 0) {
             agg old;
@@ -283,19 +562,190 @@ static int fold_requests(md_db_t *db, struct md__batch *b, size_t *nfold)
         if ((rc = ctr_encode(&v, &sum)))
             goto out;
         md__batch_put(b, cm_buf_slice(&sum.key), cm_buf_slice(&v));
-        nu++;
-        i = j;
     }
     rc = 0;
-    *nfold += n;
 out:
-    for (size_t i = 0; i < n; i++)
-        cm_buf_free(&a[i].key);
-    free(a);
     cm_buf_free(&v);
     cm_buf_free(&cur);
+    return rc;
+}
+
+/* Adds up to FOLD_MAX 'R' records to s, deleting them in b. */
+static int fold_requests(md_db_t *db, struct md__batch *b, aggset *s, size_t *nfold)
+{
+    struct md__iter *it = md__iter_new(db);
+    size_t n = 0;
+    uint8_t start[2] = {MD__K_USAGE, K_REQ};
+    int rc = 0;
+
+    if (!it)
+        return CM_ENOMEM;
+    for (md__iter_seek(it, CM_SLICE(start, 2)); md__iter_valid(it) && n < FOLD_MAX;
+         md__iter_next(it)) {
+        cm_slice k = md__iter_key(it);
+        req_dec d;
+        if (k.n != 10 || k.p[0] != MD__K_USAGE || k.p[1] != K_REQ)
+            break;
+        md__batch_del(b, k);
+        n++;
+        if (req_decode(md__iter_val(it), &d)) {
+            cm_log(CM_LOG_WARN, "metadata: dropping a corrupt usage record");
+            continue;
+        }
+        if ((rc = aggset_add(s, &d)))
+            goto out;
+    }
+    if ((rc = md__iter_status(it)))
+        goto out;
+    *nfold += n;
+out:
     md__iter_free(it);
-    (void)nu;
+    return rc;
+}
+
+/* Reads journal n into s. A record that is torn or fails its CRC is
+ * skipped byte by byte until a valid record starts again (a torn record is
+ * one whose write never returned, so its request got no response). */
+static int journal_read(struct md__ujournal *j, uint64_t n, aggset *s, size_t *nfold)
+{
+    char path[4096];
+    cm_buf data = {0};
+    uint8_t tmp[16384];
+    size_t skipped = 0;
+    int fd = -1, rc;
+
+    if ((rc = journal_path(j, n, path, sizeof path)))
+        return rc;
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+        rc = errno == ENOENT ? 0 : CM_EIO;
+        goto out;
+    }
+    for (;;) {
+        ssize_t r = read(fd, tmp, sizeof tmp);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            rc = CM_EIO;
+            goto out;
+        }
+        if (r == 0)
+            break;
+        if ((rc = cm_buf_append(&data, tmp, (size_t)r)))
+            goto out;
+    }
+    for (size_t pos = 0; pos + JREC_HDR <= data.n;) {
+        const uint8_t *p = data.p + pos;
+        uint32_t len = get_le32(p);
+        req_dec d;
+        if (len < JREC_MIN || len > JREC_MAX || len > data.n - pos - JREC_HDR ||
+            get_le32(p + 4) != jrec_crc(p) ||
+            req_decode(CM_SLICE(p + JREC_HDR, len), &d)) {
+            pos++;
+            skipped++;
+            continue;
+        }
+        if ((rc = aggset_add(s, &d)))
+            goto out;
+        (*nfold)++;
+        pos += JREC_HDR + len;
+    }
+    if (skipped)
+        cm_log(CM_LOG_WARN, "metadata: %s: skipped %zu bytes of torn usage records", path,
+               skipped);
+    rc = 0;
+out:
+    if (fd >= 0)
+        close(fd);
+    cm_buf_free(&data);
+    return rc;
+}
+
+/* Switches writers to a new journal if the current one has records. */
+static int journal_switch(struct md__ujournal *j)
+{
+    struct stat st;
+    int fd, old, rc;
+    if (fstat(j->fd, &st))
+        return CM_EIO;
+    if (st.st_size == 0)
+        return 0;
+    if ((rc = journal_create(j, j->n + 1, &fd)))
+        return rc;
+    pthread_rwlock_wrlock(&j->lk); /* waits for writers still on the old one */
+    old = j->fd;
+    j->fd = fd;
+    j->n++;
+    pthread_rwlock_unlock(&j->lk);
+    close(old);
+    return 0;
+}
+
+/* After the fold of journals is committed: unlinks them, makes the unlinks
+ * durable, then deletes every marker whose journal is gone. */
+static int journal_cleanup(md_db_t *db, const uint64_t *nums, size_t nn)
+{
+    struct md__ujournal *j = db->uj;
+    struct md__iter *it = NULL;
+    struct md__batch *b = NULL;
+    uint8_t start[2] = {MD__K_USAGE, K_JOURNAL};
+    char path[4096];
+    size_t ndel = 0;
+    int rc = 0;
+
+    for (size_t i = 0; i < nn; i++)
+        if (!journal_path(j, nums[i], path, sizeof path) && unlink(path) && errno != ENOENT)
+            return CM_EIO;
+    if (fsync(j->dfd))
+        return CM_EIO;
+    if (!(it = md__iter_new(db)) || !(b = md__batch_new())) {
+        rc = CM_ENOMEM;
+        goto out;
+    }
+    for (md__iter_seek(it, CM_SLICE(start, 2)); md__iter_valid(it); md__iter_next(it)) {
+        cm_slice k = md__iter_key(it);
+        if (k.n != 10 || k.p[0] != MD__K_USAGE || k.p[1] != K_JOURNAL)
+            break;
+        if ((rc = journal_path(j, get_be64(k.p + 2), path, sizeof path)))
+            goto out;
+        if (access(path, F_OK) && errno == ENOENT) {
+            md__batch_del(b, k);
+            ndel++;
+        }
+    }
+    if (!(rc = md__iter_status(it)) && ndel)
+        rc = md__batch_commit(db, b, false);
+out:
+    md__batch_free(b);
+    md__iter_free(it);
+    return rc;
+}
+
+/* Folds the journals before the current one into s, putting their markers
+ * in b; *nj gets how many (their numbers in *nums, for journal_cleanup). */
+static int fold_journals(md_db_t *db, struct md__batch *b, aggset *s, size_t *nfold,
+                         uint64_t **nums, size_t *nj)
+{
+    struct md__ujournal *j = db->uj;
+    cm_buf k = {0};
+    int rc;
+
+    *nums = NULL;
+    *nj = 0;
+    if ((rc = journal_switch(j)) || (rc = journal_list(j, j->n, nums, nj)))
+        return rc;
+    for (size_t i = 0; i < *nj; i++) {
+        if ((rc = marker_key(&k, (*nums)[i])))
+            goto out;
+        rc = md__exists(db, cm_buf_slice(&k));
+        if (rc == 0)
+            continue; /* folded before a crash, not yet unlinked */
+        if (rc != CM_ENOTFOUND || (rc = journal_read(j, (*nums)[i], s, nfold)))
+            goto out;
+        md__batch_put(b, cm_buf_slice(&k), CM_SLICE("", 0));
+    }
+    rc = 0;
+out:
+    cm_buf_free(&k);
     return rc;
 }
 
@@ -500,30 +950,44 @@ out:
 
 int md_usage_fold(md_db_t *db, size_t *out_n)
 {
-    size_t total = 0;
+    uint64_t *nums = NULL;
+    size_t total = 0, nj = 0;
+    bool first = true;
     int rc = 0;
 
     pthread_mutex_lock(&fold_lk);
     for (;;) {
         struct md__batch *b = md__batch_new();
+        aggset s = {0};
         size_t n = 0;
         if (!b) {
             rc = CM_ENOMEM;
             break;
         }
-        rc = fold_requests(db, b, &n);
+        if (first && db->uj)
+            rc = fold_journals(db, b, &s, &n, &nums, &nj);
+        if (!rc)
+            rc = fold_requests(db, b, &s, &n);
+        if (!rc)
+            rc = aggset_commit(db, b, &s);
         if (!rc)
             rc = fold_storage(db, b, &n);
-        /* Not a sync write: the batch is atomic, and if it is lost the
-         * pending records it deletes are still there to fold again. */
-        if (!rc && n)
-            rc = md__batch_commit(db, b, false);
+        /* Pending LevelDB records alone: not a sync write; the batch is
+         * atomic, and if it is lost the records it deletes are still there
+         * to fold again. Journals are unlinked after it: sync first. */
+        if (!rc && (n || (first && nj)))
+            rc = md__batch_commit(db, b, first && nj > 0);
+        aggset_free(&s);
         md__batch_free(b);
+        if (!rc && first && nj)
+            rc = journal_cleanup(db, nums, nj);
+        first = false;
         total += n;
         if (rc || n < FOLD_MAX)
             break;
     }
     pthread_mutex_unlock(&fold_lk);
+    free(nums);
     if (out_n)
         *out_n = total;
     return rc;

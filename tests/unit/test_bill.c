@@ -1,13 +1,17 @@
 /* tests/unit/test_bill.c - unit tests of billing/ and metadata/usage.c: the
  * class table and billing rules, price sheets, time and --by parsing, exact
  * counting through record -> fold -> scan (with corrections), storage
- * byte-hours from object commits, the JSON report, and records surviving a
- * SIGKILL of the writing process. TAP. */
+ * byte-hours from object commits, the JSON report, records surviving a
+ * SIGKILL of the writing process (sync records and the usage journal), and
+ * a journal fold interrupted between its commit and the unlink. TAP. */
 #include "billing/bill.h"
 #include "common/json.h"
+#include "metadata/md_int.h"
 #include "tests/unit/tap.h"
 
+#include <dirent.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -326,6 +330,215 @@ static void test_kill(void)
     md_close(db);
 }
 
+
+/* Number of journal files in DIR/usage. */
+static int count_journals(const char *path)
+{
+    char d[160];
+    int n = 0;
+    snprintf(d, sizeof d, "%s/usage", path);
+    DIR *dp = opendir(d);
+    if (!dp)
+        return -1;
+    for (struct dirent *e; (e = readdir(dp));)
+        if (!strncmp(e->d_name, "journal.", 8))
+            n++;
+    closedir(dp);
+    return n;
+}
+
+/* Non-sync records go to the journal: a child writes them (with folds
+ * racing) and is SIGKILLed; reopening folds every acknowledged record
+ * exactly once. */
+static void test_journal_kill(void)
+{
+    char path[128];
+    int fds[2];
+    snprintf(path, sizeof path, "%s/jkill", g_dir);
+    if (pipe(fds))
+        return;
+    pid_t pid = fork();
+    if (pid == 0) {
+        md_db_t *db = NULL;
+        close(fds[0]);
+        if (md_open(path, &db))
+            _exit(1);
+        for (int i = 0;; i++) {
+            bill_event e = ev_make("GetObject", 200, 3, 7, cm_now_ms());
+            if (bill_record(db, &e, false))
+                _exit(1);
+            if (i % 997 == 0)
+                md_usage_fold(db, NULL); /* folds racing the kill */
+            if (write(fds[1], "x", 1) != 1)
+                _exit(1);
+        }
+    }
+    close(fds[1]);
+    char buf[4096];
+    uint64_t acked = 0;
+    while (acked < 5000) {
+        ssize_t n = read(fds[0], buf, sizeof buf);
+        if (n <= 0)
+            break;
+        acked += (uint64_t)n;
+    }
+    kill(pid, SIGKILL);
+    int st;
+    waitpid(pid, &st, 0);
+    ssize_t n;
+    while ((n = read(fds[0], buf, sizeof buf)) > 0)
+        acked += (uint64_t)n;
+    close(fds[0]);
+    ok(count_journals(path) >= 1, "journal files left by the killed writer");
+    md_db_t *db = NULL;
+    if (!ok(md_open(path, &db) == 0, "reopen after SIGKILL (journal)"))
+        return;
+    size_t nf = 0;
+    is_int(md_usage_fold(db, &nf), 0, "fold the journals");
+    sums s = scan_all(db);
+    ok(s.req >= acked && s.req <= acked + 1,
+       "journal after SIGKILL: %llu counted, %llu acknowledged (at most one more in flight)",
+       (unsigned long long)s.req, (unsigned long long)acked);
+    is_int(s.out, s.req * 7, "bytes out of every counted request");
+    is_int(s.in, s.req * 3, "bytes in of every counted request");
+    is_int(count_journals(path), 1, "folded journals unlinked (the current one stays)");
+    md_usage_fold(db, &nf);
+    is_int(nf, 0, "a second fold folds nothing");
+    md_close(db);
+    db = NULL;
+    md_open(path, &db);
+    md_usage_fold(db, NULL);
+    sums s2 = scan_all(db);
+    is_int(s2.req, s.req, "reopen and fold again: counted once");
+    md_close(db);
+}
+
+/* A fold that committed (counters and marker) but died before unlinking
+ * its journal: simulated by putting a copy of the journal back. The next
+ * open sees the marker and unlinks it without counting it again. */
+static void test_journal_marker(void)
+{
+    char path[128], jdir[160], src[512], dst[256];
+    md_db_t *db = NULL;
+    snprintf(path, sizeof path, "%s/jmark", g_dir);
+    snprintf(jdir, sizeof jdir, "%s/usage", path);
+    if (!ok(md_open(path, &db) == 0, "open (marker)"))
+        return;
+    for (int i = 0; i < 100; i++) {
+        bill_event e = ev_make("HeadObject", 200, 0, 0, cm_now_ms());
+        bill_record(db, &e, false);
+    }
+    /* The one journal: copy it aside before the fold. */
+    DIR *dp = opendir(jdir);
+    src[0] = 0;
+    for (struct dirent *e; dp && (e = readdir(dp));)
+        if (!strncmp(e->d_name, "journal.", 8))
+            snprintf(src, sizeof src, "%s/%s", jdir, e->d_name);
+    if (dp)
+        closedir(dp);
+    snprintf(dst, sizeof dst, "%s/saved", path);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", src, dst);
+    ok(src[0] && system(cmd) == 0, "journal saved");
+    size_t nf = 0;
+    md_usage_fold(db, &nf);
+    is_int(nf, 100, "100 journal records folded");
+    is_int(scan_all(db).req, 100, "counted");
+    ok(access(src, F_OK) != 0, "folded journal unlinked");
+    md_close(db);
+
+    /* Crash between commit and unlink: the journal is back and its marker
+     * is still there. Put the marker back as the fold left it. */
+    if (rename(dst, src) != 0) {
+        ok(0, "restore journal");
+        return;
+    }
+    db = NULL;
+    md_open(path, &db);
+    /* The marker was deleted after the unlink: write it back as the
+     * commit left it ('$' 'J' n(be64), doc/billing.md). */
+    uint64_t jn = strtoull(strrchr(src, '.') + 1, NULL, 10);
+    uint8_t mk[10] = {MD__K_USAGE, 'J'};
+    for (int i = 0; i < 8; i++)
+        mk[2 + i] = (uint8_t)(jn >> (56 - 8 * i));
+    struct md__batch *mb = md__batch_new();
+    md__batch_put(mb, CM_SLICE(mk, 10), CM_SLICE("", 0));
+    is_int(md__batch_commit(db, mb, false), 0, "marker of the restored journal");
+    md__batch_free(mb);
+    md_usage_fold(db, &nf);
+    is_int(nf, 0, "a marked journal is not folded again");
+    is_int(scan_all(db).req, 100, "still 100 after the interrupted fold");
+    ok(access(src, F_OK) != 0, "the marked journal is unlinked");
+    md_close(db);
+
+    /* Without a marker (crash before the commit) it is folded. */
+    db = NULL;
+    md_open(path, &db);
+    for (int i = 0; i < 5; i++) {
+        bill_event e = ev_make("HeadObject", 200, 0, 0, cm_now_ms());
+        bill_record(db, &e, false);
+    }
+    md_close(db); /* no fold: the journal stays */
+    db = NULL;
+    md_open(path, &db);
+    md_usage_fold(db, &nf);
+    is_int(nf, 5, "an unmarked journal is folded at the next open");
+    is_int(scan_all(db).req, 105, "105 counted");
+    md_close(db);
+}
+
+/* Writers on 8 threads while another folds (switching journals under
+ * them): every record is counted exactly once. */
+#define JT_THREADS 8
+#define JT_RECS 3000
+static md_db_t *g_jdb;
+static volatile int g_jstop;
+
+static void *jt_writer(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < JT_RECS; i++) {
+        bill_event e = ev_make("GetObject", i % 7 ? 200 : 404, 1, 2, cm_now_ms());
+        if (bill_record(g_jdb, &e, i % 500 == 0))
+            return (void *)1;
+    }
+    return NULL;
+}
+
+static void *jt_folder(void *arg)
+{
+    (void)arg;
+    while (!__atomic_load_n(&g_jstop, __ATOMIC_RELAXED))
+        md_usage_fold(g_jdb, NULL);
+    return NULL;
+}
+
+static void test_journal_threads(void)
+{
+    char path[128];
+    pthread_t w[JT_THREADS], f;
+    int bad = 0;
+    snprintf(path, sizeof path, "%s/jthreads", g_dir);
+    if (!ok(md_open(path, &g_jdb) == 0, "open (threads)"))
+        return;
+    pthread_create(&f, NULL, jt_folder, NULL);
+    for (int i = 0; i < JT_THREADS; i++)
+        pthread_create(&w[i], NULL, jt_writer, NULL);
+    for (int i = 0; i < JT_THREADS; i++) {
+        void *r;
+        pthread_join(w[i], &r);
+        bad += r != NULL;
+    }
+    __atomic_store_n(&g_jstop, 1, __ATOMIC_RELAXED);
+    pthread_join(f, NULL);
+    is_int(bad, 0, "every record written");
+    md_usage_fold(g_jdb, NULL);
+    sums s = scan_all(g_jdb);
+    is_int(s.req, (uint64_t)JT_THREADS * JT_RECS, "concurrent writers and folds: exact requests");
+    is_int(s.in + s.out, (uint64_t)JT_THREADS * JT_RECS * 3, "exact bytes");
+    md_close(g_jdb);
+}
+
 int main(void)
 {
     snprintf(g_dir, sizeof g_dir, "/tmp/test_bill.XXXXXX");
@@ -339,6 +552,9 @@ int main(void)
     test_parse();
     test_counting();
     test_kill();
+    test_journal_kill();
+    test_journal_marker();
+    test_journal_threads();
     nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
     return done_testing();
 }
