@@ -10,9 +10,16 @@
 #include <pthread.h>
 
 /* An outbox record ('E' 'Q' seq value; doc/metadata-keys.md):
- * version u8 (1), dest kind u8, dest (4+n), bucket (4+n), key (4+n),
+ * version u8 (1 or 2), dest kind u8, dest (4+n), bucket (4+n), key (4+n),
  * type u32, depth u8, created ms u64, event time ms u64, sequencer u64,
- * attempts u32, last error (4+n), message JSON (4+n). */
+ * attempts u32, last error (4+n), then
+ *   version 1: message JSON (4+n);
+ *   version 2: the compact change the message is built from at delivery:
+ *     size u64, etag (4+n), config id, region, principal, owner,
+ *     source ip, request id, host id (4+n each).
+ * Records are written as version 2; version 1 (older releases) still
+ * decodes, delivers with its stored message and re-encodes as version 1. */
+#define EVT__REC_NSTR 7 /* config id .. host id */
 typedef struct evt__rec {
     uint8_t dest_kind;  /* enum evt_dest_kind */
     char dest[64];
@@ -25,12 +32,23 @@ typedef struct evt__rec {
     uint64_t evseq;     /* the sequencer of the change */
     uint32_t attempts;
     cm_buf err;         /* last delivery error */
-    cm_buf json;        /* the S3 event message */
+    uint8_t ver;        /* stored format: 1 (json) or 2 (compact; the default for 0) */
+    cm_buf json;        /* version 1: the stored S3 event message */
+    uint64_t size;      /* version 2: the change (see evt_change) */
+    cm_buf etag;
+    cm_buf strs;        /* version 2: EVT__REC_NSTR strings, each NUL-terminated */
 } evt__rec;
 
 int evt__rec_encode(const evt__rec *r, cm_buf *out);
 int evt__rec_decode(cm_slice v, evt__rec *r /* OUT, zeroed */);
 void evt__rec_free(evt__rec *r);
+/* Version 2: stores the change fields of c and config_id in r (the rest of
+ * r is set by the caller). */
+int evt__rec_set_change(evt__rec *r, const evt_change *c, const char *config_id);
+/* The S3 event message of r: for version 1 the stored one (*msg borrowed
+ * from r, tmp untouched), for version 2 built into tmp (byte-identical to
+ * evt_record_json at staging time). 0 or CM_ENOMEM. */
+int evt__rec_message(const evt__rec *r, cm_buf *tmp, cm_slice *msg /* OUT */);
 
 /* A change-log entry ('E' 'C' bucket 0x00 seq value): version u8 (1),
  * type u32, time ms u64, size u64, etag (4+n), key (4+n), depth u8. */
@@ -127,14 +145,15 @@ typedef struct evt__tgt_snap {
     char *url;
 } evt__tgt_snap;
 
-/* Delivers r to target t. 0 on acknowledgement; otherwise an error code
+/* Delivers r (its message msg, from evt__rec_message) to target t. 0 on acknowledgement; otherwise an error code
  * with a message appended to err. */
-int evt__deliver(evt__worker *w, const evt__tgt_snap *t, const evt__rec *r, cm_buf *err);
+int evt__deliver(evt__worker *w, const evt__tgt_snap *t, const evt__rec *r, cm_slice msg,
+                 cm_buf *err);
 void evt__worker_cleanup(evt__worker *w);
 /* Global set-up of the HTTP client; called once by evt_start. */
 void evt__targets_init(void);
 
-/* Runs function f for r (runner.c): 0 when it exited 0. */
-int evt__run(evt_t *e, const evt__fn *f, const evt__rec *r, cm_buf *err);
+/* Runs function f for r, msg on its stdin (runner.c): 0 when it exited 0. */
+int evt__run(evt_t *e, const evt__fn *f, const evt__rec *r, cm_slice msg, cm_buf *err);
 
 #endif

@@ -17,7 +17,8 @@
 int evt__rec_encode(const evt__rec *r, cm_buf *out)
 {
     int rc = 0;
-    rc |= cm_buf_put_u8(out, 1);
+    bool v1 = r->ver == 1;
+    rc |= cm_buf_put_u8(out, v1 ? 1 : 2);
     rc |= cm_buf_put_u8(out, r->dest_kind);
     rc |= cm_buf_put_bytes(out, CM_SLICE_STR(r->dest));
     rc |= cm_buf_put_bytes(out, CM_SLICE_STR(r->bucket));
@@ -29,8 +30,77 @@ int evt__rec_encode(const evt__rec *r, cm_buf *out)
     rc |= cm_buf_put_u64(out, r->evseq);
     rc |= cm_buf_put_u32(out, r->attempts);
     rc |= cm_buf_put_bytes(out, cm_buf_slice(&r->err));
-    rc |= cm_buf_put_bytes(out, cm_buf_slice(&r->json));
+    if (v1) {
+        rc |= cm_buf_put_bytes(out, cm_buf_slice(&r->json));
+        return rc ? CM_ENOMEM : 0;
+    }
+    rc |= cm_buf_put_u64(out, r->size);
+    rc |= cm_buf_put_bytes(out, cm_buf_slice(&r->etag));
+    const char *p = (const char *)r->strs.p, *end = p + r->strs.n;
+    for (int i = 0; i < EVT__REC_NSTR; i++) {
+        size_t n = p && p < end ? strlen(p) : 0;
+        rc |= cm_buf_put_bytes(out, CM_SLICE(p && p < end ? p : "", n));
+        if (p && p < end)
+            p += n + 1;
+    }
     return rc ? CM_ENOMEM : 0;
+}
+
+/* Appends s NUL-terminated to strs (s NULL: ""). */
+static int strs_add(cm_buf *strs, const char *s)
+{
+    return cm_buf_append(strs, s ? s : "", (s ? strlen(s) : 0) + 1) ? CM_ENOMEM : 0;
+}
+
+int evt__rec_set_change(evt__rec *r, const evt_change *c, const char *config_id)
+{
+    r->ver = 2;
+    r->size = c->size;
+    cm_buf_reset(&r->etag);
+    cm_buf_reset(&r->strs);
+    if (cm_buf_append_slice(&r->etag, c->etag) || strs_add(&r->strs, config_id) ||
+        strs_add(&r->strs, c->region) || strs_add(&r->strs, c->principal) ||
+        strs_add(&r->strs, c->owner) || strs_add(&r->strs, c->source_ip) ||
+        strs_add(&r->strs, c->request_id) || strs_add(&r->strs, c->host_id))
+        return CM_ENOMEM;
+    return 0;
+}
+
+int evt__rec_message(const evt__rec *r, cm_buf *tmp, cm_slice *msg)
+{
+    if (r->ver == 1) {
+        *msg = cm_buf_slice(&r->json);
+        return 0;
+    }
+    const char *s[EVT__REC_NSTR];
+    const char *p = (const char *)r->strs.p, *end = p + r->strs.n;
+    for (int i = 0; i < EVT__REC_NSTR; i++) {
+        if (p && p < end) {
+            s[i] = p;
+            p += strlen(p) + 1;
+        } else {
+            s[i] = "";
+        }
+    }
+    evt_change c = {
+        .bucket = r->bucket,
+        .key = cm_buf_slice(&r->key),
+        .type = r->type,
+        .size = r->size,
+        .etag = cm_buf_slice(&r->etag),
+        .time_ms = r->time_ms,
+        .region = s[1],
+        .principal = s[2],
+        .owner = s[3],
+        .source_ip = s[4],
+        .request_id = s[5],
+        .host_id = s[6],
+        .depth = r->depth,
+    };
+    cm_buf_reset(tmp);
+    int rc = evt_record_json(&c, s[0], r->evseq, tmp);
+    *msg = cm_buf_slice(tmp);
+    return rc;
 }
 
 static int get_str(cm_reader *rd, char *out, size_t cap)
@@ -51,29 +121,44 @@ int evt__rec_decode(cm_slice v, evt__rec *r)
     cm_reader rd = {v.p, v.n};
     uint8_t ver = 0, kind = 0, depth = 0;
     uint64_t created = 0, t = 0;
-    cm_slice key, err, json;
+    cm_slice key, err, json = {0}, etag = {0}, str[EVT__REC_NSTR];
     int rc;
 
     memset(r, 0, sizeof *r);
-    if ((rc = cm_get_u8(&rd, &ver)) || ver != 1)
+    if ((rc = cm_get_u8(&rd, &ver)) || (ver != 1 && ver != 2))
         return CM_ECORRUPT;
     if ((rc = cm_get_u8(&rd, &kind)) || (rc = get_str(&rd, r->dest, sizeof r->dest)) ||
         (rc = get_str(&rd, r->bucket, sizeof r->bucket)) || (rc = cm_get_bytes(&rd, &key)) ||
         (rc = cm_get_u32(&rd, &r->type)) || (rc = cm_get_u8(&rd, &depth)) ||
         (rc = cm_get_u64(&rd, &created)) || (rc = cm_get_u64(&rd, &t)) ||
         (rc = cm_get_u64(&rd, &r->evseq)) || (rc = cm_get_u32(&rd, &r->attempts)) ||
-        (rc = cm_get_bytes(&rd, &err)) || (rc = cm_get_bytes(&rd, &json)))
+        (rc = cm_get_bytes(&rd, &err)))
         return CM_ECORRUPT;
+    if (ver == 1) {
+        if (cm_get_bytes(&rd, &json))
+            return CM_ECORRUPT;
+    } else {
+        if (cm_get_u64(&rd, &r->size) || cm_get_bytes(&rd, &etag))
+            return CM_ECORRUPT;
+        for (int i = 0; i < EVT__REC_NSTR; i++)
+            if (cm_get_bytes(&rd, &str[i]) || memchr(str[i].p, 0, str[i].n))
+                return CM_ECORRUPT;
+    }
+    r->ver = ver;
     r->dest_kind = kind;
     r->depth = depth;
     r->created_ms = (int64_t)created;
     r->time_ms = (int64_t)t;
     if (cm_buf_append_slice(&r->key, key) || cm_buf_append_slice(&r->err, err) ||
-        cm_buf_append_slice(&r->json, json)) {
-        evt__rec_free(r);
-        return CM_ENOMEM;
-    }
+        cm_buf_append_slice(&r->json, json) || cm_buf_append_slice(&r->etag, etag))
+        goto oom;
+    for (int i = 0; ver == 2 && i < EVT__REC_NSTR; i++)
+        if (cm_buf_append_slice(&r->strs, str[i]) || cm_buf_append_byte(&r->strs, 0))
+            goto oom;
     return 0;
+oom:
+    evt__rec_free(r);
+    return CM_ENOMEM;
 }
 
 void evt__rec_free(evt__rec *r)
@@ -81,6 +166,8 @@ void evt__rec_free(evt__rec *r)
     cm_buf_free(&r->key);
     cm_buf_free(&r->err);
     cm_buf_free(&r->json);
+    cm_buf_free(&r->etag);
+    cm_buf_free(&r->strs);
 }
 
 /* ---------------------------------------------------------------- config */
@@ -750,7 +837,7 @@ int evt_stage(evt_t *e, md_batch_t *b, const evt_change *c, evt_staged **staged)
         r->time_ms = c->time_ms;
         r->evseq = seq;
         if ((rc = cm_buf_append_slice(&r->key, c->key)) ||
-            (rc = evt_record_json(c, hits[i].id, seq, &r->json)))
+            (rc = evt__rec_set_change(r, c, hits[i].id)))
             goto out;
         if (!(p->seq = md_batch_seq(b))) {
             rc = CM_EIO;
@@ -962,7 +1049,14 @@ static int deliver(evt__worker *w, evt__pend *p, cm_buf *err)
             cm_buf_printf(err, "no function named %s", p->r.dest);
             return CM_ENOTFOUND;
         }
-        rc = snap ? evt__run(e, snap, &p->r, err) : CM_ENOMEM;
+        cm_buf tmp = {0};
+        cm_slice msg;
+        rc = !snap ? CM_ENOMEM : evt__rec_message(&p->r, &tmp, &msg);
+        if (rc && snap)
+            cm_buf_printf(err, "cannot build the event message: %s", cm_strerror(rc));
+        else
+            rc = evt__run(e, snap, &p->r, msg, err);
+        cm_buf_free(&tmp);
         fn_free(snap);
         pthread_mutex_lock(&e->lk);
         if ((f = fn_find(e, p->r.dest)) && f->running > 0)
@@ -983,7 +1077,14 @@ static int deliver(evt__worker *w, evt__pend *p, cm_buf *err)
         cm_buf_printf(err, "no target named %s", p->r.dest);
         return CM_ENOTFOUND;
     }
-    rc = t.url ? evt__deliver(w, &t, &p->r, err) : CM_ENOMEM;
+    cm_buf tmp = {0};
+    cm_slice msg;
+    rc = !t.url ? CM_ENOMEM : evt__rec_message(&p->r, &tmp, &msg);
+    if (rc && t.url)
+        cm_buf_printf(err, "cannot build the event message: %s", cm_strerror(rc));
+    else
+        rc = evt__deliver(w, &t, &p->r, msg, err);
+    cm_buf_free(&tmp);
     free(t.url);
     return rc;
 }

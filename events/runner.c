@@ -128,7 +128,7 @@ static void log_line(int fd, const char *fmt, ...)
         return;
 }
 
-int evt__run(evt_t *e, const evt__fn *f, const evt__rec *r, cm_buf *err)
+int evt__run(evt_t *e, const evt__fn *f, const evt__rec *r, cm_slice msg, cm_buf *err)
 {
     char path[4200], sq[17];
     char **env = NULL;
@@ -193,8 +193,8 @@ int evt__run(evt_t *e, const evt__fn *f, const evt__rec *r, cm_buf *err)
     int64_t deadline = cm_now_ms() + (int64_t)f->timeout_s * 1000;
     fcntl(in[1], F_SETFL, O_NONBLOCK);
     size_t off = 0;
-    while (off < r->json.n && cm_now_ms() < deadline) {
-        ssize_t w = write(in[1], r->json.p + off, r->json.n - off);
+    while (off < msg.n && cm_now_ms() < deadline) {
+        ssize_t w = write(in[1], msg.p + off, msg.n - off);
         if (w > 0) {
             off += (size_t)w;
             continue;

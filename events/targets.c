@@ -153,7 +153,8 @@ static void resp_bulk(cm_buf *b, cm_slice s)
     cm_buf_append_str(b, "\r\n");
 }
 
-static int redis_xadd(evt_t *e, const tgt_url *u, const evt__rec *r, cm_buf *err)
+static int redis_xadd(evt_t *e, const tgt_url *u, const evt__rec *r, cm_slice msg,
+                      cm_buf *err)
 {
     cm_buf req = {0}, in = {0}, line = {0};
     int rc = CM_EIO;
@@ -165,7 +166,7 @@ static int redis_xadd(evt_t *e, const tgt_url *u, const evt__rec *r, cm_buf *err
     resp_bulk(&req, CM_SLICE_STR(u->path));
     resp_bulk(&req, CM_SLICE_STR("*"));
     resp_bulk(&req, CM_SLICE_STR("event"));
-    resp_bulk(&req, cm_buf_slice(&r->json));
+    resp_bulk(&req, msg);
     resp_bulk(&req, CM_SLICE_STR("bucket"));
     resp_bulk(&req, CM_SLICE_STR(r->bucket));
     resp_bulk(&req, CM_SLICE_STR("key"));
@@ -186,7 +187,7 @@ static int redis_xadd(evt_t *e, const tgt_url *u, const evt__rec *r, cm_buf *err
 }
 
 /* ------------------------------------------------------------------ nats */
-static int nats_pub(evt_t *e, const tgt_url *u, const evt__rec *r, cm_buf *err)
+static int nats_pub(evt_t *e, const tgt_url *u, const evt__rec *r, cm_slice msg, cm_buf *err)
 {
     cm_buf req = {0}, in = {0}, line = {0};
     int rc = CM_EIO;
@@ -203,8 +204,8 @@ static int nats_pub(evt_t *e, const tgt_url *u, const evt__rec *r, cm_buf *err)
     if (u->user[0]) {
         cm_buf_printf(&req, ",\"user\":\"%s\",\"pass\":\"%s\"", u->user, u->pass);
     }
-    cm_buf_printf(&req, "}\r\nPUB %s %zu\r\n", u->path, r->json.n);
-    cm_buf_append_slice(&req, cm_buf_slice(&r->json));
+    cm_buf_printf(&req, "}\r\nPUB %s %zu\r\n", u->path, msg.n);
+    cm_buf_append_slice(&req, msg);
     cm_buf_append_str(&req, "\r\nPING\r\n");
     if (send_all(fd, req.p, req.n)) {
         cm_buf_printf(err, "nats %s:%s: send failed", u->host, u->port);
@@ -245,7 +246,7 @@ static bool amqp_ok(amqp_rpc_reply_t x, const char *what, cm_buf *err)
     return false;
 }
 
-static int amqp_pub(evt_t *e, const tgt_url *u, const evt__rec *r, cm_buf *err)
+static int amqp_pub(evt_t *e, const tgt_url *u, const evt__rec *r, cm_slice msg, cm_buf *err)
 {
     amqp_connection_state_t conn = amqp_new_connection();
     int rc = CM_EIO;
@@ -275,7 +276,7 @@ static int amqp_pub(evt_t *e, const tgt_url *u, const evt__rec *r, cm_buf *err)
     props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
     props.content_type = amqp_cstring_bytes("application/json");
     props.delivery_mode = 2; /* persistent */
-    amqp_bytes_t body = {r->json.n, r->json.p};
+    amqp_bytes_t body = {msg.n, (void *)msg.p};
     if (amqp_basic_publish(conn, 1, amqp_cstring_bytes(u->path), amqp_cstring_bytes(r->bucket),
                            0, 0, &props, body) != AMQP_STATUS_OK) {
         cm_buf_printf(err, "amqp: publish to %s failed", u->path);
@@ -320,7 +321,8 @@ static size_t discard(char *p, size_t size, size_t n, void *arg)
     return size * n;
 }
 
-static int http_post(evt__worker *w, const evt__tgt_snap *t, const evt__rec *r, cm_buf *err)
+static int http_post(evt__worker *w, const evt__tgt_snap *t, const evt__rec *r, cm_slice msg,
+                     cm_buf *err)
 {
     evt_t *e = w->e;
     CURL *h = w->curl;
@@ -350,8 +352,8 @@ static int http_post(evt__worker *w, const evt__tgt_snap *t, const evt__rec *r, 
     curl_easy_setopt(h, CURLOPT_URL, t->url);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_POST, 1L);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, (const char *)r->json.p);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)r->json.n);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, (const char *)msg.p);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)msg.n);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)e->cfg.delivery_timeout_ms);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)e->cfg.delivery_timeout_ms);
@@ -373,21 +375,22 @@ static int http_post(evt__worker *w, const evt__tgt_snap *t, const evt__rec *r, 
     return rc;
 }
 
-int evt__deliver(evt__worker *w, const evt__tgt_snap *t, const evt__rec *r, cm_buf *err)
+int evt__deliver(evt__worker *w, const evt__tgt_snap *t, const evt__rec *r, cm_slice msg,
+                 cm_buf *err)
 {
     tgt_url u;
     if (!strcmp(t->kind, "webhook") || !strcmp(t->kind, "cloudevents"))
-        return http_post(w, t, r, err);
+        return http_post(w, t, r, msg, err);
     if (url_split(t->url, &u)) {
         cm_buf_printf(err, "bad target URL");
         return CM_EINVAL;
     }
     if (!strcmp(t->kind, "redis"))
-        return redis_xadd(w->e, &u, r, err);
+        return redis_xadd(w->e, &u, r, msg, err);
     if (!strcmp(t->kind, "nats"))
-        return nats_pub(w->e, &u, r, err);
+        return nats_pub(w->e, &u, r, msg, err);
     if (!strcmp(t->kind, "amqp"))
-        return amqp_pub(w->e, &u, r, err);
+        return amqp_pub(w->e, &u, r, msg, err);
     cm_buf_printf(err, "unknown target kind %s", t->kind);
     return CM_EINVAL;
 }

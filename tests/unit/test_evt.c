@@ -236,6 +236,110 @@ static void test_record(void)
     cm_buf_free(&b);
 }
 
+/* The outbox record: version 2 keeps the change and builds the message at
+ * delivery byte-identical to evt_record_json at staging; version 1 (with
+ * the message stored) still decodes, delivers its message and re-encodes
+ * unchanged. */
+static void test_outbox_record(void)
+{
+    evt_change c = {
+        .bucket = "photos",
+        .key = CM_SLICE_STR("my dir/a+b%c \xc3\xa9.jpg"),
+        .type = EVT_CREATED_PUT,
+        .size = 4096,
+        .etag = CM_SLICE_STR("0123456789abcdef0123456789abcdef"),
+        .time_ms = 1700000000123LL,
+        .region = "us-east-1",
+        .principal = "AKID",
+        .owner = "owner1",
+        .source_ip = "127.0.0.1",
+        .request_id = "REQ1",
+        .host_id = "cairn-REQ1",
+        .depth = 2,
+    };
+    for (int round = 0; round < 2; round++) {
+        if (round == 1) { /* a removal with absent strings */
+            c.type = EVT_REMOVED_DELETE;
+            c.size = 0;
+            c.etag = CM_SLICE(NULL, 0);
+            c.principal = NULL;
+            c.source_ip = NULL;
+        }
+        cm_buf want = {0}, v = {0}, tmp = {0}, v2 = {0};
+        evt_record_json(&c, "cfg-1", 0x2a, &want);
+        evt__rec r;
+        memset(&r, 0, sizeof r);
+        r.dest_kind = EVT_DEST_TARGET;
+        snprintf(r.dest, sizeof r.dest, "hook");
+        snprintf(r.bucket, sizeof r.bucket, "%s", c.bucket);
+        cm_buf_append_slice(&r.key, c.key);
+        r.type = c.type;
+        r.depth = c.depth;
+        r.created_ms = 1700000000999LL;
+        r.time_ms = c.time_ms;
+        r.evseq = 0x2a;
+        ok(evt__rec_set_change(&r, &c, "cfg-1") == 0, "v2 record set (%d)", round);
+        ok(evt__rec_encode(&r, &v) == 0 && v.n && v.p[0] == 2, "v2 record encodes (%d)", round);
+        ok(v.n < 300, "v2 record is compact: %zu bytes (%d)", v.n, round);
+        evt__rec d;
+        ok(evt__rec_decode(cm_buf_slice(&v), &d) == 0, "v2 record decodes (%d)", round);
+        cm_slice msg = {0};
+        ok(evt__rec_message(&d, &tmp, &msg) == 0, "v2 message builds (%d)", round);
+        ok(msg.n == want.n && !memcmp(msg.p, want.p, want.n),
+           "v2 message byte-identical to staging-time JSON (%d)", round);
+        ok(evt__rec_encode(&d, &v2) == 0 && v2.n == v.n && !memcmp(v2.p, v.p, v.n),
+           "v2 record re-encodes unchanged (%d)", round);
+        evt__rec_free(&d);
+        evt__rec_free(&r);
+        cm_buf_free(&want);
+        cm_buf_free(&v);
+        cm_buf_free(&v2);
+        cm_buf_free(&tmp);
+    }
+
+    /* A version 1 record as older releases wrote it. */
+    const char *json = "{\"Records\":[{\"legacy\":true}]}";
+    cm_buf v = {0}, v2 = {0}, tmp = {0};
+    cm_buf_put_u8(&v, 1);
+    cm_buf_put_u8(&v, EVT_DEST_FUNCTION);
+    cm_buf_put_bytes(&v, CM_SLICE_STR("fn"));
+    cm_buf_put_bytes(&v, CM_SLICE_STR("photos"));
+    cm_buf_put_bytes(&v, CM_SLICE_STR("k"));
+    cm_buf_put_u32(&v, EVT_CREATED_PUT);
+    cm_buf_put_u8(&v, 1);
+    cm_buf_put_u64(&v, 1700000000999ULL);
+    cm_buf_put_u64(&v, 1700000000123ULL);
+    cm_buf_put_u64(&v, 7);
+    cm_buf_put_u32(&v, 3);
+    cm_buf_put_bytes(&v, CM_SLICE_STR("boom"));
+    cm_buf_put_bytes(&v, CM_SLICE_STR(json));
+    evt__rec d;
+    ok(evt__rec_decode(cm_buf_slice(&v), &d) == 0, "v1 record decodes");
+    ok(d.ver == 1 && d.attempts == 3 && d.evseq == 7 && !strcmp(d.dest, "fn") &&
+           d.dest_kind == EVT_DEST_FUNCTION && d.depth == 1,
+       "v1 record fields");
+    cm_slice msg = {0};
+    ok(evt__rec_message(&d, &tmp, &msg) == 0 && msg.n == strlen(json) &&
+           !memcmp(msg.p, json, msg.n),
+       "v1 record delivers its stored message");
+    d.attempts++;
+    ok(evt__rec_encode(&d, &v2) == 0 && v2.n == v.n && v2.p[0] == 1,
+       "v1 record re-encodes as v1 (retry update keeps the message)");
+    evt__rec d2;
+    ok(evt__rec_decode(cm_buf_slice(&v2), &d2) == 0 && d2.attempts == 4 &&
+           d2.json.n == strlen(json),
+       "updated v1 record decodes");
+    evt__rec_free(&d2);
+    evt__rec_free(&d);
+    v.p[0] = 3;
+    ok(evt__rec_decode(cm_buf_slice(&v), &d) == CM_ECORRUPT, "unknown version refused");
+    v.p[0] = 2;
+    ok(evt__rec_decode(cm_buf_slice(&v), &d) == CM_ECORRUPT, "v1 body under v2 refused");
+    cm_buf_free(&v);
+    cm_buf_free(&v2);
+    cm_buf_free(&tmp);
+}
+
 static void test_backoff(void)
 {
     evt_config c;
@@ -478,6 +582,7 @@ int main(void)
     test_arn();
     test_config_roundtrip();
     test_record();
+    test_outbox_record();
     test_backoff();
     test_end_to_end();
     return done_testing();
