@@ -129,6 +129,31 @@ static bool do_list(gw_req *r, const struct list_q *q, cm_slice start_after, md_
     return true;
 }
 
+/* What ListObjects v1 and v2 answer alike after their own leading
+ * elements: MaxKeys .. CommonPrefixes, then the end of the document. Frees
+ * res. */
+static void list_body(gw_req *r, cm_buf *b, const struct list_q *q, md_list_res *res,
+                      bool owner)
+{
+    gw_xml_elem_u64(b, "MaxKeys", q->max);
+    if (q->has_delimiter)
+        key_elem(b, "Delimiter", q->delimiter, q->url);
+    if (q->url)
+        gw_xml_elem(b, "EncodingType", "url");
+    gw_xml_elem(b, "IsTruncated", res->truncated ? "true" : "false");
+    for (size_t i = 0; i < res->n; i++) {
+        if (res->a[i].is_prefix)
+            continue;
+        gw_xml_open(b, "Contents");
+        key_elem(b, "Key", res->a[i].key, q->url);
+        obj_fields(r, b, &res->a[i].obj, owner);
+        gw_xml_close(b, "Contents");
+    }
+    common_prefixes(b, res, q->url);
+    gw_xml_close(b, "ListBucketResult");
+    md_list_res_free(res);
+}
+
 /* ------------------------------------------------------ ListObjects (v1) */
 void gw_list_objects(gw_req *r)
 {
@@ -150,23 +175,7 @@ void gw_list_objects(gw_req *r)
     key_elem(b, "Marker", marker, q.url);
     if (q.has_delimiter && res.truncated && res.n)
         key_elem(b, "NextMarker", res.a[res.n - 1].key, q.url);
-    gw_xml_elem_u64(b, "MaxKeys", q.max);
-    if (q.has_delimiter)
-        key_elem(b, "Delimiter", q.delimiter, q.url);
-    if (q.url)
-        gw_xml_elem(b, "EncodingType", "url");
-    gw_xml_elem(b, "IsTruncated", res.truncated ? "true" : "false");
-    for (size_t i = 0; i < res.n; i++) {
-        if (res.a[i].is_prefix)
-            continue;
-        gw_xml_open(b, "Contents");
-        key_elem(b, "Key", res.a[i].key, q.url);
-        obj_fields(r, b, &res.a[i].obj, true);
-        gw_xml_close(b, "Contents");
-    }
-    common_prefixes(b, &res, q.url);
-    gw_xml_close(b, "ListBucketResult");
-    md_list_res_free(&res);
+    list_body(r, b, &q, &res, true);
 }
 
 /* ----------------------------------------------------- ListObjectsV2 */
@@ -236,23 +245,7 @@ void gw_list_objects_v2(gw_req *r)
             gw_xml_elem(b, "NextContinuationToken", next);
     }
     gw_xml_elem_u64(b, "KeyCount", res.n);
-    gw_xml_elem_u64(b, "MaxKeys", q.max);
-    if (q.has_delimiter)
-        key_elem(b, "Delimiter", q.delimiter, q.url);
-    if (q.url)
-        gw_xml_elem(b, "EncodingType", "url");
-    gw_xml_elem(b, "IsTruncated", res.truncated ? "true" : "false");
-    for (size_t i = 0; i < res.n; i++) {
-        if (res.a[i].is_prefix)
-            continue;
-        gw_xml_open(b, "Contents");
-        key_elem(b, "Key", res.a[i].key, q.url);
-        obj_fields(r, b, &res.a[i].obj, fetch_owner);
-        gw_xml_close(b, "Contents");
-    }
-    common_prefixes(b, &res, q.url);
-    gw_xml_close(b, "ListBucketResult");
-    md_list_res_free(&res);
+    list_body(r, b, &q, &res, fetch_owner);
 }
 
 /* ------------------------------------------------ ListObjectVersions */
