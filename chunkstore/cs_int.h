@@ -1,10 +1,13 @@
 /* chunkstore/cs_int.h - internals shared by the chunkstore files: the store
- * struct, decoded segment records (layout.c), placement (placement.c), the
- * shard header and stripe geometry (format.c). Not part of the public API. */
+ * struct, decoded segment and manifest records (layout.c), placement
+ * (placement.c), the shard header and stripe geometry (format.c), the local
+ * backend's paths (be_local.c). The backend interface is cs_backend.h. Not
+ * part of the public API. */
 #ifndef CS_INT_H
 #define CS_INT_H
 
 #include "chunkstore/cs.h"
+#include "chunkstore/cs_backend.h"
 #include "erasure/rs.h"
 
 #include <pthread.h>
@@ -17,10 +20,12 @@
 /* ------------------------------------------------------------ layout.c */
 /* Record types (first byte of each layout/intent record). A new encoding
  * gets a new type byte, so old layouts stay readable. */
-#define CS__REC_SEGMENT 0x01 /* finished segment: part of a layout */
-#define CS__REC_INTENT 0x02  /* segment being written: size is 0 */
+#define CS__REC_SEGMENT 0x01  /* finished segment: part of a layout */
+#define CS__REC_INTENT 0x02   /* segment being written: size is 0 */
+#define CS__REC_MANIFEST 0x03 /* committed manifest blob: part of a layout, no bytes */
+#define CS__REC_MINTENT 0x04  /* manifest being written: length and CRC are 0 */
 
-/* A decoded record. Layout record encoding (little-endian):
+/* A decoded record. Segment and intent records (little-endian):
  *
  *   OFFSET  SIZE      DESCRIPTION
  *   0       1         type: CS__REC_SEGMENT or CS__REC_INTENT
@@ -30,16 +35,55 @@
  *   29      1         k (data shards)
  *   30      1         m (parity shards)
  *   31      2*(k+m)   drive index of shard 0, 1, ..., k+m-1 (u16 each)
+ *
+ * Manifest and manifest-intent records:
+ *
+ *   OFFSET  SIZE      DESCRIPTION
+ *   0       1         type: CS__REC_MANIFEST or CS__REC_MINTENT
+ *   1       16        manifest id
+ *   17      4         body length in bytes (0 in an intent)
+ *   21      4         CRC32C of the body (0 in an intent)
+ *   25      1         copies c (1..CS__MAX_SHARDS)
+ *   26      2*c       drive index of copy 0, 1, ..., c-1 (u16 each)
  */
 struct cs_seg {
     uint8_t type;
     uint8_t id[CS_ID_LEN];
-    uint64_t size;
-    uint32_t block_size;
-    int k, m;
+    uint64_t size;       /* segment: size in bytes; manifests: 0 */
+    uint32_t block_size; /* segment only */
+    int k, m;            /* segment only (0 in manifest records) */
+    int ncopies;         /* manifest only: drives[0..ncopies) hold a copy */
+    uint32_t body_len;   /* manifest only: body length */
+    uint32_t body_crc;   /* manifest only: CRC32C of the body */
     uint16_t drives[CS__MAX_SHARDS];
 };
 #define CS__REC_FIXED 31
+#define CS__MREC_FIXED 26
+
+/* 1 for the record types that name a segment's shards (segment, intent). */
+static inline int cs__rec_is_seg(const struct cs_seg *s)
+{
+    return s->type == CS__REC_SEGMENT || s->type == CS__REC_INTENT;
+}
+/* Number of drives the record names: k+m shards, or the manifest copies. */
+static inline int cs__rec_ndrives(const struct cs_seg *s)
+{
+    return cs__rec_is_seg(s) ? s->k + s->m : s->ncopies;
+}
+
+/* Manifest blob (what blob_put stores; the record names its copies):
+ *
+ *   OFFSET  SIZE  DESCRIPTION
+ *   0       8     magic "CAIRNMF1"
+ *   8       16    manifest id
+ *   24      4     body length n
+ *   28      4     CRC32C of the body
+ *   32      4     CRC32C of bytes 0..31
+ *   36      n     body
+ */
+#define CS__MF_MAGIC "CAIRNMF1"
+#define CS__MF_HDR 36
+#define CS__MF_MAX ((uint32_t)16 << 20) /* largest manifest body accepted */
 
 /* ------------------------------------------- store.c: the store and its threads */
 /* One unit of work for the store's I/O pool (store.c). Embedded in a
@@ -54,11 +98,12 @@ struct cs__batch {
     int left; /* tasks not finished yet; guarded by cs__pool.mu */
 };
 
-/* A fixed set of threads that run blocking syscalls (fdatasync, directory
- * fsync) for many callers at once, so a writer's k+m syncs overlap without
- * creating threads per segment. A caller waiting for its batch runs its own
- * still-queued tasks itself, so progress never depends on the threads. */
-#define CS__POOL_MAX 64
+/* A fixed set of threads that run blocking I/O (local: fdatasync and
+ * directory fsync of finishing writers; nodes: every shard request of a
+ * stripe) for many callers at once, without creating threads per request.
+ * A caller waiting for its batch runs its own still-queued tasks itself, so
+ * progress never depends on the threads (tasks never wait for a batch). */
+#define CS__POOL_MAX 128
 struct cs__pool {
     pthread_mutex_t mu;    /* guards everything below and every queued task */
     pthread_cond_t work;   /* signalled: queue not empty, or stop */
@@ -70,43 +115,60 @@ struct cs__pool {
     pthread_t th[CS__POOL_MAX];
 };
 
-/* A queued request to rebuild damaged shards of one segment (store.c). */
+/* A queued request to rebuild damaged shards of one segment, or missing
+ * copies of one manifest (store.c). */
 struct cs__heal_job {
     struct cs__heal_job *next; /* queue link; guarded by cs__healer.mu */
-    struct cs_seg seg;         /* segment record (copied from a layout) */
-    uint32_t mask;             /* shards known bad (bit i = shard i); the heal finds the rest */
+    struct cs_seg seg;         /* segment or manifest record (copied from a layout) */
+    uint32_t mask;             /* shards/copies known bad (bit i); the heal finds the rest */
+    int deferred;              /* waits for a drive that is down: run at due_ns or new epoch */
+    uint64_t due_ns;           /* deferred: cm_mono_ns() of the next try */
+    uint64_t epoch;            /* deferred: backend epoch when it was deferred */
+};
+
+/* One heal in progress (by the heal thread or a caller of cs_layout_check):
+ * two heals of the same id never run at once. On the healer's stack. */
+struct cs__heal_active {
+    struct cs__heal_active *next; /* guarded by cs__healer.mu */
+    uint8_t id[CS_ID_LEN];
+    uint32_t mask; /* what it was asked to heal */
 };
 
 /* The background healer: one thread, started on the first job, that
- * rewrites damaged shard files reported by readers. */
-#define CS__HEAL_QUEUE_MAX 256 /* jobs beyond this are dropped (the next read re-reports) */
+ * rewrites damaged shards reported by readers, degraded writes and checks.
+ * A job whose target drive is down is deferred (retried every
+ * CS__HEAL_RETRY_NS or when the backend's epoch changes), not dropped. */
+#define CS__HEAL_QUEUE_MAX 4096 /* jobs beyond this are dropped (a read or heal walk re-reports) */
+#define CS__HEAL_RETRY_NS ((uint64_t)1000000000)
 struct cs__healer {
-    pthread_mutex_t mu;          /* guards everything below */
-    pthread_cond_t work;         /* signalled: job queued, or stop */
-    pthread_cond_t idle;         /* broadcast: a job finished */
-    struct cs__heal_job *head;   /* FIFO of jobs not started */
-    struct cs__heal_job **tailp; /* &last->next, or &head */
-    size_t nqueued;
-    struct cs__heal_job *active; /* the job being healed, or NULL */
-    int stop;                    /* no new jobs; the thread drains the queue and exits */
-    int started;                 /* th is running (join at close) */
+    pthread_mutex_t mu;            /* guards everything below */
+    pthread_cond_t work;           /* signalled: job queued, or stop (CLOCK_MONOTONIC) */
+    pthread_cond_t idle;           /* broadcast: a job finished or was cancelled */
+    struct cs__heal_job *head;     /* FIFO of jobs not started */
+    struct cs__heal_job **tailp;   /* &last->next, or &head */
+    size_t nqueued;                /* jobs in the queue, deferred ones included */
+    struct cs__heal_active *active; /* heals running now */
+    int stop;                      /* no new jobs; the thread drains ready jobs and exits */
+    int started;                   /* th is running (join at close) */
     pthread_t th;
     uint64_t nhealed, nfailed; /* shards rewritten / jobs given up, since open */
 };
 
-/* Segment locks: cs_layout_delete() unlinks a segment's files, and a heal
- * checks the segment still exists and renames its rebuilt files into place,
- * each under the segment's lock, so a heal never resurrects a deleted
- * segment. Striped by segment id. */
+/* Segment locks: cs_layout_delete() removes a segment's shards (or a
+ * manifest's copies), and a heal checks the segment still exists and
+ * commits its rebuilt shards, each under the segment's lock, so a heal
+ * never resurrects a deleted segment. Striped by segment id. */
 #define CS__SEG_LOCKS 64
 
-/* A local store. The geometry, drives and coder are immutable after
- * cs_store_open_local(); the pool, the healer and the segment locks carry
- * their own locks. Readers and writers own all their other mutable state. */
+/* A store: the erasure engine over one backend. The geometry, backend and
+ * coder are immutable after open; the pool, the healer and the segment
+ * locks carry their own locks. Readers and writers own all their other
+ * mutable state. */
 struct cs_store {
-    char **drives; /* ndrives malloc()ed directory paths */
-    int ndrives;
-    int k, m;            /* geometry for new segments */
+    struct cs__be *be; /* owned; closed by cs_store_close() */
+    int ndrives;       /* be->ops->ndrives(be) */
+    int parallel;      /* be->ops->parallel: shard I/O of a request runs as pool batches */
+    int k, m;          /* geometry for new segments */
     uint32_t block_size; /* block size for new segments */
     rs_ctx_t *rs;        /* coder for (k, m); shared, immutable */
     int inited;          /* the locks below are initialised (close destroys them) */
@@ -115,17 +177,32 @@ struct cs_store {
     pthread_mutex_t seg_mu[CS__SEG_LOCKS];
 };
 
-/* Appends one encoded record. Returns 0 or CM_ENOMEM. */
+/* Opens the engine over backend be with geometry (k, m, block_size); takes
+ * ownership of be (closed on failure too). cs_store_open_local() and
+ * cs_store_open_nodes() are this over be_local and be_node; tests use it
+ * over a fault-injecting wrapper. Returns 0 and *out, or a CM_E* code. */
+int cs__store_open_be(struct cs__be *be, int k, int m, size_t block_size, cs_store_t **out);
+
+/* Appends one encoded record (any type). Returns 0 or CM_ENOMEM. */
 int cs__rec_encode(cm_buf *b, const struct cs_seg *s);
 /* Decodes and validates one record from r (advanced past it). Returns 0,
  * or CM_ECORRUPT on truncation, unknown type, or out-of-range fields. */
 int cs__rec_decode(cm_reader *r, struct cs_seg *out);
+/* Validates a layout (segment and manifest records only) and returns the
+ * number of segment records and their total size. CM_ECORRUPT otherwise. */
+int cs__layout_scan(cm_slice layout, uint64_t *size, size_t *nsegs);
 
 /* --------------------------------------------------------- placement.c */
 /* Chooses n distinct drives out of ndrives for a segment id by rendezvous
  * (highest random weight) hashing: out[i] is the drive of shard i, in
  * decreasing score order. Deterministic. Returns 0 or CM_EINVAL. */
 int cs__place(const uint8_t id[CS_ID_LEN], int ndrives, int n, uint16_t *out);
+/* Like cs__place, but drives with up[d] == 0 come last: out holds the best
+ * n up drives in rendezvous order and, if fewer than n are up, then the
+ * best down drives (in score order). up is ndrives flags; NULL = all up.
+ * Returns 0 or CM_EINVAL. */
+int cs__place_up(const uint8_t id[CS_ID_LEN], int ndrives, int n, const uint8_t *up,
+                 uint16_t *out);
 /* The rendezvous score of (id, drive); exposed for tests. */
 uint64_t cs__place_score(const uint8_t id[CS_ID_LEN], uint32_t drive);
 
@@ -192,9 +269,21 @@ static inline uint64_t cs__get64(const uint8_t *p)
 }
 
 /* ------------------------------------------------------------- store.c */
-/* Writes "DRIVE/ab/<32 hex id>.<index>[.tmp]" into out (size n). Returns 0,
- * or CM_EINVAL if the drive index is unknown or the path does not fit. */
+/* Writes "DRIVE/ab/<32 hex id>.<index>[.tmp]" into out (size n) for a store
+ * over the local backend (for tests and tools). Returns 0, or CM_EINVAL if
+ * the store is not local, the drive index is unknown or the path does not
+ * fit. */
 int cs__shard_path(const cs_store_t *cs, int drive, const uint8_t id[CS_ID_LEN], int index, int tmp,
                    char *out, size_t n);
+/* Same for a blob: "DRIVE/meta/ab/<32 hex id>". */
+int cs__blob_path(const cs_store_t *cs, int drive, const uint8_t id[CS_ID_LEN], char *out,
+                  size_t n);
+
+/* ---------------------------------------------------------- be_local.c */
+/* The paths of the local backend (CM_EINVAL if be is not be_local). */
+int cs__be_local_shard_path(const struct cs__be *be, int drive, const uint8_t id[CS_ID_LEN],
+                            int index, int tmp, char *out, size_t n);
+int cs__be_local_blob_path(const struct cs__be *be, int drive, const uint8_t id[CS_ID_LEN],
+                           char *out, size_t n);
 
 #endif

@@ -1,23 +1,69 @@
 /* chunkstore/layout.c - encoding of layouts (sequences of finished segment
- * records) and intents (one record naming a segment being written), and the
- * public functions that only look at layout bytes: size, count, append.
- * The record table is in cs_int.h and doc/shard-format.md. */
+ * and manifest records) and intents (one record naming a segment or a
+ * manifest being written), and the public functions that only look at
+ * layout bytes: size, count, append, segment. The record tables are in
+ * cs_int.h and doc/shard-format.md. */
 #include "chunkstore/cs_int.h"
 
 int cs__rec_encode(cm_buf *b, const struct cs_seg *s)
 {
     uint8_t rec[CS__REC_FIXED + 2 * CS__MAX_SHARDS];
-    int n = s->k + s->m;
+    size_t len;
 
     rec[0] = s->type;
     memcpy(rec + 1, s->id, CS_ID_LEN);
-    cs__put64(rec + 17, s->size);
-    cs__put32(rec + 25, s->block_size);
-    rec[29] = (uint8_t)s->k;
-    rec[30] = (uint8_t)s->m;
-    for (int i = 0; i < n; i++)
-        cs__put16(rec + CS__REC_FIXED + 2 * i, s->drives[i]);
-    return cm_buf_append(b, rec, CS__REC_FIXED + 2 * (size_t)n) ? CM_ENOMEM : 0;
+    if (cs__rec_is_seg(s)) {
+        int n = s->k + s->m;
+        cs__put64(rec + 17, s->size);
+        cs__put32(rec + 25, s->block_size);
+        rec[29] = (uint8_t)s->k;
+        rec[30] = (uint8_t)s->m;
+        for (int i = 0; i < n; i++)
+            cs__put16(rec + CS__REC_FIXED + 2 * i, s->drives[i]);
+        len = CS__REC_FIXED + 2 * (size_t)n;
+    } else {
+        cs__put32(rec + 17, s->body_len);
+        cs__put32(rec + 21, s->body_crc);
+        rec[25] = (uint8_t)s->ncopies;
+        for (int i = 0; i < s->ncopies; i++)
+            cs__put16(rec + CS__MREC_FIXED + 2 * i, s->drives[i]);
+        len = CS__MREC_FIXED + 2 * (size_t)s->ncopies;
+    }
+    return cm_buf_append(b, rec, len) ? CM_ENOMEM : 0;
+}
+
+/* Manifest and manifest-intent records. */
+static int mrec_decode(cm_reader *r, struct cs_seg *out)
+{
+    struct cs_seg s;
+    const uint8_t *p = r->p;
+    size_t len;
+
+    if (r->n < CS__MREC_FIXED)
+        return CM_ECORRUPT;
+    memset(&s, 0, sizeof(s));
+    s.type = p[0];
+    memcpy(s.id, p + 1, CS_ID_LEN);
+    s.body_len = cs__get32(p + 17);
+    s.body_crc = cs__get32(p + 21);
+    s.ncopies = p[25];
+    if (s.ncopies < 1 || s.ncopies > CS__MAX_SHARDS || s.body_len > CS__MF_MAX)
+        return CM_ECORRUPT;
+    if (s.type == CS__REC_MINTENT && (s.body_len != 0 || s.body_crc != 0))
+        return CM_ECORRUPT;
+    len = CS__MREC_FIXED + 2 * (size_t)s.ncopies;
+    if (r->n < len)
+        return CM_ECORRUPT;
+    for (int i = 0; i < s.ncopies; i++) {
+        s.drives[i] = cs__get16(p + CS__MREC_FIXED + 2 * i);
+        for (int j = 0; j < i; j++)
+            if (s.drives[j] == s.drives[i])
+                return CM_ECORRUPT; /* copies live on distinct drives */
+    }
+    r->p += len;
+    r->n -= len;
+    *out = s;
+    return 0;
 }
 
 int cs__rec_decode(cm_reader *r, struct cs_seg *out)
@@ -26,8 +72,13 @@ int cs__rec_decode(cm_reader *r, struct cs_seg *out)
     const uint8_t *p = r->p;
     size_t len;
 
+    if (r->n < 1)
+        return CM_ECORRUPT;
+    if (p[0] == CS__REC_MANIFEST || p[0] == CS__REC_MINTENT)
+        return mrec_decode(r, out);
     if (r->n < CS__REC_FIXED)
         return CM_ECORRUPT;
+    memset(&s, 0, sizeof(s));
     s.type = p[0];
     if (s.type != CS__REC_SEGMENT && s.type != CS__REC_INTENT)
         return CM_ECORRUPT;
@@ -52,8 +103,9 @@ int cs__rec_decode(cm_reader *r, struct cs_seg *out)
     return 0;
 }
 
-/* Walks a layout made only of segment records; sums sizes and counts. */
-static int layout_scan(cm_slice layout, uint64_t *size, size_t *count)
+/* Walks a layout made only of segment and manifest records; sums segment
+ * sizes and counts segments (manifests carry no object bytes). */
+int cs__layout_scan(cm_slice layout, uint64_t *size, size_t *count)
 {
     cm_reader r = {layout.p, layout.n};
     struct cs_seg s;
@@ -64,8 +116,10 @@ static int layout_scan(cm_slice layout, uint64_t *size, size_t *count)
     while (r.n > 0) {
         if ((rc = cs__rec_decode(&r, &s)) != 0)
             return rc;
+        if (s.type == CS__REC_MANIFEST)
+            continue;
         if (s.type != CS__REC_SEGMENT)
-            return CM_ECORRUPT;
+            return CM_ECORRUPT; /* an intent is not a layout */
         if (total + s.size < total)
             return CM_ECORRUPT;
         total += s.size;
@@ -80,7 +134,7 @@ int cs_layout_size(cm_slice layout, uint64_t *out)
 {
     uint64_t size;
     size_t count;
-    int rc = layout_scan(layout, &size, &count);
+    int rc = cs__layout_scan(layout, &size, &count);
 
     if (rc == 0)
         *out = size;
@@ -91,7 +145,7 @@ int cs_layout_count(cm_slice layout, size_t *out)
 {
     uint64_t size;
     size_t count;
-    int rc = layout_scan(layout, &size, &count);
+    int rc = cs__layout_scan(layout, &size, &count);
 
     if (rc == 0)
         *out = count;
@@ -102,7 +156,7 @@ int cs_layout_append(cm_buf *out, cm_slice layout)
 {
     uint64_t size;
     size_t count;
-    int rc = layout_scan(layout, &size, &count);
+    int rc = cs__layout_scan(layout, &size, &count);
 
     if (rc != 0)
         return rc;
@@ -116,11 +170,14 @@ int cs_layout_segment(cm_slice layout, size_t i, uint64_t *off, uint64_t *len)
     cm_reader r = {layout.p, layout.n};
     struct cs_seg s;
     uint64_t pos = 0;
+    size_t n = 0;
     int rc;
 
-    for (size_t n = 0; r.n > 0; n++) {
+    while (r.n > 0) {
         if ((rc = cs__rec_decode(&r, &s)) != 0)
             return rc;
+        if (s.type == CS__REC_MANIFEST)
+            continue;
         if (s.type != CS__REC_SEGMENT)
             return CM_ECORRUPT;
         if (n == i) {
@@ -129,6 +186,7 @@ int cs_layout_segment(cm_slice layout, size_t i, uint64_t *off, uint64_t *len)
             return 0;
         }
         pos += s.size;
+        n++;
     }
     return CM_ENOTFOUND;
 }

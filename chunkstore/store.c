@@ -1,101 +1,40 @@
-/* chunkstore/store.c - the local shard store over drive directories: shard
- * paths, the I/O pool, the segment writer (stripe buffer, encode, write
- * under the final names, parallel fdatasync + directory fsync), the reader
- * (CRC32C verify, rebuild from parity, damage reports), the heal thread
- * (rebuild damaged shard files: tmp + fsync + rename), delete, recover,
- * list. Encodings live in layout.c and format.c, placement in placement.c. */
+/* chunkstore/store.c - the erasure engine over a shard-store backend
+ * (cs_backend.h): the I/O pool, the segment writer (stripe buffer, encode,
+ * appends, parallel commits, degraded writes), the reader (CRC32C verify,
+ * rebuild from parity, damage reports), the heal thread and synchronous
+ * checks, manifests, delete, recover, list. It makes no file system or
+ * network call itself: be_local.c (drive directories) and be_node.c
+ * (storage nodes) do the I/O. Encodings live in layout.c and format.c,
+ * placement in placement.c. */
 #include "chunkstore/cs_int.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/stat.h>
 #include <sys/uio.h>
-#include <unistd.h>
+#include <time.h>
 
-#define CS_PATH_MAX 4096
 #define CS_ALIGN 64 /* block buffers are 64-byte aligned for ISA-L's SIMD */
-/* A writer asks the kernel to start writing back each shard file once this
- * many bytes of it are dirty, so the final fdatasync finds little to do and
- * the disk works while the object still streams in. */
-#define CS_KICK_BYTES ((uint64_t)1 << 20)
-
-static int cm_from_errno(int e)
-{
-    switch (e) {
-    case ENOSPC:
-    case EDQUOT:
-        return CM_ENOSPACE;
-    case ENOENT:
-        return CM_ENOTFOUND;
-    case ENOMEM:
-        return CM_ENOMEM;
-    default:
-        return CM_EIO;
-    }
-}
 
 static void id_hex(const uint8_t id[CS_ID_LEN], char out[2 * CS_ID_LEN + 1])
 {
     cm_hex_encode(id, CS_ID_LEN, out);
 }
 
-/* Writes all of iov at off, retrying short writes and EINTR. */
-static int pwritev_all(int fd, struct iovec *iov, int niov, off_t off)
+static int nbits(uint32_t x)
 {
-    while (niov > 0) {
-        ssize_t w = pwritev(fd, iov, niov, off);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return cm_from_errno(errno);
-        }
-        if (w == 0)
-            return CM_EIO;
-        off += w;
-        while (niov > 0 && (size_t)w >= iov->iov_len) {
-            w -= (ssize_t)iov->iov_len;
-            iov++;
-            niov--;
-        }
-        if (niov > 0) {
-            iov->iov_base = (uint8_t *)iov->iov_base + w;
-            iov->iov_len -= (size_t)w;
-        }
-    }
-    return 0;
+    return __builtin_popcount(x);
 }
 
-/* Reads up to the full iov at off; returns bytes read (short at EOF) or -1. */
-static ssize_t preadv_full(int fd, struct iovec *iov, int niov, off_t off)
+static const char *drive_name(const cs_store_t *cs, int d)
 {
-    ssize_t total = 0;
+    return d < cs->ndrives ? cs->be->ops->drive_name(cs->be, d) : "not in this store";
+}
 
-    while (niov > 0) {
-        ssize_t n = preadv(fd, iov, niov, off);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        if (n == 0)
-            break;
-        off += n;
-        total += n;
-        while (niov > 0 && (size_t)n >= iov->iov_len) {
-            n -= (ssize_t)iov->iov_len;
-            iov++;
-            niov--;
-        }
-        if (niov > 0) {
-            iov->iov_base = (uint8_t *)iov->iov_base + n;
-            iov->iov_len -= (size_t)n;
-        }
-    }
-    return total;
+static int drive_up(const cs_store_t *cs, int d)
+{
+    return d < cs->ndrives && cs->be->ops->drive_up(cs->be, d);
 }
 
 /* ------------------------------------------------------------------ pool */
@@ -125,9 +64,10 @@ static void *pool_main(void *arg)
 }
 
 /* Runs the n tasks on the pool and returns when all are done: 0, or the
- * first task's (by index) non-zero rc. The caller runs any of its tasks no
- * thread has picked up yet. */
-static int run_batch(cs_store_t *cs, struct cs__task *const *tasks, int n)
+ * first task's (by index) non-zero rc; every task's own result is in its
+ * rc. The caller runs any of its tasks no thread has picked up yet, so a
+ * busy pool delays a batch but never deadlocks it. */
+static int run_batch(cs_store_t *cs, struct cs__task **tasks, int n)
 {
     struct cs__pool *p = &cs->pool;
     struct cs__batch b = {n};
@@ -172,45 +112,47 @@ static int run_batch(cs_store_t *cs, struct cs__task *const *tasks, int n)
     return rc;
 }
 
+/* Runs n independent shard requests: all at once on the pool for a
+ * parallel backend (nodes), one after another on the calling thread
+ * otherwise (local drives, where a loop is as fast). Results in t->rc. */
+static void run_io(cs_store_t *cs, struct cs__task **tasks, int n)
+{
+    if (cs->parallel && n > 1) {
+        run_batch(cs, tasks, n);
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        tasks[i]->rc = tasks[i]->fn(tasks[i]);
+}
+
 /* ------------------------------------------------------------------ store */
 
 static void heal_stop(cs_store_t *cs);
 
-/* Creates the 256 fan-out directories of a drive and makes their entries
- * durable, once, at open: a writer then never creates a directory, so it
- * never depends on another writer's fsync of the drive directory. Failure
- * is not fatal (a read-only drive still serves reads); writers then create
- * what they need. */
-static void make_fanouts(const char *drive)
+static int geometry_ok(int k, int m, size_t block_size)
 {
-    char path[CS_PATH_MAX];
-    int created = 0;
-
-    for (int i = 0; i < 256; i++) {
-        snprintf(path, sizeof(path), "%s/%02x", drive, i);
-        if (mkdir(path, 0755) == 0) {
-            created = 1;
-        } else if (errno != EEXIST) {
-            cm_log(CM_LOG_WARN, "chunkstore: mkdir %s: %s", path, strerror(errno));
-            return;
-        }
-    }
-    if (created && cm_fsync_dir(drive) != 0)
-        cm_log(CM_LOG_WARN, "chunkstore: fsync directory %s failed", drive);
+    return k >= 1 && k <= RS_MAX_K && m >= 0 && m <= RS_MAX_M && block_size >= 1 &&
+           block_size <= CS__MAX_BLOCK;
 }
 
-int cs_store_open_local(const char *const *drives, int ndrives, int k, int m, size_t block_size,
-                        cs_store_t **out)
+int cs__store_open_be(struct cs__be *be, int k, int m, size_t block_size, cs_store_t **out)
 {
+    pthread_condattr_t ca;
     cs_store_t *cs;
     int rc, nthreads;
 
-    if (!drives || ndrives < 1 || ndrives > CS__MAX_DRIVES || k < 1 || k > RS_MAX_K || m < 0 ||
-        m > RS_MAX_M || k + m > ndrives || block_size < 1 || block_size > CS__MAX_BLOCK)
+    if (!geometry_ok(k, m, block_size)) {
+        be->ops->close(be);
         return CM_EINVAL;
+    }
     cs = calloc(1, sizeof(*cs));
-    if (!cs)
+    if (!cs) {
+        be->ops->close(be);
         return CM_ENOMEM;
+    }
+    cs->be = be;
+    cs->ndrives = be->ops->ndrives(be);
+    cs->parallel = be->ops->parallel;
     cs->k = k;
     cs->m = m;
     cs->block_size = (uint32_t)block_size;
@@ -218,37 +160,32 @@ int cs_store_open_local(const char *const *drives, int ndrives, int k, int m, si
     pthread_cond_init(&cs->pool.work, NULL);
     pthread_cond_init(&cs->pool.done, NULL);
     pthread_mutex_init(&cs->heal.mu, NULL);
-    pthread_cond_init(&cs->heal.work, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* deferred heals wait on cm_mono_ns() */
+    pthread_cond_init(&cs->heal.work, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_cond_init(&cs->heal.idle, NULL);
     cs->heal.tailp = &cs->heal.head;
     for (int i = 0; i < CS__SEG_LOCKS; i++)
         pthread_mutex_init(&cs->seg_mu[i], NULL);
     cs->inited = 1;
-    cs->drives = calloc((size_t)ndrives, sizeof(char *));
-    rc = CM_ENOMEM;
-    if (!cs->drives)
+    rc = CM_EINVAL;
+    if (cs->ndrives < 1 || cs->ndrives > CS__MAX_DRIVES || k + m > cs->ndrives)
         goto out;
-    cs->ndrives = ndrives;
-    for (int i = 0; i < ndrives; i++) {
-        size_t n = strlen(drives[i]);
-        while (n > 1 && drives[i][n - 1] == '/')
-            n--;
-        cs->drives[i] = cm_slice_strdup(CM_SLICE(drives[i], n));
-        if (!cs->drives[i])
-            goto out;
-        if ((rc = cm_mkdir_p(cs->drives[i], 0755)) != 0) {
-            cm_log(CM_LOG_ERROR, "chunkstore: cannot create drive directory %s", cs->drives[i]);
-            goto out;
-        }
-        make_fanouts(cs->drives[i]);
-        rc = CM_ENOMEM;
-    }
+    rc = CM_ENOMEM;
     cs->rs = rs_ctx_new(k, m);
     if (!cs->rs)
         goto out;
-    /* Each finishing writer queues 2(k+m) syncs: enough threads for two
-     * writers' worth at once. Fewer (if creation fails) only costs speed. */
-    nthreads = 4 * (k + m) < CS__POOL_MAX ? 4 * (k + m) : CS__POOL_MAX;
+    /* Local: each finishing writer queues k+m commits; enough threads for
+     * a few writers' worth at once. Nodes: every stripe of every request is
+     * a batch of network round trips, so many more threads (they mostly
+     * wait). Fewer (if creation fails) only costs speed. */
+    if (cs->parallel)
+        nthreads = 8 * (k + m) > 64 ? 8 * (k + m) : 64;
+    else
+        nthreads = 4 * (k + m) < 64 ? 4 * (k + m) : 64;
+    if (nthreads > CS__POOL_MAX)
+        nthreads = CS__POOL_MAX;
     for (int i = 0; i < nthreads; i++) {
         if (pthread_create(&cs->pool.th[i], NULL, pool_main, &cs->pool) != 0)
             break;
@@ -259,6 +196,34 @@ int cs_store_open_local(const char *const *drives, int ndrives, int k, int m, si
 out:
     cs_store_close(cs);
     return rc;
+}
+
+int cs_store_open_local(const char *const *drives, int ndrives, int k, int m, size_t block_size,
+                        cs_store_t **out)
+{
+    struct cs__be *be;
+    int rc;
+
+    if (!drives || ndrives < 1 || ndrives > CS__MAX_DRIVES || !geometry_ok(k, m, block_size) ||
+        k + m > ndrives)
+        return CM_EINVAL;
+    if ((rc = cs__be_local_open(drives, ndrives, &be)) != 0)
+        return rc;
+    return cs__store_open_be(be, k, m, block_size, out);
+}
+
+int cs_store_open_nodes(const char *const *urls, int nurls, const char *secret, int k, int m,
+                        size_t block_size, cs_store_t **out)
+{
+    struct cs__be *be;
+    int rc;
+
+    if (!urls || !secret || nurls < 1 || nurls > CS__MAX_DRIVES ||
+        !geometry_ok(k, m, block_size) || k + m > nurls)
+        return CM_EINVAL;
+    if ((rc = cs__be_node_open(urls, nurls, secret, &be)) != 0)
+        return rc;
+    return cs__store_open_be(be, k, m, block_size, out);
 }
 
 void cs_store_close(cs_store_t *cs)
@@ -273,6 +238,11 @@ void cs_store_close(cs_store_t *cs)
         pthread_mutex_unlock(&cs->pool.mu);
         for (int i = 0; i < cs->pool.nthreads; i++)
             pthread_join(cs->pool.th[i], NULL);
+        while (cs->heal.head) { /* deferred jobs: their drives never came back */
+            struct cs__heal_job *j = cs->heal.head;
+            cs->heal.head = j->next;
+            free(j);
+        }
         pthread_mutex_destroy(&cs->pool.mu);
         pthread_cond_destroy(&cs->pool.work);
         pthread_cond_destroy(&cs->pool.done);
@@ -282,12 +252,47 @@ void cs_store_close(cs_store_t *cs)
         for (int i = 0; i < CS__SEG_LOCKS; i++)
             pthread_mutex_destroy(&cs->seg_mu[i]);
     }
-    if (cs->drives)
-        for (int i = 0; i < cs->ndrives; i++)
-            free(cs->drives[i]);
-    free(cs->drives);
+    if (cs->be)
+        cs->be->ops->close(cs->be);
     rs_ctx_free(cs->rs);
     free(cs);
+}
+
+int cs_store_distributed(const cs_store_t *cs)
+{
+    return cs->parallel != 0;
+}
+
+int cs_store_ndrives(const cs_store_t *cs)
+{
+    return cs->ndrives;
+}
+
+const char *cs_store_drive_name(const cs_store_t *cs, int d)
+{
+    return d >= 0 && d < cs->ndrives ? cs->be->ops->drive_name(cs->be, d) : NULL;
+}
+
+int cs_store_drive_up(const cs_store_t *cs, int d)
+{
+    return d >= 0 && drive_up(cs, d);
+}
+
+uint64_t cs_store_epoch(const cs_store_t *cs)
+{
+    return cs->be->ops->epoch(cs->be);
+}
+
+int cs__shard_path(const cs_store_t *cs, int drive, const uint8_t id[CS_ID_LEN], int index, int tmp,
+                   char *out, size_t n)
+{
+    return cs__be_local_shard_path(cs->be, drive, id, index, tmp, out, n);
+}
+
+int cs__blob_path(const cs_store_t *cs, int drive, const uint8_t id[CS_ID_LEN], char *out,
+                  size_t n)
+{
+    return cs__be_local_blob_path(cs->be, drive, id, out, n);
 }
 
 static pthread_mutex_t *seg_lock(cs_store_t *cs, const uint8_t id[CS_ID_LEN])
@@ -295,89 +300,118 @@ static pthread_mutex_t *seg_lock(cs_store_t *cs, const uint8_t id[CS_ID_LEN])
     return &cs->seg_mu[(id[0] | (unsigned)id[1] << 8) % CS__SEG_LOCKS];
 }
 
-int cs__shard_path(const cs_store_t *cs, int drive, const uint8_t id[CS_ID_LEN], int index, int tmp,
-                   char *out, size_t n)
+/* Chooses n drives for id (up drives first, see cs__place_up) into out;
+ * *down gets the mask of positions placed on drives that are down. */
+static int place(cs_store_t *cs, const uint8_t id[CS_ID_LEN], int n, uint16_t *out,
+                 uint32_t *down)
 {
-    char hex[2 * CS_ID_LEN + 1];
-    int len;
+    uint8_t *up = malloc((size_t)cs->ndrives);
+    int all = 1, rc;
 
-    if (drive < 0 || drive >= cs->ndrives)
-        return CM_EINVAL;
-    id_hex(id, hex);
-    len =
-        snprintf(out, n, "%s/%.2s/%s.%d%s", cs->drives[drive], hex, hex, index, tmp ? ".tmp" : "");
-    return len < 0 || (size_t)len >= n ? CM_EINVAL : 0;
+    if (!up)
+        return CM_ENOMEM;
+    for (int d = 0; d < cs->ndrives; d++) {
+        up[d] = cs->be->ops->drive_up(cs->be, d) != 0;
+        all &= up[d];
+    }
+    rc = cs__place_up(id, cs->ndrives, n, all ? NULL : up, out);
+    *down = 0;
+    for (int i = 0; rc == 0 && i < n; i++)
+        if (!up[out[i]])
+            *down |= 1u << i;
+    free(up);
+    return rc;
 }
 
-/* "DRIVE/ab": the fan-out directory of a segment on a drive. */
-static int fanout_path(const cs_store_t *cs, int drive, const uint8_t id[CS_ID_LEN], char *out,
-                       size_t n)
+/* Returns NULL if shard i's header bytes hb match record s, else why not. */
+static const char *hdr_mismatch(const struct cs_seg *s, int i, const uint8_t *hb)
 {
-    char hex[2 * CS_ID_LEN + 1];
-    int len;
+    struct cs_hdr h;
 
-    if (drive < 0 || drive >= cs->ndrives)
-        return CM_EINVAL;
-    id_hex(id, hex);
-    len = snprintf(out, n, "%s/%.2s", cs->drives[drive], hex);
-    return len < 0 || (size_t)len >= n ? CM_EINVAL : 0;
+    if (cs__hdr_decode(hb, CS__HDR_LEN, &h) != 0)
+        return "bad shard header";
+    if (memcmp(h.id, s->id, CS_ID_LEN) != 0 || h.index != i || h.k != s->k || h.m != s->m ||
+        h.block_size != s->block_size || h.size != s->size)
+        return "shard header does not match the layout";
+    return NULL;
 }
 
-/* Creates the fan-out directory of id on drive d if needed; *created tells
- * whether this call made it (then the drive directory needs an fsync). */
-static int make_fanout(const cs_store_t *cs, int d, const uint8_t id[CS_ID_LEN], int *created)
+/* Opens shard i of s for reading and checks its header against the record
+ * (local: free after the open; node: one request). Returns 0 and *out, or
+ * CM_ENOTFOUND, CM_EUNAVAIL, CM_ECORRUPT (bad or mismatched header), ... */
+static int open_checked(cs_store_t *cs, const struct cs_seg *s, int i, void **out)
 {
-    char path[CS_PATH_MAX];
+    const struct cs__be_ops *ops = cs->be->ops;
+    uint8_t hb[CS__HDR_LEN];
+    void *h;
     int rc;
 
-    *created = 0;
-    if ((rc = fanout_path(cs, d, id, path, sizeof(path))) != 0)
+    if ((rc = ops->r_open(cs->be, s->drives[i], s->id, i, &h)) != 0)
         return rc;
-    if (mkdir(path, 0755) == 0) {
-        *created = 1;
-    } else if (errno != EEXIST) {
-        rc = cm_from_errno(errno);
-        cm_log(CM_LOG_ERROR, "chunkstore: mkdir %s: %s", path, strerror(errno));
+    if ((rc = ops->r_header(h, hb)) == 0 && hdr_mismatch(s, i, hb))
+        rc = CM_ECORRUPT;
+    if (rc != 0) {
+        ops->r_close(h);
         return rc;
     }
-    return 0;
-}
-
-/* Makes the entries of drive d's fan-out directory of id durable (top: of
- * the drive directory instead, which holds the fan-out directory's entry). */
-static int sync_dir(const cs_store_t *cs, int d, const uint8_t id[CS_ID_LEN], int top)
-{
-    char dir[CS_PATH_MAX];
-    int rc;
-
-    if (top)
-        snprintf(dir, sizeof(dir), "%s", cs->drives[d]);
-    else if ((rc = fanout_path(cs, d, id, dir, sizeof(dir))) != 0)
-        return rc;
-    if ((rc = cm_fsync_dir(dir)) != 0) {
-        cm_log(CM_LOG_ERROR, "chunkstore: fsync directory %s: %s", dir, cm_strerror(rc));
-        return rc;
-    }
+    *out = h;
     return 0;
 }
 
 /* ----------------------------------------------------------------- writer */
 
-/* Owned by one caller thread; finish() briefly shares it read-only with the
- * pool threads, each of which touches only its own task. */
+/* Owned by one caller thread; pool tasks briefly share it, each touching
+ * only its own shard's handle. */
 struct cs_writer {
     cs_store_t *cs;
-    struct cs_seg seg;              /* id, geometry, drives; size counts bytes accepted */
-    int fds[CS__MAX_SHARDS];        /* the k+m shard files; -1 until created / when closed */
-    int created;                    /* fds[] were created (first stripe or finish) */
-    uint8_t newdir[CS__MAX_SHARDS]; /* fan-out dir was missing: fsync the drive dir too */
-    uint8_t *buf;                   /* k*block_size stripe, then m*block_size parity */
-    size_t fill;                    /* bytes buffered in the stripe */
-    uint64_t nstripes;              /* stripes written so far */
-    uint64_t kicked;                /* file offset up to which writeback was started */
-    int failed;                     /* sticky error: only cs_writer_abort() remains */
-    int placed;                     /* seg.id and seg.drives are chosen */
+    struct cs_seg seg;             /* id, geometry, drives; size counts bytes accepted */
+    void *h[CS__MAX_SHARDS];       /* write handles of live shards; NULL before open / once dropped */
+    uint32_t dead;                 /* shards dropped: failed, or placed on a drive that was down */
+    int dead_rc;                   /* first error that dropped a shard */
+    int unavail;                   /* a shard was dropped because its drive was unreachable */
+    int need;                      /* live shards needed to go on: k+1 (k when m = 0) */
+    int opened;                    /* handles were opened (first stripe or finish) */
+    uint8_t *buf;                  /* k*block_size stripe, then m*block_size parity */
+    size_t fill;                   /* bytes buffered in the stripe */
+    uint64_t nstripes;             /* stripes written so far */
+    int failed;                    /* sticky error: only cs_writer_abort() remains */
+    int placed;                    /* seg.id and seg.drives are chosen */
+    char idhex[2 * CS_ID_LEN + 1]; /* for log lines */
 };
+
+static void heal_enqueue(cs_store_t *cs, const struct cs_seg *s, uint32_t mask);
+
+/* Drops shard i from the writer after an error: no more appends to it;
+ * what it wrote is removed (best effort: a heal replaces it anyway). */
+static void drop_shard(cs_writer_t *w, int i, int rc, const char *what)
+{
+    int d = w->seg.drives[i];
+
+    cm_log(CM_LOG_ERROR,
+           "chunkstore: segment %s shard %d on drive %d (%s): %s failed: %s; going on without it",
+           w->idhex, i, d, drive_name(w->cs, d), what, cm_strerror(rc));
+    if (w->h[i]) {
+        w->cs->be->ops->w_close(w->h[i], 1);
+        w->h[i] = NULL;
+    }
+    w->dead |= 1u << i;
+    if (!w->dead_rc)
+        w->dead_rc = rc;
+    if (rc == CM_EUNAVAIL)
+        w->unavail = 1;
+}
+
+/* 0 while enough shards are alive, else the writer's error. */
+static int writer_alive(cs_writer_t *w)
+{
+    int n = w->seg.k + w->seg.m, live = n - nbits(w->dead);
+
+    if (live >= w->need)
+        return 0;
+    cm_log(CM_LOG_ERROR, "chunkstore: segment %s: only %d of %d shards writable, %d needed",
+           w->idhex, live, n, w->need);
+    return w->unavail ? CM_EUNAVAIL : w->dead_rc ? w->dead_rc : CM_EUNAVAIL;
+}
 
 int cs_writer_open(cs_store_t *cs, cm_buf *out_intent, cs_writer_t **out)
 {
@@ -389,110 +423,114 @@ int cs_writer_open(cs_store_t *cs, cm_buf *out_intent, cs_writer_t **out)
     if (!w)
         return CM_ENOMEM;
     w->cs = cs;
-    for (int i = 0; i < CS__MAX_SHARDS; i++)
-        w->fds[i] = -1;
     w->seg.type = CS__REC_INTENT;
     w->seg.k = cs->k;
     w->seg.m = cs->m;
     w->seg.block_size = cs->block_size;
+    w->need = cs->m > 0 ? cs->k + 1 : cs->k;
     rc = CM_ENOMEM;
     if (posix_memalign(&mem, CS_ALIGN, (size_t)n * cs->block_size) != 0)
         goto out;
     w->buf = mem;
     if ((rc = cm_random_bytes(w->seg.id, CS_ID_LEN)) != 0)
         goto out;
-    if ((rc = cs__place(w->seg.id, cs->ndrives, n, w->seg.drives)) != 0)
+    id_hex(w->seg.id, w->idhex);
+    if ((rc = place(cs, w->seg.id, n, w->seg.drives, &w->dead)) != 0)
         goto out;
+    w->dead_rc = w->dead ? CM_EUNAVAIL : 0;
+    w->unavail = w->dead != 0;
+    if ((rc = writer_alive(w)) != 0)
+        goto out; /* nothing written, no intent: fail before the caller records one */
     w->placed = 1;
     if ((rc = cs__rec_encode(out_intent, &w->seg)) != 0)
         goto out;
     *out = w;
     return 0;
 out:
+    w->placed = 0;
     cs_writer_abort(w);
     return rc;
 }
 
-/* Creates the k+m shard files under their final names. Called on the first
- * write, i.e. after the caller recorded the intent: a crash from here on
- * leaves files that the intent names. A torn file is harmless before the
- * layout exists (only finished layouts are read). */
-static int create_files(cs_writer_t *w)
+/* Opens the write handles of the live shards. Called on the first stripe
+ * or at finish, i.e. after the caller recorded the intent (a backend may
+ * create the shard at open or at the first append). */
+static int open_handles(cs_writer_t *w)
 {
-    char path[CS_PATH_MAX];
-    int rc, created;
+    const struct cs__be_ops *ops = w->cs->be->ops;
+    int rc;
 
+    w->opened = 1;
     for (int i = 0; i < w->seg.k + w->seg.m; i++) {
-        int d = w->seg.drives[i];
-        if ((rc = cs__shard_path(w->cs, d, w->seg.id, i, 0, path, sizeof(path))) != 0)
-            return rc;
-        w->fds[i] = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-        if (w->fds[i] < 0 && errno == ENOENT) {
-            /* No fan-out directory (the drive was emptied since open).
-             * Whoever made it, fsync the drive directory before acking. */
-            if ((rc = make_fanout(w->cs, d, w->seg.id, &created)) != 0)
-                return rc;
-            w->newdir[i] = 1;
-            w->fds[i] = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-        }
-        if (w->fds[i] < 0) {
-            rc = cm_from_errno(errno);
-            cm_log(CM_LOG_ERROR, "chunkstore: create %s: %s", path, strerror(errno));
-            return rc;
+        if (w->dead & (1u << i))
+            continue;
+        rc = ops->w_open(w->cs->be, w->seg.drives[i], w->seg.id, i, 0, &w->h[i]);
+        if (rc != 0) {
+            w->h[i] = NULL;
+            drop_shard(w, i, rc, "open");
         }
     }
-    w->created = 1;
-    return 0;
+    return writer_alive(w);
 }
 
-/* Starts writeback of everything written since the last kick once enough
- * has piled up. Advisory: errors are ignored, the final fdatasync reports
- * them. Measured on ext4 (16 MiB PUTs, 4+2, one disk): the time spent in
- * cs_writer_finish() drops from ~30 to ~11 ms, since the journal commit no
- * longer has to write the whole object's data first. */
-static void kick_writeback(cs_writer_t *w)
-{
-#ifdef SYNC_FILE_RANGE_WRITE
-    uint64_t end = cs__stripe_off(w->seg.block_size, w->nstripes);
+/* One block + CRC32C appended to one shard, as a pool task. */
+struct append_task {
+    struct cs__task t; /* first: the pool sees only this */
+    void *h;
+    const struct cs__be_ops *ops;
+    const uint8_t *blk;
+    uint32_t blen;
+    uint64_t off;
+};
 
-    if (end - w->kicked < CS_KICK_BYTES)
-        return;
-    for (int i = 0; i < w->seg.k + w->seg.m; i++)
-        sync_file_range(w->fds[i], (off_t)w->kicked, (off_t)(end - w->kicked),
-                        SYNC_FILE_RANGE_WRITE);
-    w->kicked = end;
-#else
-    (void)w;
-#endif
+static int append_main(struct cs__task *t)
+{
+    struct append_task *a = (struct append_task *)t;
+    uint8_t crc[CS__CRC_LEN];
+    struct iovec iov[2] = {{(void *)a->blk, a->blen}, {crc, CS__CRC_LEN}};
+
+    cs__put32(crc, rs_crc32c(0, a->blk, a->blen));
+    return a->ops->w_append(a->h, a->off, iov, 2);
 }
 
 /* Encodes one stripe whose k data blocks of blen bytes start at data (block
- * i at data + i*blen) and writes block + CRC32C to each shard file. */
+ * i at data + i*blen) and appends block + CRC32C to each live shard: one
+ * after another for local drives, as one pool batch for nodes. */
 static int write_stripe(cs_writer_t *w, const uint8_t *data, uint32_t blen)
 {
-    int k = w->seg.k, n = w->seg.k + w->seg.m, rc;
+    int k = w->seg.k, n = w->seg.k + w->seg.m, rc, nt = 0;
+    const struct cs__be_ops *ops = w->cs->be->ops;
     uint8_t *blk[CS__MAX_SHARDS];
-    uint8_t crc[CS__MAX_SHARDS][CS__CRC_LEN];
-    off_t off = (off_t)cs__stripe_off(w->seg.block_size, w->nstripes);
+    struct append_task at[CS__MAX_SHARDS];
+    struct cs__task *tasks[CS__MAX_SHARDS];
+    uint64_t off = cs__stripe_off(w->seg.block_size, w->nstripes);
 
-    if (!w->created && (rc = create_files(w)) != 0)
+    if (!w->opened && (rc = open_handles(w)) != 0)
         return rc;
     for (int i = 0; i < k; i++)
-        blk[i] = (uint8_t *)data + (size_t)i * blen; /* read only, by rs_encode and pwritev */
+        blk[i] = (uint8_t *)data + (size_t)i * blen; /* read only, by rs_encode and the appends */
     for (int i = k; i < n; i++)
         blk[i] = w->buf + (size_t)i * w->seg.block_size;
     rs_encode(w->cs->rs, blen, blk, blk + k);
     for (int i = 0; i < n; i++) {
-        struct iovec iov[2] = {{blk[i], blen}, {crc[i], CS__CRC_LEN}};
-        cs__put32(crc[i], rs_crc32c(0, blk[i], blen));
-        if ((rc = pwritev_all(w->fds[i], iov, 2, off)) != 0) {
-            cm_log(CM_LOG_ERROR, "chunkstore: write shard %d of a segment on drive %s: %s", i,
-                   w->cs->drives[w->seg.drives[i]], cm_strerror(rc));
-            return rc;
-        }
+        if (w->dead & (1u << i))
+            continue;
+        at[nt] = (struct append_task){
+            .t.fn = append_main, .h = w->h[i], .ops = ops, .blk = blk[i], .blen = blen, .off = off};
+        tasks[nt] = &at[nt].t;
+        nt++;
     }
+    run_io(w->cs, tasks, nt);
+    for (int i = 0, j = 0; i < n; i++) {
+        if (w->dead & (1u << i))
+            continue;
+        if (at[j].t.rc != 0)
+            drop_shard(w, i, at[j].t.rc, "write");
+        j++;
+    }
+    if ((rc = writer_alive(w)) != 0)
+        return rc;
     w->nstripes++;
-    kick_writeback(w);
     return 0;
 }
 
@@ -529,60 +567,43 @@ int cs_writer_write(cs_writer_t *w, const void *p, size_t n)
     return 0;
 }
 
-/* One durability step of a finishing writer, run on the pool. */
-struct sync_task {
-    struct cs__task t; /* first: the pool sees only this */
-    cs_writer_t *w;
-    int i;    /* shard index */
-    int what; /* SYNC_FILE, SYNC_FANOUT or SYNC_DRIVE */
-};
-enum {
-    SYNC_FILE,   /* fdatasync the shard file */
-    SYNC_FANOUT, /* fsync its fan-out directory: the file's entry */
-    SYNC_DRIVE   /* fsync the drive directory: the entry of a fan-out dir we created */
+/* One shard's commit (header + durability), as a pool task. */
+struct commit_task {
+    struct cs__task t; /* first */
+    void *h;
+    const struct cs__be_ops *ops;
+    uint8_t hdr[CS__HDR_LEN];
 };
 
-static int sync_main(struct cs__task *t)
+static int commit_main(struct cs__task *t)
 {
-    struct sync_task *st = (struct sync_task *)t;
-    cs_writer_t *w = st->w;
-    int d = w->seg.drives[st->i], rc;
+    struct commit_task *c = (struct commit_task *)t;
 
-    if (st->what != SYNC_FILE)
-        return sync_dir(w->cs, d, w->seg.id, st->what == SYNC_DRIVE);
-    if (fdatasync(w->fds[st->i]) != 0) {
-        rc = cm_from_errno(errno);
-        cm_log(CM_LOG_ERROR, "chunkstore: fdatasync shard %d on %s: %s", st->i, w->cs->drives[d],
-               strerror(errno));
-        return rc;
-    }
-    return 0;
+    return c->ops->w_commit(c->h, c->hdr);
 }
 
 static void writer_free(cs_writer_t *w)
 {
     for (int i = 0; i < CS__MAX_SHARDS; i++)
-        if (w->fds[i] >= 0)
-            close(w->fds[i]);
+        if (w->h[i])
+            w->cs->be->ops->w_close(w->h[i], 0);
     free(w->buf);
     free(w);
 }
 
 int cs_writer_finish(cs_writer_t *w, cm_buf *out_layout)
 {
-    int k = w->seg.k, n = w->seg.k + w->seg.m, rc;
-    struct sync_task st[3 * CS__MAX_SHARDS];
-    struct cs__task *tasks[3 * CS__MAX_SHARDS];
-    int ntasks = 0;
+    int k = w->seg.k, n = w->seg.k + w->seg.m, rc, nt = 0;
+    struct commit_task ct[CS__MAX_SHARDS];
+    struct cs__task *tasks[CS__MAX_SHARDS];
     struct cs_hdr h;
-    uint8_t hdr[CS__HDR_LEN];
 
     if (w->failed)
         return w->failed;
-    /* Reserve now so the final append cannot fail after the files are live. */
+    /* Reserve now so the final append cannot fail after the shards are live. */
     if (cm_buf_reserve(out_layout, CS__REC_FIXED + 2 * (size_t)n) != 0)
         return CM_ENOMEM;
-    if (!w->created && (rc = create_files(w)) != 0)
+    if (!w->opened && (rc = open_handles(w)) != 0)
         return w->failed = rc;
     if (w->fill > 0) {
         uint32_t blen = (uint32_t)((w->fill + (size_t)k - 1) / (size_t)k);
@@ -591,80 +612,121 @@ int cs_writer_finish(cs_writer_t *w, cm_buf *out_layout)
             return w->failed = rc;
         w->fill = 0;
     }
+
+    /* Durability: every shard's commit (local: header, fdatasync, directory
+     * fsync; node: the same on the node) in flight at once on the pool, for
+     * both backends. Nothing acknowledges the segment before they return. */
     memcpy(h.id, w->seg.id, CS_ID_LEN);
     h.k = k;
     h.m = w->seg.m;
     h.block_size = w->seg.block_size;
     h.size = w->seg.size;
     for (int i = 0; i < n; i++) {
-        struct iovec iov = {hdr, CS__HDR_LEN};
+        if (w->dead & (1u << i))
+            continue;
+        ct[nt] = (struct commit_task){.t.fn = commit_main, .h = w->h[i], .ops = w->cs->be->ops};
         h.index = i;
-        cs__hdr_encode(&h, hdr);
-        if ((rc = pwritev_all(w->fds[i], &iov, 1, 0)) != 0)
-            return w->failed = rc;
+        cs__hdr_encode(&h, ct[nt].hdr);
+        tasks[nt] = &ct[nt].t;
+        nt++;
     }
-
-    /* Durability: every file's data and every directory entry, all syncs
-     * in flight at once (the files are on distinct drives; on one disk the
-     * journal commits them together). The files were created under their
-     * final names, so there is no rename to order after the fdatasync:
-     * nothing acknowledges the segment until all of these returned. */
-    for (int i = 0; i < n; i++) {
-        for (int what = SYNC_FILE; what <= SYNC_DRIVE; what++) {
-            if (what == SYNC_DRIVE && !w->newdir[i])
-                continue;
-            st[ntasks] = (struct sync_task){.t.fn = sync_main, .w = w, .i = i, .what = what};
-            tasks[ntasks] = &st[ntasks].t;
-            ntasks++;
-        }
+    run_batch(w->cs, tasks, nt);
+    for (int i = 0, j = 0; i < n; i++) {
+        if (w->dead & (1u << i))
+            continue;
+        if (ct[j].t.rc != 0)
+            drop_shard(w, i, ct[j].t.rc, "commit");
+        j++;
     }
-    if ((rc = run_batch(w->cs, tasks, ntasks)) != 0)
+    if ((rc = writer_alive(w)) != 0)
         return w->failed = rc;
 
     w->seg.type = CS__REC_SEGMENT;
     if ((rc = cs__rec_encode(out_layout, &w->seg)) != 0)
         return w->failed = rc;
+    if (w->dead) {
+        cm_log(CM_LOG_WARN,
+               "chunkstore: segment %s written with %d of %d shards; the missing ones are queued "
+               "for healing",
+               w->idhex, n - nbits(w->dead), n);
+        heal_enqueue(w->cs, &w->seg, w->dead);
+    }
     writer_free(w);
     return 0;
 }
 
-static void heal_cancel(cs_store_t *cs, const uint8_t id[CS_ID_LEN]);
-
-/* Unlinks both names of every shard of a record; ENOENT is not an error.
- * Holds the segment's lock: see CS__SEG_LOCKS. */
-static int delete_seg(cs_store_t *cs, const struct cs_seg *s)
-{
-    char path[CS_PATH_MAX];
-    int rc = 0;
-
-    heal_cancel(cs, s->id);
-    pthread_mutex_lock(seg_lock(cs, s->id));
-    for (int i = 0; i < s->k + s->m; i++) {
-        for (int tmp = 0; tmp <= 1; tmp++) {
-            if (cs__shard_path(cs, s->drives[i], s->id, i, tmp, path, sizeof(path)) != 0)
-                continue; /* drive not in this store: nothing of ours there */
-            if (unlink(path) != 0 && errno != ENOENT) {
-                cm_log(CM_LOG_WARN, "chunkstore: unlink %s: %s", path, strerror(errno));
-                rc = cm_from_errno(errno);
-            }
-        }
-    }
-    pthread_mutex_unlock(seg_lock(cs, s->id));
-    return rc;
-}
+static int delete_rec(cs_store_t *cs, const struct cs_seg *s);
 
 void cs_writer_abort(cs_writer_t *w)
 {
     if (!w)
         return;
     for (int i = 0; i < CS__MAX_SHARDS; i++) {
-        if (w->fds[i] >= 0)
-            close(w->fds[i]);
-        w->fds[i] = -1;
+        if (w->h[i])
+            w->cs->be->ops->w_close(w->h[i], 0);
+        w->h[i] = NULL;
     }
     if (w->placed)
-        delete_seg(w->cs, &w->seg);
+        delete_rec(w->cs, &w->seg); /* best effort: the intent retries it */
     writer_free(w);
+}
+
+/* ----------------------------------------------------------------- delete */
+
+static void heal_cancel(cs_store_t *cs, const uint8_t id[CS_ID_LEN]);
+
+/* Removes one shard or manifest copy, as a pool task. */
+struct rm_task {
+    struct cs__task t; /* first */
+    cs_store_t *cs;
+    const struct cs_seg *s;
+    int i;
+};
+
+static int rm_main(struct cs__task *t)
+{
+    struct rm_task *r = (struct rm_task *)t;
+    struct cs__be *be = r->cs->be;
+    int d = r->s->drives[r->i];
+
+    if (cs__rec_is_seg(r->s))
+        return be->ops->remove(be, d, r->s->id, r->i);
+    return be->ops->blob_remove(be, d, r->s->id);
+}
+
+/* Removes every shard (or manifest copy) of a record; missing ones are not
+ * an error, an unreachable drive is CM_EUNAVAIL (after removing the rest).
+ * Holds the record's lock: see CS__SEG_LOCKS. */
+static int delete_rec(cs_store_t *cs, const struct cs_seg *s)
+{
+    struct rm_task rt[CS__MAX_SHARDS];
+    struct cs__task *tasks[CS__MAX_SHARDS];
+    char hex[2 * CS_ID_LEN + 1];
+    int n = cs__rec_ndrives(s), nt = 0, rc = 0;
+
+    heal_cancel(cs, s->id);
+    for (int i = 0; i < n; i++) {
+        if (s->drives[i] >= cs->ndrives)
+            continue; /* drive not in this store: nothing of ours there */
+        rt[nt] = (struct rm_task){.t.fn = rm_main, .cs = cs, .s = s, .i = i};
+        tasks[nt] = &rt[nt].t;
+        nt++;
+    }
+    pthread_mutex_lock(seg_lock(cs, s->id));
+    run_io(cs, tasks, nt);
+    pthread_mutex_unlock(seg_lock(cs, s->id));
+    for (int j = 0; j < nt; j++) {
+        int e = rt[j].t.rc;
+        if (e == 0 || e == CM_ENOTFOUND)
+            continue;
+        id_hex(s->id, hex);
+        cm_log(CM_LOG_WARN, "chunkstore: delete %s %s %d on drive %d (%s): %s",
+               cs__rec_is_seg(s) ? "segment" : "manifest", hex, rt[j].i,
+               s->drives[rt[j].i], drive_name(cs, s->drives[rt[j].i]), cm_strerror(e));
+        if (rc == 0 || e == CM_EUNAVAIL)
+            rc = e;
+    }
+    return rc;
 }
 
 int cs_layout_delete(cs_store_t *cs, cm_slice layout_or_intent)
@@ -680,7 +742,7 @@ int cs_layout_delete(cs_store_t *cs, cm_slice layout_or_intent)
     r = (cm_reader){layout_or_intent.p, layout_or_intent.n};
     while (r.n > 0) {
         cs__rec_decode(&r, &s);
-        if ((rc2 = delete_seg(cs, &s)) != 0 && rc == 0)
+        if ((rc2 = delete_rec(cs, &s)) != 0 && (rc == 0 || rc2 == CM_EUNAVAIL))
             rc = rc2;
     }
     return rc;
@@ -689,21 +751,30 @@ int cs_layout_delete(cs_store_t *cs, cm_slice layout_or_intent)
 /* ----------------------------------------------------------------- reader */
 
 enum { BLK_UNREAD = 0, BLK_GOOD, BLK_BAD };
-#define FD_UNOPENED (-1)
-#define FD_BAD (-2)
+enum {
+    SH_UNOPENED = 0, /* not touched yet in this segment */
+    SH_OPEN,         /* open, header not checked yet (it is, after the first read) */
+    SH_OK,           /* open, header matches the record */
+    SH_BAD           /* unusable for the rest of the segment */
+};
+/* What read_block() found. */
+enum { RB_OK = 0, RB_CRC, RB_SHARD, RB_QUIET };
 
-/* Owned by one thread. Buffers hold one stripe of the current segment:
- * k+m blocks of block_size bytes plus a CRC trailer each. */
+/* Owned by one thread; pool tasks of one batch touch only their own
+ * shard's h[i] and sh[i] and their own block of buf. Buffers hold one
+ * stripe of the current segment: k+m blocks of block_size bytes plus a CRC
+ * trailer each. */
 struct cs_reader {
     cs_store_t *cs;
-    struct cs_seg *segs; /* decoded layout, nsegs records */
+    struct cs_seg *segs; /* the layout's segment records, nsegs of them */
     size_t nsegs;
     uint64_t pos, end;              /* next object offset to return; end of range */
     size_t iseg;                    /* segment holding pos */
     uint64_t seg_base;              /* object offset where segs[iseg] starts */
-    int seg_ready;                  /* fds/rs/buffers below are set up for iseg */
+    int seg_ready;                  /* handles/rs/buffers below are set up for iseg */
     char idhex[2 * CS_ID_LEN + 1];  /* of segs[iseg], for log lines */
-    int fds[CS__MAX_SHARDS];        /* FD_UNOPENED, FD_BAD or an open shard file */
+    void *h[CS__MAX_SHARDS];        /* backend read handles, or NULL */
+    uint8_t sh[CS__MAX_SHARDS];     /* SH_* per shard */
     uint8_t warned[CS__MAX_SHARDS]; /* logged this shard's trouble already */
     uint32_t bad;                   /* shards of segs[iseg] found damaged: heal at exit */
     const rs_ctx_t *rs;             /* coder for the segment's (k, m) */
@@ -715,12 +786,13 @@ struct cs_reader {
     uint8_t state[CS__MAX_SHARDS];  /* BLK_* per block of that stripe */
 };
 
-static void reader_close_fds(cs_reader_t *r)
+static void reader_close_handles(cs_reader_t *r)
 {
     for (int i = 0; i < CS__MAX_SHARDS; i++) {
-        if (r->fds[i] >= 0)
-            close(r->fds[i]);
-        r->fds[i] = FD_UNOPENED;
+        if (r->h[i])
+            r->cs->be->ops->r_close(r->h[i]);
+        r->h[i] = NULL;
+        r->sh[i] = SH_UNOPENED;
         r->warned[i] = 0;
     }
 }
@@ -736,38 +808,66 @@ static void shard_warn(cs_reader_t *r, int i, const char *what)
         return;
     r->warned[i] = 1;
     cm_log(CM_LOG_WARN, "chunkstore: segment %s shard %d on drive %d (%s): %s; using parity",
-           r->idhex, i, d, d < r->cs->ndrives ? r->cs->drives[d] : "unknown", what);
+           r->idhex, i, d, drive_name(r->cs, d), what);
 }
 
-static void heal_enqueue(cs_store_t *cs, const struct cs_seg *s, uint32_t mask);
+/* A stat of one shard, as a pool task. */
+struct stat_task {
+    struct cs__task t; /* first */
+    cs_store_t *cs;
+    const struct cs_seg *s;
+    int i;
+    uint64_t len;
+};
+
+static int stat_main(struct cs__task *t)
+{
+    struct stat_task *st = (struct stat_task *)t;
+
+    return st->cs->be->ops->stat(st->cs->be, st->s->drives[st->i], st->s->id, st->i, &st->len);
+}
 
 /* Done with segs[r->iseg]: checks that the shards it never opened exist
  * with the right length (a lost parity shard is otherwise noticed only when
  * it is needed, maybe together with a second loss: too late), and queues
- * the segment for healing if anything was wrong. Costs m stat() calls on a
- * healthy segment; the shards that were read were checked by the reads. */
+ * the segment for healing if anything was wrong. Costs m stats on a healthy
+ * segment (one batch over nodes); the shards that were read were checked by
+ * the reads. */
 static void leave_segment(cs_reader_t *r)
 {
     const struct cs_seg *s = &r->segs[r->iseg];
     uint64_t want = cs__shard_len(s->size, s->k, s->block_size);
-    char path[CS_PATH_MAX];
-    struct stat st;
+    struct stat_task st[CS__MAX_SHARDS];
+    struct cs__task *tasks[CS__MAX_SHARDS];
+    int nt = 0;
 
     if (!r->seg_ready)
         return;
     r->seg_ready = 0;
     for (int i = 0; i < s->k + s->m; i++) {
-        if (r->fds[i] != FD_UNOPENED)
+        if (r->sh[i] != SH_UNOPENED)
             continue; /* read (checked), or already found bad */
-        if (cs__shard_path(r->cs, s->drives[i], s->id, i, 0, path, sizeof(path)) != 0)
+        if (s->drives[i] >= r->cs->ndrives)
             continue; /* drive not in this store */
-        if (stat(path, &st) != 0 || (uint64_t)st.st_size != want) {
+        if (!drive_up(r->cs, s->drives[i])) {
             r->bad |= 1u << i;
-            cm_log(CM_LOG_WARN,
-                   "chunkstore: segment %s shard %d on drive %d (%s): missing or of the wrong "
-                   "length",
-                   r->idhex, i, s->drives[i], r->cs->drives[s->drives[i]]);
+            continue;
         }
+        st[nt] = (struct stat_task){.t.fn = stat_main, .cs = r->cs, .s = s, .i = i};
+        tasks[nt] = &st[nt].t;
+        nt++;
+    }
+    run_io(r->cs, tasks, nt);
+    for (int j = 0; j < nt; j++) {
+        int i = st[j].i;
+        if (st[j].t.rc == 0 && st[j].len == want)
+            continue;
+        r->bad |= 1u << i;
+        cm_log(CM_LOG_WARN, "chunkstore: segment %s shard %d on drive %d (%s): %s", r->idhex, i,
+               s->drives[i], drive_name(r->cs, s->drives[i]),
+               st[j].t.rc == 0 ? "of the wrong length"
+               : st[j].t.rc == CM_ENOTFOUND ? "missing"
+                                            : cm_strerror(st[j].t.rc));
     }
     if (r->bad)
         heal_enqueue(r->cs, s, r->bad);
@@ -779,7 +879,7 @@ static int enter_segment(cs_reader_t *r)
 {
     const struct cs_seg *s = &r->segs[r->iseg];
 
-    reader_close_fds(r);
+    reader_close_handles(r);
     r->bad = 0;
     id_hex(s->id, r->idhex);
     if (s->k == r->cs->k && s->m == r->cs->m) {
@@ -818,77 +918,71 @@ static int ensure_buf(cs_reader_t *r)
     return 0;
 }
 
-/* Opens shard i of segment s and checks its header against the record.
- * Returns the fd, or -1 with *why saying what is wrong. */
-static int open_shard(const cs_store_t *cs, const struct cs_seg *s, int i, const char **why)
-{
-    char path[CS_PATH_MAX];
-    uint8_t hb[CS__HDR_LEN];
-    struct iovec iov = {hb, sizeof(hb)};
-    struct cs_hdr h;
-    int fd;
-
-    if (cs__shard_path(cs, s->drives[i], s->id, i, 0, path, sizeof(path)) != 0) {
-        *why = "drive not in this store";
-        return -1;
-    }
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        *why = errno == ENOENT ? "no such file" : "cannot open";
-        return -1;
-    }
-    if (preadv_full(fd, &iov, 1, 0) != CS__HDR_LEN || cs__hdr_decode(hb, sizeof(hb), &h) != 0) {
-        *why = "bad shard header";
-        close(fd);
-        return -1;
-    }
-    if (memcmp(h.id, s->id, CS_ID_LEN) != 0 || h.index != i || h.k != s->k || h.m != s->m ||
-        h.block_size != s->block_size || h.size != s->size) {
-        *why = "shard header does not match the layout";
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-/* Returns an open, header-checked fd for shard i, or -1 if it is unusable. */
-static int shard_fd(cs_reader_t *r, int i)
-{
-    const char *why = NULL;
-    int fd;
-
-    if (r->fds[i] >= 0)
-        return r->fds[i];
-    if (r->fds[i] == FD_BAD)
-        return -1;
-    r->fds[i] = FD_BAD;
-    fd = open_shard(r->cs, &r->segs[r->iseg], i, &why);
-    if (fd < 0) {
-        shard_warn(r, i, why);
-        return -1;
-    }
-    r->fds[i] = fd;
-    return fd;
-}
-
-/* Reads block i of the current stripe into dst (blen bytes) and checks its
- * CRC32C. Returns 0, or CM_EIO (block unusable; already logged). */
-static int fetch_block(cs_reader_t *r, int i, uint8_t *dst)
+/* Reads block i of the current stripe into dst (blen bytes) and checks the
+ * shard's header (after its first read: free for both backends then) and
+ * the block's CRC32C. Touches only r->h[i] and r->sh[i], so reads of
+ * distinct shards may run at once. Returns RB_OK, RB_CRC (block rotten),
+ * RB_SHARD (shard unusable or short; *why says why) or RB_QUIET (known bad). */
+static int read_block(cs_reader_t *r, int i, uint8_t *dst, const char **why)
 {
     const struct cs_seg *s = &r->segs[r->iseg];
-    uint8_t crc[CS__CRC_LEN];
+    const struct cs__be_ops *ops = r->cs->be->ops;
+    uint8_t crc[CS__CRC_LEN], hb[CS__HDR_LEN];
     struct iovec iov[2] = {{dst, r->blen}, {crc, CS__CRC_LEN}};
-    int fd = shard_fd(r, i);
+    int d = s->drives[i], rc;
     ssize_t got;
 
-    if (fd < 0)
-        return CM_EIO;
-    got = preadv_full(fd, iov, 2, (off_t)cs__stripe_off(s->block_size, r->stripe));
-    if (got != (ssize_t)r->blen + CS__CRC_LEN) {
-        shard_warn(r, i, got < 0 ? strerror(errno) : "shard file is short");
-        return CM_EIO;
+    if (r->sh[i] == SH_BAD)
+        return RB_QUIET;
+    if (r->sh[i] == SH_UNOPENED) {
+        r->sh[i] = SH_BAD;
+        if (d >= r->cs->ndrives) {
+            *why = "drive not in this store";
+            return RB_SHARD;
+        }
+        if (!ops->drive_up(r->cs->be, d)) {
+            *why = "drive is down";
+            return RB_SHARD;
+        }
+        if ((rc = ops->r_open(r->cs->be, d, s->id, i, &r->h[i])) != 0) {
+            r->h[i] = NULL;
+            *why = rc == CM_ENOTFOUND ? "no such shard" : cm_strerror(rc);
+            return RB_SHARD;
+        }
+        r->sh[i] = SH_OPEN;
     }
-    if (cs__get32(crc) != rs_crc32c(0, dst, r->blen)) {
+    got = ops->r_read(r->h[i], cs__stripe_off(s->block_size, r->stripe), iov, 2);
+    if (got < 0) {
+        r->sh[i] = SH_BAD;
+        *why = got == CM_ENOTFOUND ? "no such shard" : cm_strerror((int)got);
+        return RB_SHARD;
+    }
+    if (r->sh[i] == SH_OPEN) {
+        rc = ops->r_header(r->h[i], hb);
+        *why = rc != 0 ? (rc == CM_ENOTFOUND ? "no such shard" : "bad shard header")
+                       : hdr_mismatch(s, i, hb);
+        if (*why) {
+            r->sh[i] = SH_BAD;
+            return RB_SHARD;
+        }
+        r->sh[i] = SH_OK;
+    }
+    if (got != (ssize_t)r->blen + CS__CRC_LEN) {
+        *why = "shard is short";
+        return RB_SHARD;
+    }
+    if (cs__get32(crc) != rs_crc32c(0, dst, r->blen))
+        return RB_CRC;
+    return RB_OK;
+}
+
+/* Logs and records what read_block() found; returns 0 if the block is good. */
+static int note_block(cs_reader_t *r, int i, int res, const char *why)
+{
+    switch (res) {
+    case RB_OK:
+        return 0;
+    case RB_CRC:
         r->bad |= 1u << i;
         /* Report every bad block, not once per shard: each is a distinct rot. */
         cm_log(CM_LOG_WARN,
@@ -896,8 +990,52 @@ static int fetch_block(cs_reader_t *r, int i, uint8_t *dst)
                "using parity",
                r->idhex, i, (unsigned long long)r->stripe);
         return CM_EIO;
+    case RB_SHARD:
+        shard_warn(r, i, why);
+        return CM_EIO;
+    default:
+        return CM_EIO;
     }
-    return 0;
+}
+
+/* Reads block i of the current stripe into dst. Returns 0, or CM_EIO
+ * (block unusable; already logged). */
+static int fetch_block(cs_reader_t *r, int i, uint8_t *dst)
+{
+    const char *why = NULL;
+
+    return note_block(r, i, read_block(r, i, dst, &why), why);
+}
+
+/* One block read into the stripe buffer, as a pool task. */
+struct rd_task {
+    struct cs__task t; /* first */
+    cs_reader_t *r;
+    int i;
+    const char *why;
+};
+
+static int rd_main(struct cs__task *t)
+{
+    struct rd_task *a = (struct rd_task *)t;
+
+    return read_block(a->r, a->i, a->r->buf + (size_t)a->i * a->r->stride, &a->why);
+}
+
+/* Reads blocks idx[0..n) of the current stripe into the stripe buffer (all
+ * at once over nodes) and sets their states. */
+static void load_blocks(cs_reader_t *r, const int *idx, int n)
+{
+    struct rd_task rt[CS__MAX_SHARDS];
+    struct cs__task *tasks[CS__MAX_SHARDS];
+
+    for (int j = 0; j < n; j++) {
+        rt[j] = (struct rd_task){.t.fn = rd_main, .r = r, .i = idx[j]};
+        tasks[j] = &rt[j].t;
+    }
+    run_io(r->cs, tasks, n);
+    for (int j = 0; j < n; j++)
+        r->state[idx[j]] = note_block(r, idx[j], rt[j].t.rc, rt[j].why) == 0 ? BLK_GOOD : BLK_BAD;
 }
 
 static void set_stripe(cs_reader_t *r, uint64_t stripe)
@@ -917,7 +1055,9 @@ static void load_into_buf(cs_reader_t *r, int i)
     r->state[i] = fetch_block(r, i, r->buf + (size_t)i * r->stride) == 0 ? BLK_GOOD : BLK_BAD;
 }
 
-/* Gets k good blocks of the current stripe and rebuilds the rest. */
+/* Gets k good blocks of the current stripe and rebuilds the rest. Local:
+ * one block at a time (data first, then parity) until k are good. Nodes:
+ * as many unread blocks as are missing, as one batch, until k are good. */
 static int reconstruct(cs_reader_t *r)
 {
     const struct cs_seg *s = &r->segs[r->iseg];
@@ -926,11 +1066,26 @@ static int reconstruct(cs_reader_t *r)
 
     for (int i = 0; i < n; i++)
         good += r->state[i] == BLK_GOOD;
-    for (int i = 0; i < n && good < s->k; i++) {
-        if (r->state[i] != BLK_UNREAD)
-            continue;
-        load_into_buf(r, i);
-        good += r->state[i] == BLK_GOOD;
+    if (!r->cs->parallel) {
+        for (int i = 0; i < n && good < s->k; i++) {
+            if (r->state[i] != BLK_UNREAD)
+                continue;
+            load_into_buf(r, i);
+            good += r->state[i] == BLK_GOOD;
+        }
+    } else {
+        while (good < s->k) {
+            int idx[CS__MAX_SHARDS], ni = 0;
+            for (int i = 0; i < n && ni < s->k - good; i++)
+                if (r->state[i] == BLK_UNREAD)
+                    idx[ni++] = i;
+            if (ni == 0)
+                break;
+            load_blocks(r, idx, ni);
+            good = 0;
+            for (int i = 0; i < n; i++)
+                good += r->state[i] == BLK_GOOD;
+        }
     }
     if (good < s->k) {
         cm_log(CM_LOG_ERROR,
@@ -951,6 +1106,26 @@ static int reconstruct(cs_reader_t *r)
     return 0;
 }
 
+/* Nodes: reads every unread data block of the current stripe that the rest
+ * of the range needs, from block b on, as one batch into the stripe buffer. */
+static void prefetch_data(cs_reader_t *r, int b, uint64_t stripe_start)
+{
+    const struct cs_seg *s = &r->segs[r->iseg];
+    uint64_t want = r->end - r->seg_base; /* end of the range, segment-relative */
+    int idx[CS__MAX_SHARDS], n = 0, last;
+
+    if (want > s->size)
+        want = s->size;
+    want -= stripe_start;
+    if (want > (uint64_t)s->k * r->blen)
+        want = (uint64_t)s->k * r->blen;
+    last = (int)((want - 1) / r->blen);
+    for (int i = b; i <= last && i < s->k; i++)
+        if (r->state[i] == BLK_UNREAD)
+            idx[n++] = i;
+    load_blocks(r, idx, n);
+}
+
 int cs_reader_open(cs_store_t *cs, cm_slice layout, uint64_t off, uint64_t len, cs_reader_t **out)
 {
     cm_reader cur = {layout.p, layout.n};
@@ -959,7 +1134,7 @@ int cs_reader_open(cs_store_t *cs, cm_slice layout, uint64_t off, uint64_t len, 
     size_t nsegs;
     int rc;
 
-    if ((rc = cs_layout_size(layout, &size)) != 0 || (rc = cs_layout_count(layout, &nsegs)) != 0)
+    if ((rc = cs__layout_scan(layout, &size, &nsegs)) != 0)
         return rc;
     if (off > size || len > size - off)
         return CM_ERANGE;
@@ -970,15 +1145,16 @@ int cs_reader_open(cs_store_t *cs, cm_slice layout, uint64_t off, uint64_t len, 
     r->pos = off;
     r->end = off + len;
     r->stripe = UINT64_MAX;
-    for (int i = 0; i < CS__MAX_SHARDS; i++)
-        r->fds[i] = FD_UNOPENED;
     r->segs = calloc(nsegs ? nsegs : 1, sizeof(*r->segs));
     if (!r->segs) {
         free(r);
         return CM_ENOMEM;
     }
-    for (size_t i = 0; i < nsegs; i++)
-        cs__rec_decode(&cur, &r->segs[i]); /* validated by cs_layout_size() */
+    for (size_t i = 0; i < nsegs;) {
+        cs__rec_decode(&cur, &r->segs[i]); /* validated by cs__layout_scan() */
+        if (r->segs[i].type == CS__REC_SEGMENT)
+            i++; /* manifest records carry no object bytes */
+    }
     r->nsegs = nsegs;
     *out = r;
     return 0;
@@ -1014,7 +1190,12 @@ ssize_t cs_reader_read(cs_reader_t *r, void *buf, size_t n)
         if (c > n - done)
             c = n - done;
 
-        if (r->state[b] == BLK_UNREAD && boff == 0 && c == r->blen) {
+        if (r->state[b] == BLK_UNREAD && r->cs->parallel) {
+            /* Nodes: the data blocks this range needs, all at once. */
+            if ((rc = ensure_buf(r)) != 0)
+                goto fail;
+            prefetch_data(r, b, spos - within);
+        } else if (r->state[b] == BLK_UNREAD && boff == 0 && c == r->blen) {
             /* The caller wants this whole block: read it straight into buf. */
             if (fetch_block(r, b, dst + done) == 0) {
                 done += c;
@@ -1047,19 +1228,19 @@ void cs_reader_close(cs_reader_t *r)
         return;
     if (r->iseg < r->nsegs)
         leave_segment(r);
-    reader_close_fds(r);
+    reader_close_handles(r);
     rs_ctx_free(r->rs_own);
     free(r->buf);
     free(r->segs);
     free(r);
 }
 
-/* ------------------------------------------------------------------- heal */
+/* ------------------------------------------------------------ heal queue */
 
 static void *heal_main(void *arg);
 
-/* Queues segment s for the heal thread (mask: shards the reader saw bad).
- * Never blocks on I/O: the reader calls it on the request path. */
+/* Queues record s for the heal thread (mask: shards or copies seen bad).
+ * Never blocks on I/O: readers and writers call it on the request path. */
 static void heal_enqueue(cs_store_t *cs, const struct cs_seg *s, uint32_t mask)
 {
     struct cs__healer *h = &cs->heal;
@@ -1070,18 +1251,25 @@ static void heal_enqueue(cs_store_t *cs, const struct cs_seg *s, uint32_t mask)
         goto out;
     for (j = h->head; j; j = j->next) {
         if (memcmp(j->seg.id, s->id, CS_ID_LEN) == 0) {
+            if (mask & ~j->mask)
+                j->deferred = 0; /* new damage: worth a try now */
             j->mask |= mask;
             goto out;
         }
     }
     /* Being healed already: the heal scrubs every shard, so only damage it
      * was not told about is worth another pass. */
-    if (h->active && memcmp(h->active->seg.id, s->id, CS_ID_LEN) == 0 &&
-        (mask & ~h->active->mask) == 0)
-        goto out;
+    for (struct cs__heal_active *a = h->active; a; a = a->next)
+        if (memcmp(a->id, s->id, CS_ID_LEN) == 0 && (mask & ~a->mask) == 0)
+            goto out;
     if (h->nqueued >= CS__HEAL_QUEUE_MAX) {
-        cm_log(CM_LOG_WARN,
-               "chunkstore: heal queue full; a damaged segment waits for its next read");
+        uint64_t now = cm_mono_ns();
+        static uint64_t last_full; /* rate limit of the line below; guarded by h->mu */
+        if (now - last_full > 10 * CS__HEAL_RETRY_NS || last_full == 0) {
+            last_full = now;
+            cm_log(CM_LOG_WARN, "chunkstore: heal queue full; damaged segments wait for their "
+                                "next read or heal walk");
+        }
         goto out;
     }
     if (!(j = calloc(1, sizeof(*j))))
@@ -1104,7 +1292,14 @@ out:
     pthread_mutex_unlock(&h->mu);
 }
 
-/* Drops queued (not started) heals of segment id: it is being deleted. */
+static void queue_fix_tail(struct cs__healer *h)
+{
+    h->tailp = &h->head;
+    while (*h->tailp)
+        h->tailp = &(*h->tailp)->next;
+}
+
+/* Drops queued (not started) heals of id: it is being deleted. */
 static void heal_cancel(cs_store_t *cs, const uint8_t id[CS_ID_LEN])
 {
     struct cs__healer *h = &cs->heal;
@@ -1120,12 +1315,20 @@ static void heal_cancel(cs_store_t *cs, const uint8_t id[CS_ID_LEN])
         h->nqueued--;
         free(j);
     }
-    h->tailp = &h->head;
-    while (*h->tailp)
-        h->tailp = &(*h->tailp)->next;
-    if (!h->head && !h->active)
-        pthread_cond_broadcast(&h->idle);
+    queue_fix_tail(h);
+    pthread_cond_broadcast(&h->idle);
     pthread_mutex_unlock(&h->mu);
+}
+
+/* 1 while a job that is not waiting for a drive is queued or a heal runs. */
+static int heal_busy(const struct cs__healer *h)
+{
+    if (h->active)
+        return 1;
+    for (const struct cs__heal_job *j = h->head; j; j = j->next)
+        if (!j->deferred)
+            return 1;
+    return 0;
 }
 
 void cs_store_heal_wait(cs_store_t *cs)
@@ -1133,7 +1336,7 @@ void cs_store_heal_wait(cs_store_t *cs)
     struct cs__healer *h = &cs->heal;
 
     pthread_mutex_lock(&h->mu);
-    while (h->head || h->active)
+    while (heal_busy(h))
         pthread_cond_wait(&h->idle, &h->mu);
     pthread_mutex_unlock(&h->mu);
 }
@@ -1148,7 +1351,8 @@ void cs_store_heal_stats(cs_store_t *cs, uint64_t *healed, uint64_t *failed)
     pthread_mutex_unlock(&cs->heal.mu);
 }
 
-/* Lets the heal thread finish the queue, then joins it. */
+/* Lets the heal thread finish the ready jobs, then joins it (deferred jobs
+ * stay queued; cs_store_close() frees them). */
 static void heal_stop(cs_store_t *cs)
 {
     struct cs__healer *h = &cs->heal;
@@ -1163,190 +1367,375 @@ static void heal_stop(cs_store_t *cs)
         pthread_join(h->th, NULL);
 }
 
-/* State of one heal: every shard file of the segment, the rebuilt files
- * being written, and a stripe buffer. Owned by the heal thread. */
+/* Registers a heal of id (waiting while another heal of it runs: two heals
+ * of one segment would write the same shards). */
+static void heal_begin(cs_store_t *cs, struct cs__heal_active *a, const uint8_t id[CS_ID_LEN],
+                       uint32_t mask)
+{
+    struct cs__healer *h = &cs->heal;
+
+    memcpy(a->id, id, CS_ID_LEN);
+    a->mask = mask;
+    pthread_mutex_lock(&h->mu);
+    for (;;) {
+        struct cs__heal_active *o = h->active;
+        while (o && memcmp(o->id, id, CS_ID_LEN) != 0)
+            o = o->next;
+        if (!o)
+            break;
+        pthread_cond_wait(&h->idle, &h->mu);
+    }
+    a->next = h->active;
+    h->active = a;
+    pthread_mutex_unlock(&h->mu);
+}
+
+static void heal_end(cs_store_t *cs, struct cs__heal_active *a, uint32_t healed, int failed)
+{
+    struct cs__healer *h = &cs->heal;
+
+    pthread_mutex_lock(&h->mu);
+    for (struct cs__heal_active **pp = &h->active; *pp; pp = &(*pp)->next) {
+        if (*pp == a) {
+            *pp = a->next;
+            break;
+        }
+    }
+    h->nhealed += (uint64_t)nbits(healed);
+    if (failed)
+        h->nfailed++;
+    pthread_cond_broadcast(&h->idle);
+    pthread_mutex_unlock(&h->mu);
+}
+
+/* ------------------------------------------------------------------- heal */
+
+/* What one heal did (bit i = shard or copy i). */
+struct heal_res {
+    int rc;            /* 0, or why the heal gave up (nothing committed then) */
+    uint32_t healed;   /* rewritten and committed */
+    uint32_t failed;   /* could not be rewritten (not for lack of a drive) */
+    uint32_t deferred; /* on drives that are down or unreachable: try again later */
+};
+
+/* State of one segment heal: a read handle per good shard, a heal-mode
+ * write handle per target, and a stripe buffer. Owned by the healing
+ * thread; pool tasks touch only their own shard's slots. */
 struct heal {
     cs_store_t *cs;
     const struct cs_seg *s;
     char idhex[2 * CS_ID_LEN + 1];
-    int n;                          /* k+m */
-    int src[CS__MAX_SHARDS];        /* existing file with a good header, or -1 */
-    int tmp[CS__MAX_SHARDS];        /* "<name>.tmp" being rebuilt (targets only), or -1 */
-    uint8_t newdir[CS__MAX_SHARDS]; /* we created the fan-out dir of that target */
-    uint32_t targets;               /* shards being rebuilt */
-    uint8_t *buf;                   /* k+m blocks + CRC, block i at buf + i*stride */
+    int n;                   /* k+m */
+    void *src[CS__MAX_SHARDS]; /* read handle of a shard with a good header, or NULL */
+    void *dst[CS__MAX_SHARDS]; /* write handle (heal = 1) of a target, or NULL */
+    uint32_t targets;        /* shards being rebuilt: dst[i] is open */
+    uint32_t deferred;       /* unreachable shards: retry later */
+    uint32_t failed;         /* targets that could not be written */
+    uint8_t *buf;            /* k+m blocks + CRC, block i at buf + i*stride */
     size_t stride;
 };
 
-/* Makes shard i a target: creates its tmp file and, if the heal is at
- * stripe > 0, copies the blocks before it from the old file (this pass
+/* Gives up on target i after a write error. */
+static void target_fail(struct heal *h, int i, int rc, const char *what)
+{
+    int d = h->s->drives[i];
+
+    cm_log(CM_LOG_WARN, "chunkstore: heal: segment %s shard %d on drive %d (%s): %s: %s%s",
+           h->idhex, i, d, drive_name(h->cs, d), what, cm_strerror(rc),
+           rc == CM_EUNAVAIL ? "; will retry" : "");
+    if (h->dst[i])
+        h->cs->be->ops->w_close(h->dst[i], 1);
+    h->dst[i] = NULL;
+    h->targets &= ~(1u << i);
+    if (rc == CM_EUNAVAIL)
+        h->deferred |= 1u << i;
+    else
+        h->failed |= 1u << i;
+}
+
+/* Makes shard i a target: opens its heal-mode handle and, if the heal is at
+ * stripe > 0, copies the blocks before it from the old shard (this pass
  * read and CRC-checked them all). */
-static int heal_add_target(struct heal *h, int i, uint64_t stripe)
+static void heal_add_target(struct heal *h, int i, uint64_t stripe)
 {
     const struct cs_seg *s = h->s;
-    char path[CS_PATH_MAX];
-    int created, rc;
+    const struct cs__be_ops *ops = h->cs->be->ops;
+    int rc;
 
-    if ((rc = make_fanout(h->cs, s->drives[i], s->id, &created)) != 0)
-        return rc;
-    h->newdir[i] = (uint8_t)created;
-    if ((rc = cs__shard_path(h->cs, s->drives[i], s->id, i, 1, path, sizeof(path))) != 0)
-        return rc;
-    h->tmp[i] = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (h->tmp[i] < 0) {
-        rc = cm_from_errno(errno);
-        cm_log(CM_LOG_WARN, "chunkstore: heal: create %s: %s", path, strerror(errno));
-        return rc;
+    if ((rc = ops->w_open(h->cs->be, s->drives[i], s->id, i, 1, &h->dst[i])) != 0) {
+        h->dst[i] = NULL;
+        target_fail(h, i, rc, "open");
+        return;
     }
     h->targets |= 1u << i;
     for (uint64_t off = CS__HDR_LEN, end = cs__stripe_off(s->block_size, stripe); off < end;) {
         size_t c = end - off < h->stride ? (size_t)(end - off) : h->stride;
         struct iovec iov = {h->buf + (size_t)i * h->stride, c};
-        if (preadv_full(h->src[i], &iov, 1, (off_t)off) != (ssize_t)c)
-            return CM_EIO;
-        iov.iov_len = c;
-        iov.iov_base = h->buf + (size_t)i * h->stride;
-        if ((rc = pwritev_all(h->tmp[i], &iov, 1, (off_t)off)) != 0)
-            return rc;
+        ssize_t got = ops->r_read(h->src[i], off, &iov, 1);
+        if (got != (ssize_t)c) {
+            target_fail(h, i, got < 0 ? (int)got : CM_EIO, "copy of its good blocks");
+            return;
+        }
+        if ((rc = ops->w_append(h->dst[i], off, &iov, 1)) != 0) {
+            target_fail(h, i, rc, "write");
+            return;
+        }
         off += c;
     }
+}
+
+/* Opens shard i for the heal, as a pool task. */
+struct hopen_task {
+    struct cs__task t; /* first */
+    struct heal *h;
+    int i;
+};
+
+static int hopen_main(struct cs__task *t)
+{
+    struct hopen_task *o = (struct hopen_task *)t;
+
+    return open_checked(o->h->cs, o->h->s, o->i, &o->h->src[o->i]);
+}
+
+/* Reads block + CRC of shard i (stripe st, blen) into its slot, as a pool
+ * task; rc CM_ECORRUPT for a short block or a CRC mismatch. */
+struct hread_task {
+    struct cs__task t; /* first */
+    struct heal *h;
+    int i;
+    uint64_t st;
+    uint32_t blen;
+};
+
+static int hread_main(struct cs__task *t)
+{
+    struct hread_task *a = (struct hread_task *)t;
+    struct heal *h = a->h;
+    uint8_t *blk = h->buf + (size_t)a->i * h->stride;
+    struct iovec iov = {blk, (size_t)a->blen + CS__CRC_LEN};
+    ssize_t got = h->cs->be->ops->r_read(h->src[a->i], cs__stripe_off(h->s->block_size, a->st),
+                                         &iov, 1);
+
+    if (got < 0)
+        return (int)got;
+    if (got != (ssize_t)a->blen + CS__CRC_LEN ||
+        cs__get32(blk + a->blen) != rs_crc32c(0, blk, a->blen))
+        return CM_ECORRUPT;
     return 0;
 }
 
+/* Appends a rebuilt block + CRC to target i, as a pool task. */
+struct hwrite_task {
+    struct cs__task t; /* first */
+    struct heal *h;
+    int i;
+    uint64_t off;
+    uint32_t blen;
+};
+
+static int hwrite_main(struct cs__task *t)
+{
+    struct hwrite_task *a = (struct hwrite_task *)t;
+    uint8_t *blk = a->h->buf + (size_t)a->i * a->h->stride, crc[CS__CRC_LEN];
+    struct iovec iov[2] = {{blk, a->blen}, {crc, CS__CRC_LEN}};
+
+    cs__put32(crc, rs_crc32c(0, blk, a->blen));
+    return a->h->cs->be->ops->w_append(a->h->dst[a->i], a->off, iov, 2);
+}
+
 /* Reads every stripe of every shard, rebuilds what is missing or rotten
- * and writes the blocks of the target shards into their tmp files. */
+ * and appends the blocks of the target shards. Returns 0, CM_EIO (a stripe
+ * has fewer than k good blocks) or CM_EUNAVAIL (and because drives were
+ * unreachable: retry later). */
 static int heal_stripes(struct heal *h, const rs_ctx_t *rs)
 {
     const struct cs_seg *s = h->s;
     uint64_t nstripes = cs__nstripes(s->size, s->k, s->block_size);
-    uint8_t *blk[CS__MAX_SHARDS], crc[CS__CRC_LEN];
+    uint8_t *blk[CS__MAX_SHARDS];
+    struct hread_task rt[CS__MAX_SHARDS];
+    struct hwrite_task wt[CS__MAX_SHARDS];
+    struct cs__task *tasks[CS__MAX_SHARDS];
     int erased[CS__MAX_SHARDS], rc;
 
     for (int i = 0; i < h->n; i++)
         blk[i] = h->buf + (size_t)i * h->stride;
     for (uint64_t st = 0; st < nstripes; st++) {
         uint32_t blen = cs__blen(s->size, s->k, s->block_size, st);
-        off_t off = (off_t)cs__stripe_off(s->block_size, st);
-        int good = 0, nerased = 0;
+        uint64_t off = cs__stripe_off(s->block_size, st);
+        uint32_t ok = 0;
+        int good = 0, nerased = 0, nt = 0;
 
         for (int i = 0; i < h->n; i++) {
-            struct iovec iov = {blk[i], (size_t)blen + CS__CRC_LEN};
-            int ok = h->src[i] >= 0 &&
-                     preadv_full(h->src[i], &iov, 1, off) == (ssize_t)blen + CS__CRC_LEN &&
-                     cs__get32(blk[i] + blen) == rs_crc32c(0, blk[i], blen);
-            if (ok) {
-                good++;
+            if (!h->src[i])
+                continue;
+            rt[nt] = (struct hread_task){.t.fn = hread_main, .h = h, .i = i, .st = st, .blen = blen};
+            tasks[nt] = &rt[nt].t;
+            nt++;
+        }
+        run_io(h->cs, tasks, nt);
+        for (int j = 0; j < nt; j++) {
+            int i = rt[j].i;
+            if (rt[j].t.rc == 0) {
+                ok |= 1u << i;
                 continue;
             }
-            erased[nerased++] = i;
-            if (!(h->targets & (1u << i)) && s->drives[i] < h->cs->ndrives) {
+            if (rt[j].t.rc == CM_EUNAVAIL) {
+                /* Gone mid-heal: not a source any more, and unknown. */
+                h->cs->be->ops->r_close(h->src[i]);
+                h->src[i] = NULL;
+                if (!(h->targets & (1u << i)))
+                    h->deferred |= 1u << i;
+                continue;
+            }
+            if (!(h->targets & (1u << i)) && !(h->failed & (1u << i))) {
                 cm_log(CM_LOG_WARN, "chunkstore: heal: segment %s shard %d stripe %llu is bad",
                        h->idhex, i, (unsigned long long)st);
-                if ((rc = heal_add_target(h, i, st)) != 0)
-                    return rc;
+                heal_add_target(h, i, st);
             }
+        }
+        for (int i = 0; i < h->n; i++) {
+            if (ok & (1u << i))
+                good++;
+            else
+                erased[nerased++] = i;
         }
         if (good < s->k) {
             cm_log(CM_LOG_WARN,
-                   "chunkstore: heal: segment %s stripe %llu has only %d of %d needed blocks",
-                   h->idhex, (unsigned long long)st, good, s->k);
-            return CM_EIO;
+                   "chunkstore: heal: segment %s stripe %llu has only %d of %d needed blocks%s",
+                   h->idhex, (unsigned long long)st, good, s->k,
+                   h->deferred ? " (some drives unreachable)" : "");
+            return h->deferred ? CM_EUNAVAIL : CM_EIO;
         }
         if (nerased > 0 && (rc = rs_decode(rs, blen, blk, erased, nerased)) != 0)
             return rc;
+        nt = 0;
         for (int i = 0; i < h->n; i++) {
             if (!(h->targets & (1u << i)))
                 continue;
-            struct iovec iov[2] = {{blk[i], blen}, {crc, CS__CRC_LEN}};
-            cs__put32(crc, rs_crc32c(0, blk[i], blen));
-            if ((rc = pwritev_all(h->tmp[i], iov, 2, off)) != 0)
-                return rc;
+            wt[nt] = (struct hwrite_task){.t.fn = hwrite_main, .h = h, .i = i, .off = off, .blen = blen};
+            tasks[nt] = &wt[nt].t;
+            nt++;
         }
+        run_io(h->cs, tasks, nt);
+        for (int j = 0; j < nt; j++)
+            if (wt[j].t.rc != 0)
+                target_fail(h, wt[j].i, wt[j].t.rc, "write");
     }
     return 0;
 }
 
-/* Headers, fdatasync, then, under the segment lock, the check that the
- * segment was not deleted meanwhile and the renames; then directory fsyncs.
- * Returns 0, CM_ENOTFOUND if the segment was deleted, or an I/O error. */
-static int heal_commit(struct heal *h)
+/* A heal-mode commit (header, durability, atomic replace), as a pool task. */
+struct hcommit_task {
+    struct cs__task t; /* first */
+    struct heal *h;
+    int i;
+    uint8_t hdr[CS__HDR_LEN];
+};
+
+static int hcommit_main(struct cs__task *t)
+{
+    struct hcommit_task *c = (struct hcommit_task *)t;
+
+    return c->h->cs->be->ops->w_commit(c->h->dst[c->i], c->hdr);
+}
+
+/* Under the segment lock: checks the segment was not deleted meanwhile
+ * (every source shard still exists: cs_layout_delete() removes them under
+ * this lock, so one that vanished means the segment is gone, and so must
+ * ours be), then commits the targets. Returns 0 and *healed, or
+ * CM_ENOTFOUND if the segment was deleted. */
+static int heal_commit(struct heal *h, uint32_t *healed)
 {
     const struct cs_seg *s = h->s;
-    char tmp[CS_PATH_MAX], fin[CS_PATH_MAX];
     struct cs_hdr hd = {.k = s->k, .m = s->m, .block_size = s->block_size, .size = s->size};
-    uint8_t hb[CS__HDR_LEN];
-    struct stat st;
-    uint32_t renamed = 0;
-    int rc = 0;
+    struct stat_task st[CS__MAX_SHARDS];
+    struct hcommit_task ct[CS__MAX_SHARDS];
+    struct cs__task *tasks[CS__MAX_SHARDS];
+    int nt = 0, exists = 0, rc = 0;
 
+    *healed = 0;
     memcpy(hd.id, s->id, CS_ID_LEN);
     for (int i = 0; i < h->n; i++) {
-        struct iovec iov = {hb, CS__HDR_LEN};
-        if (!(h->targets & (1u << i)))
-            continue;
-        hd.index = i;
-        cs__hdr_encode(&hd, hb);
-        if ((rc = pwritev_all(h->tmp[i], &iov, 1, 0)) != 0)
-            return rc;
-        if (fdatasync(h->tmp[i]) != 0)
-            return cm_from_errno(errno);
+        if (!h->src[i])
+            continue; /* (a target with a source: its old shard is still in place) */
+        st[nt] = (struct stat_task){.t.fn = stat_main, .cs = h->cs, .s = s, .i = i};
+        tasks[nt] = &st[nt].t;
+        nt++;
     }
     pthread_mutex_lock(seg_lock(h->cs, s->id));
-    for (int i = 0; i < h->n; i++) {
-        /* cs_layout_delete() unlinks under this lock: a file we read with
-         * no links left means the segment is gone, and so must ours be.
-         * (Only a delete unlinks a shard; heals are one at a time.) */
-        if (h->src[i] >= 0 && (fstat(h->src[i], &st) != 0 || st.st_nlink == 0)) {
+    run_io(h->cs, tasks, nt);
+    for (int j = 0; j < nt; j++) {
+        if (st[j].t.rc == CM_ENOTFOUND)
             rc = CM_ENOTFOUND;
-            break;
-        }
+        else if (st[j].t.rc == 0)
+            exists = 1;
     }
-    for (int i = 0; i < h->n && rc == 0; i++) {
-        if (!(h->targets & (1u << i)))
-            continue;
-        if ((rc = cs__shard_path(h->cs, s->drives[i], s->id, i, 1, tmp, sizeof(tmp))) != 0 ||
-            (rc = cs__shard_path(h->cs, s->drives[i], s->id, i, 0, fin, sizeof(fin))) != 0)
-            break;
-        if (rename(tmp, fin) != 0) {
-            rc = errno == ENOENT ? CM_ENOTFOUND : cm_from_errno(errno); /* deleted: tmp gone */
-            break;
+    if (rc == 0 && !exists)
+        rc = CM_EUNAVAIL; /* no source answered: try again later */
+    if (rc == 0) {
+        nt = 0;
+        for (int i = 0; i < h->n; i++) {
+            if (!(h->targets & (1u << i)))
+                continue;
+            ct[nt] = (struct hcommit_task){.t.fn = hcommit_main, .h = h, .i = i};
+            hd.index = i;
+            cs__hdr_encode(&hd, ct[nt].hdr);
+            tasks[nt] = &ct[nt].t;
+            nt++;
         }
-        h->targets &= ~(1u << i); /* renamed: no tmp left to remove */
-        renamed |= 1u << i;
+        run_io(h->cs, tasks, nt);
+        for (int j = 0; j < nt; j++) {
+            int i = ct[j].i;
+            if (ct[j].t.rc != 0) {
+                target_fail(h, i, ct[j].t.rc, "commit");
+                continue;
+            }
+            h->cs->be->ops->w_close(h->dst[i], 0);
+            h->dst[i] = NULL;
+            h->targets &= ~(1u << i);
+            *healed |= 1u << i;
+        }
     }
     pthread_mutex_unlock(seg_lock(h->cs, s->id));
-    /* A delete from here on unlinks the new files like any others. */
-    for (int i = 0; i < h->n; i++) {
-        if (!(renamed & (1u << i)))
-            continue;
-        if (sync_dir(h->cs, s->drives[i], s->id, 0) != 0 ||
-            (h->newdir[i] && sync_dir(h->cs, s->drives[i], s->id, 1) != 0))
-            rc = rc ? rc : CM_EIO;
-        cm_log(CM_LOG_INFO, "chunkstore: healed segment %s shard %d on drive %d (%s)", h->idhex, i,
-               s->drives[i], h->cs->drives[s->drives[i]]);
-        pthread_mutex_lock(&h->cs->heal.mu);
-        h->cs->heal.nhealed++;
-        pthread_mutex_unlock(&h->cs->heal.mu);
-    }
+    /* A delete from here on removes the new shards like any others. */
+    for (int i = 0; i < h->n; i++)
+        if (*healed & (1u << i))
+            cm_log(CM_LOG_INFO, "chunkstore: healed segment %s shard %d on drive %d (%s)",
+                   h->idhex, i, s->drives[i], drive_name(h->cs, s->drives[i]));
     return rc;
 }
 
-/* Rebuilds every damaged shard file of segment s from the good ones. A
- * whole-segment scrub: the reader's mask is only where the trouble showed. */
-static void heal_segment(cs_store_t *cs, const struct cs__heal_job *job)
+/* Rebuilds every damaged shard of segment s from the good ones. A whole-
+ * segment scrub: mask (shards known bad) is only where the trouble showed.
+ * Shards on drives that are down are left for later (res->deferred). */
+static void heal_segment(cs_store_t *cs, const struct cs_seg *s, uint32_t mask,
+                         struct heal_res *res)
 {
-    const struct cs_seg *s = &job->seg;
     struct heal h = {.cs = cs, .s = s, .n = s->k + s->m};
     const rs_ctx_t *rs = cs->rs;
     rs_ctx_t *rs_own = NULL;
-    char path[CS_PATH_MAX];
-    const char *why;
-    int nsrc = 0, rc = 0;
+    struct hopen_task ot[CS__MAX_SHARDS];
+    struct cs__task *tasks[CS__MAX_SHARDS];
+    uint32_t down = 0, mine = 0;
+    int nsrc = 0, nt = 0, rc = 0;
     void *mem;
 
+    memset(res, 0, sizeof(*res));
     id_hex(s->id, h.idhex);
-    for (int i = 0; i < CS__MAX_SHARDS; i++)
-        h.src[i] = h.tmp[i] = -1;
+    for (int i = 0; i < h.n; i++) {
+        if (s->drives[i] >= cs->ndrives)
+            continue; /* a shard on a drive we do not have cannot be healed here */
+        mine |= 1u << i;
+        if (!drive_up(cs, s->drives[i]))
+            down |= 1u << i;
+    }
+    mask &= mine;
+    if (mask && (mask & ~down) == 0) {
+        res->deferred = mask; /* nothing to do until those drives are back */
+        return;
+    }
+    h.deferred = mask & down;
     if (s->k != cs->k || s->m != cs->m) {
         rs = rs_own = rs_ctx_new(s->k, s->m);
         if (!rs_own) {
@@ -1360,211 +1749,774 @@ static void heal_segment(cs_store_t *cs, const struct cs__heal_job *job)
         goto out;
     }
     h.buf = mem;
-    for (int i = 0; i < h.n; i++)
-        if ((h.src[i] = open_shard(cs, s, i, &why)) >= 0)
+    for (int i = 0; i < h.n; i++) {
+        if (!(mine & ~down & (1u << i)))
+            continue;
+        ot[nt] = (struct hopen_task){.t.fn = hopen_main, .h = &h, .i = i};
+        tasks[nt] = &ot[nt].t;
+        nt++;
+    }
+    run_io(cs, tasks, nt);
+    for (int j = 0; j < nt; j++) {
+        if (ot[j].t.rc == 0)
             nsrc++;
+        else if (ot[j].t.rc == CM_EUNAVAIL)
+            h.deferred |= 1u << ot[j].i;
+    }
     if (nsrc < s->k) {
-        /* Deleted (by cs_layout_delete, which won), or lost beyond repair. */
-        cm_log(CM_LOG_INFO, "chunkstore: heal: segment %s has %d of %d needed shards; not healed",
-               h.idhex, nsrc, s->k);
-        rc = CM_ENOTFOUND;
+        /* Deleted (by cs_layout_delete, which won), lost beyond repair, or
+         * too many drives unreachable right now. */
+        cm_log(CM_LOG_INFO, "chunkstore: heal: segment %s has %d of %d needed shards; %s",
+               h.idhex, nsrc, s->k, h.deferred ? "will retry" : "not healed");
+        rc = h.deferred ? CM_EUNAVAIL : CM_ENOTFOUND;
         goto out;
     }
-    for (int i = 0; i < h.n && rc == 0; i++) {
-        if (h.src[i] < 0 && s->drives[i] < cs->ndrives) {
-            cm_log(CM_LOG_WARN, "chunkstore: heal: segment %s shard %d: missing or bad header",
-                   h.idhex, i);
-            rc = heal_add_target(&h, i, 0);
-        }
+    for (int j = 0; j < nt; j++) {
+        int i = ot[j].i;
+        if (ot[j].t.rc == 0 || ot[j].t.rc == CM_EUNAVAIL)
+            continue;
+        cm_log(CM_LOG_WARN, "chunkstore: heal: segment %s shard %d: %s", h.idhex, i,
+               ot[j].t.rc == CM_ENOTFOUND ? "missing" : "bad header");
+        heal_add_target(&h, i, 0);
     }
-    if (rc == 0)
-        rc = heal_stripes(&h, rs);
-    if (rc == 0 && h.targets)
-        rc = heal_commit(&h);
+    if ((rc = heal_stripes(&h, rs)) == 0 && h.targets)
+        rc = heal_commit(&h, &res->healed);
 out:
     for (int i = 0; i < CS__MAX_SHARDS; i++) {
-        if (h.tmp[i] >= 0) {
-            close(h.tmp[i]);
-            if (h.targets & (1u << i) &&
-                cs__shard_path(cs, s->drives[i], s->id, i, 1, path, sizeof(path)) == 0)
-                unlink(path); /* not renamed into place */
-        }
-        if (h.src[i] >= 0)
-            close(h.src[i]);
+        if (h.dst[i])
+            cs->be->ops->w_close(h.dst[i], 1); /* not committed: remove what it wrote */
+        if (h.src[i])
+            cs->be->ops->r_close(h.src[i]);
+    }
+    if (rc == CM_EUNAVAIL) {
+        /* Too few sources reachable: try the whole job again later. */
+        res->deferred = h.deferred | mask | h.targets | h.failed;
+        rc = 0;
+    } else {
+        res->deferred = h.deferred;
+        res->failed = h.failed | (rc != 0 ? h.targets : 0);
     }
     if (rc == CM_ENOTFOUND)
         cm_log(CM_LOG_INFO, "chunkstore: heal: segment %s was deleted meanwhile; nothing healed",
                h.idhex);
     else if (rc != 0)
         cm_log(CM_LOG_WARN, "chunkstore: heal of segment %s failed: %s", h.idhex, cm_strerror(rc));
-    if (rc != 0) {
-        pthread_mutex_lock(&cs->heal.mu);
-        cs->heal.nfailed++;
-        pthread_mutex_unlock(&cs->heal.mu);
-    }
+    res->rc = rc;
     free(h.buf);
     rs_ctx_free(rs_own);
+}
+
+/* ------------------------------------------------------------- manifests */
+
+/* Checks a manifest blob (CS__MF_* table in cs_int.h) of id; on success
+ * *body points into p and *crc is the body's CRC32C. */
+static int mf_parse(const uint8_t *p, size_t n, const uint8_t id[CS_ID_LEN], cm_slice *body,
+                    uint32_t *crc)
+{
+    uint32_t len;
+
+    if (n < CS__MF_HDR || memcmp(p, CS__MF_MAGIC, 8) != 0 ||
+        cs__get32(p + 32) != rs_crc32c(0, p, 32) || memcmp(p + 8, id, CS_ID_LEN) != 0)
+        return CM_ECORRUPT;
+    len = cs__get32(p + 24);
+    if (len > CS__MF_MAX || n - CS__MF_HDR != len || cs__get32(p + 28) != rs_crc32c(0, p + 36, len))
+        return CM_ECORRUPT;
+    *body = CM_SLICE(p + CS__MF_HDR, len);
+    *crc = cs__get32(p + 28);
+    return 0;
+}
+
+/* Builds the blob of a manifest body (malloc()ed into *out). */
+static int mf_build(const uint8_t id[CS_ID_LEN], cm_slice body, cm_buf *out)
+{
+    uint8_t hdr[CS__MF_HDR];
+
+    memcpy(hdr, CS__MF_MAGIC, 8);
+    memcpy(hdr + 8, id, CS_ID_LEN);
+    cs__put32(hdr + 24, (uint32_t)body.n);
+    cs__put32(hdr + 28, rs_crc32c(0, body.p, body.n));
+    cs__put32(hdr + 32, rs_crc32c(0, hdr, 32));
+    if (cm_buf_reserve(out, CS__MF_HDR + body.n) != 0)
+        return CM_ENOMEM;
+    cm_buf_append(out, hdr, CS__MF_HDR);
+    cm_buf_append(out, body.p, body.n);
+    return 0;
+}
+
+/* blob_put / blob_get of one copy, as a pool task. get: rc CM_ECORRUPT if
+ * the copy does not parse (or does not match the record's CRC). */
+struct blob_task {
+    struct cs__task t; /* first */
+    cs_store_t *cs;
+    const struct cs_seg *s;
+    int i;
+    cm_slice in; /* put: the blob */
+    cm_buf out;  /* get: the blob read */
+};
+
+static int bput_main(struct cs__task *t)
+{
+    struct blob_task *b = (struct blob_task *)t;
+
+    return b->cs->be->ops->blob_put(b->cs->be, b->s->drives[b->i], b->s->id, b->in.p, b->in.n);
+}
+
+static int bget_main(struct cs__task *t)
+{
+    struct blob_task *b = (struct blob_task *)t;
+    cm_slice body;
+    uint32_t crc;
+    int rc = b->cs->be->ops->blob_get(b->cs->be, b->s->drives[b->i], b->s->id, &b->out);
+
+    if (rc != 0)
+        return rc;
+    if (mf_parse(b->out.p, b->out.n, b->s->id, &body, &crc) != 0 ||
+        (b->s->type == CS__REC_MANIFEST && (crc != b->s->body_crc || body.n != b->s->body_len)))
+        return CM_ECORRUPT;
+    return 0;
+}
+
+/* Checks every copy of manifest s and rewrites the missing or bad ones
+ * from a good one, under the record's lock after re-reading the good copy
+ * (a delete in between removed it: nothing is rewritten then). */
+static void heal_manifest(cs_store_t *cs, const struct cs_seg *s, struct heal_res *res)
+{
+    struct blob_task bt[CS__MAX_SHARDS], pt[CS__MAX_SHARDS];
+    struct cs__task *tasks[CS__MAX_SHARDS];
+    char hex[2 * CS_ID_LEN + 1];
+    uint32_t bad = 0;
+    int n = s->ncopies, nt = 0, good = -1, rc = 0;
+
+    memset(res, 0, sizeof(*res));
+    memset(bt, 0, sizeof(bt));
+    id_hex(s->id, hex);
+    for (int i = 0; i < n; i++) {
+        if (s->drives[i] >= cs->ndrives)
+            continue;
+        if (!drive_up(cs, s->drives[i])) {
+            res->deferred |= 1u << i;
+            continue;
+        }
+        bt[nt] = (struct blob_task){.t.fn = bget_main, .cs = cs, .s = s, .i = i};
+        tasks[nt] = &bt[nt].t;
+        nt++;
+    }
+    run_io(cs, tasks, nt);
+    for (int j = 0; j < nt; j++) {
+        int i = bt[j].i;
+        if (bt[j].t.rc == 0) {
+            if (good < 0)
+                good = j;
+        } else if (bt[j].t.rc == CM_EUNAVAIL) {
+            res->deferred |= 1u << i;
+        } else {
+            cm_log(CM_LOG_WARN, "chunkstore: manifest %s copy %d on drive %d (%s): %s", hex, i,
+                   s->drives[i], drive_name(cs, s->drives[i]),
+                   bt[j].t.rc == CM_ENOTFOUND ? "missing" : cm_strerror(bt[j].t.rc));
+            bad |= 1u << i;
+        }
+    }
+    if (bad && good < 0) {
+        cm_log(CM_LOG_WARN, "chunkstore: manifest %s: no good copy%s", hex,
+               res->deferred ? " reachable; will retry" : "; not healed");
+        if (!res->deferred) {
+            res->failed = bad;
+            res->rc = CM_ENOTFOUND;
+        } else {
+            res->deferred |= bad;
+        }
+        goto out;
+    }
+    if (!bad)
+        goto out;
+    pthread_mutex_lock(seg_lock(cs, s->id));
+    cm_buf_reset(&bt[good].out);
+    if ((rc = bget_main(&bt[good].t)) != 0) {
+        /* Deleted meanwhile (or just lost): write nothing. */
+        pthread_mutex_unlock(seg_lock(cs, s->id));
+        cm_log(CM_LOG_INFO, "chunkstore: heal: manifest %s is gone; nothing healed", hex);
+        res->rc = rc;
+        res->failed = bad;
+        goto out;
+    }
+    nt = 0;
+    for (int i = 0; i < n; i++) {
+        if (!(bad & (1u << i)))
+            continue;
+        pt[nt] = (struct blob_task){.t.fn = bput_main, .cs = cs, .s = s, .i = i,
+                                    .in = cm_buf_slice(&bt[good].out)};
+        tasks[nt] = &pt[nt].t;
+        nt++;
+    }
+    run_io(cs, tasks, nt);
+    pthread_mutex_unlock(seg_lock(cs, s->id));
+    for (int j = 0; j < nt; j++) {
+        int i = pt[j].i;
+        if (pt[j].t.rc == 0) {
+            res->healed |= 1u << i;
+            cm_log(CM_LOG_INFO, "chunkstore: healed manifest %s copy %d on drive %d (%s)", hex, i,
+                   s->drives[i], drive_name(cs, s->drives[i]));
+        } else if (pt[j].t.rc == CM_EUNAVAIL) {
+            res->deferred |= 1u << i;
+        } else {
+            res->failed |= 1u << i;
+        }
+    }
+out:
+    for (int j = 0; j < CS__MAX_SHARDS; j++)
+        cm_buf_free(&bt[j].out);
+}
+
+/* Runs one heal of record s, never at the same time as another heal of it. */
+static void heal_run(cs_store_t *cs, const struct cs_seg *s, uint32_t mask, struct heal_res *res)
+{
+    struct cs__heal_active a;
+
+    heal_begin(cs, &a, s->id, mask);
+    if (cs__rec_is_seg(s))
+        heal_segment(cs, s, mask, res);
+    else
+        heal_manifest(cs, s, res);
+    heal_end(cs, &a, res->healed, res->rc != 0 || res->failed != 0);
+}
+
+/* The first job to run now: not deferred, due, or deferred before the
+ * backend's epoch changed. While stopping, deferred jobs never run. */
+static struct cs__heal_job *heal_pick(struct cs__healer *h, uint64_t now, uint64_t epoch,
+                                      uint64_t *next_due)
+{
+    struct cs__heal_job **pp, *j;
+
+    *next_due = UINT64_MAX;
+    for (pp = &h->head; (j = *pp) != NULL; pp = &j->next) {
+        if (!j->deferred || (!h->stop && (j->due_ns <= now || j->epoch != epoch))) {
+            *pp = j->next;
+            queue_fix_tail(h);
+            h->nqueued--;
+            return j;
+        }
+        if (j->due_ns < *next_due)
+            *next_due = j->due_ns;
+    }
+    return NULL;
 }
 
 static void *heal_main(void *arg)
 {
     cs_store_t *cs = arg;
     struct cs__healer *h = &cs->heal;
+    struct heal_res res;
 
     pthread_mutex_lock(&h->mu);
     for (;;) {
-        while (!h->head && !h->stop)
-            pthread_cond_wait(&h->work, &h->mu);
-        if (!h->head)
-            break; /* stopping, queue drained */
-        struct cs__heal_job *j = h->head;
-        h->head = j->next;
-        if (!h->head)
-            h->tailp = &h->head;
-        h->nqueued--;
-        h->active = j;
+        uint64_t now = cm_mono_ns(), epoch = cs->be->ops->epoch(cs->be), due;
+        struct cs__heal_job *j = heal_pick(h, now, epoch, &due);
+        if (!j) {
+            if (h->stop)
+                break; /* stopping, nothing ready */
+            if (due == UINT64_MAX) {
+                pthread_cond_wait(&h->work, &h->mu);
+            } else {
+                /* Wake at the next due job, or in a second to look at the epoch. */
+                struct timespec ts;
+                if (due > now + CS__HEAL_RETRY_NS)
+                    due = now + CS__HEAL_RETRY_NS;
+                ts.tv_sec = (time_t)(due / 1000000000);
+                ts.tv_nsec = (long)(due % 1000000000);
+                pthread_cond_timedwait(&h->work, &h->mu, &ts);
+            }
+            continue;
+        }
         pthread_mutex_unlock(&h->mu);
-        heal_segment(cs, j);
+        heal_run(cs, &j->seg, j->mask, &res);
         pthread_mutex_lock(&h->mu);
-        h->active = NULL;
-        free(j);
+        if (res.deferred && !h->stop) {
+            /* A drive is down: keep the job (merged into a newer one for the
+             * same id, if any) and try again later. */
+            struct cs__heal_job *o = h->head;
+            while (o && memcmp(o->seg.id, j->seg.id, CS_ID_LEN) != 0)
+                o = o->next;
+            if (o) {
+                o->mask |= res.deferred;
+                free(j);
+            } else if (h->nqueued < CS__HEAL_QUEUE_MAX) {
+                j->mask = res.deferred;
+                j->deferred = 1;
+                j->due_ns = cm_mono_ns() + CS__HEAL_RETRY_NS;
+                j->epoch = epoch;
+                j->next = NULL;
+                *h->tailp = j;
+                h->tailp = &j->next;
+                h->nqueued++;
+            } else {
+                free(j);
+            }
+        } else {
+            free(j);
+        }
         pthread_cond_broadcast(&h->idle);
     }
     pthread_mutex_unlock(&h->mu);
     return NULL;
 }
 
+/* ------------------------------------------------------------------ check */
+
+enum { CHK_OK = 0, CHK_MISSING, CHK_CORRUPT, CHK_UNREACHABLE };
+
+/* Checks one shard where it lives, as a pool task: deep = 0 stats it and
+ * checks its header, deep = 1 has the backend verify every block. */
+struct chk_task {
+    struct cs__task t; /* first */
+    cs_store_t *cs;
+    const struct cs_seg *s;
+    int i, deep;
+    int verdict;    /* CHK_* */
+    uint64_t bytes; /* deep: shard bytes verified */
+};
+
+static int chk_main(struct cs__task *t)
+{
+    struct chk_task *c = (struct chk_task *)t;
+    const struct cs__be_ops *ops = c->cs->be->ops;
+    const struct cs_seg *s = c->s;
+    uint64_t want = cs__shard_len(s->size, s->k, s->block_size), len = 0;
+    int d = s->drives[c->i], rc;
+
+    if (c->deep) {
+        struct cs__verify v;
+        if ((rc = ops->verify(c->cs->be, d, s->id, c->i, &v)) == 0) {
+            c->bytes = v.len;
+            if (v.len != want || v.bad_blocks != 0 || hdr_mismatch(s, c->i, v.hdr))
+                rc = CM_ECORRUPT;
+        }
+    } else if ((rc = ops->stat(c->cs->be, d, s->id, c->i, &len)) == 0) {
+        void *h;
+        if (len != want)
+            rc = CM_ECORRUPT;
+        else if ((rc = open_checked(c->cs, s, c->i, &h)) == 0)
+            ops->r_close(h);
+    }
+    c->verdict = rc == 0                ? CHK_OK
+                 : rc == CM_ENOTFOUND   ? CHK_MISSING
+                 : rc == CM_EUNAVAIL    ? CHK_UNREACHABLE
+                                        : CHK_CORRUPT; /* bad bytes, or unreadable ones */
+    return rc;
+}
+
+static void check_segment(cs_store_t *cs, const struct cs_seg *s, int deep,
+                          struct cs_check_stats *acc)
+{
+    struct chk_task ct[CS__MAX_SHARDS];
+    struct cs__task *tasks[CS__MAX_SHARDS];
+    char hex[2 * CS_ID_LEN + 1];
+    uint32_t bad = 0, later = 0;
+    int n = s->k + s->m, nt = 0;
+
+    acc->segments++;
+    for (int i = 0; i < n; i++) {
+        if (s->drives[i] >= cs->ndrives) {
+            acc->shards_failed++; /* not ours to check */
+            continue;
+        }
+        if (!drive_up(cs, s->drives[i])) {
+            later |= 1u << i;
+            continue;
+        }
+        ct[nt] = (struct chk_task){.t.fn = chk_main, .cs = cs, .s = s, .i = i, .deep = deep};
+        tasks[nt] = &ct[nt].t;
+        nt++;
+    }
+    run_io(cs, tasks, nt);
+    id_hex(s->id, hex);
+    for (int j = 0; j < nt; j++) {
+        int i = ct[j].i;
+        switch (ct[j].verdict) {
+        case CHK_OK:
+            acc->shards_checked++;
+            break;
+        case CHK_MISSING:
+            acc->shards_checked++;
+            acc->shards_missing++;
+            bad |= 1u << i;
+            break;
+        case CHK_CORRUPT:
+            acc->shards_checked++;
+            acc->shards_corrupt++;
+            bad |= 1u << i;
+            break;
+        default:
+            later |= 1u << i;
+            break;
+        }
+        if (deep)
+            acc->bytes_verified += ct[j].bytes;
+        if (ct[j].verdict != CHK_OK)
+            cm_log(CM_LOG_WARN, "chunkstore: check: segment %s shard %d on drive %d (%s): %s",
+                   hex, i, s->drives[i], drive_name(cs, s->drives[i]),
+                   ct[j].verdict == CHK_MISSING   ? "missing"
+                   : ct[j].verdict == CHK_CORRUPT ? "corrupt"
+                                                  : "unreachable");
+    }
+    if (bad) {
+        struct heal_res res;
+        heal_run(cs, s, bad, &res);
+        acc->shards_healed += (uint64_t)nbits(res.healed);
+        acc->shards_failed += (uint64_t)nbits(bad & ~res.healed);
+        later |= res.deferred & ~bad;
+        if (res.deferred & bad)
+            heal_enqueue(cs, s, res.deferred & bad);
+    }
+    acc->shards_failed += (uint64_t)nbits(later);
+    if (later)
+        heal_enqueue(cs, s, later); /* the heal thread retries when the drives are back */
+}
+
+static void check_manifest(cs_store_t *cs, const struct cs_seg *s, struct cs_check_stats *acc)
+{
+    struct heal_res res;
+
+    acc->manifests++;
+    heal_run(cs, s, 0, &res);
+    acc->manifests_healed += (uint64_t)nbits(res.healed);
+    acc->shards_failed += (uint64_t)nbits(res.failed | res.deferred);
+    for (int i = 0; i < s->ncopies; i++)
+        if (s->drives[i] >= cs->ndrives)
+            acc->shards_failed++;
+    if (res.deferred)
+        heal_enqueue(cs, s, res.deferred);
+}
+
+int cs_layout_check(cs_store_t *cs, cm_slice layout, int deep, struct cs_check_stats *acc)
+{
+    cm_reader r = {layout.p, layout.n};
+    struct cs_seg s;
+    uint64_t size;
+    size_t count;
+    int rc;
+
+    if ((rc = cs__layout_scan(layout, &size, &count)) != 0)
+        return rc;
+    while (r.n > 0) {
+        cs__rec_decode(&r, &s); /* validated above */
+        if (s.type == CS__REC_SEGMENT)
+            check_segment(cs, &s, deep, acc);
+        else
+            check_manifest(cs, &s, acc);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------- manifests */
+
+/* A manifest being written: owned by one caller. */
+struct cs_manifest {
+    cs_store_t *cs;
+    struct cs_seg rec; /* id, copies, drives; CS__REC_MINTENT until committed */
+    uint32_t down;     /* copies placed on drives that were down */
+};
+
+int cs_manifest_open(cs_store_t *cs, cm_buf *out_intent, cs_manifest_t **out)
+{
+    cs_manifest_t *mf = calloc(1, sizeof(*mf));
+    int copies = cs->m + 1 < cs->ndrives ? cs->m + 1 : cs->ndrives, rc;
+
+    if (!mf)
+        return CM_ENOMEM;
+    mf->cs = cs;
+    mf->rec.type = CS__REC_MINTENT;
+    mf->rec.ncopies = copies;
+    if ((rc = cm_random_bytes(mf->rec.id, CS_ID_LEN)) != 0 ||
+        (rc = place(cs, mf->rec.id, copies, mf->rec.drives, &mf->down)) != 0 ||
+        (rc = cs__rec_encode(out_intent, &mf->rec)) != 0) {
+        free(mf);
+        return rc;
+    }
+    *out = mf;
+    return 0;
+}
+
+int cs_manifest_commit(cs_manifest_t *mf, cm_slice body, cm_buf *out_layout)
+{
+    cs_store_t *cs = mf->cs;
+    struct blob_task pt[CS__MAX_SHARDS];
+    struct cs__task *tasks[CS__MAX_SHARDS];
+    char hex[2 * CS_ID_LEN + 1];
+    cm_buf blob = {0};
+    uint32_t ok = 0, all = 0;
+    int n = mf->rec.ncopies, need = n < 2 ? n : 2, nt = 0, rc, first = 0, unavail = mf->down != 0;
+
+    if (body.n > CS__MF_MAX)
+        return CM_ETOOBIG;
+    if (cm_buf_reserve(out_layout, CS__MREC_FIXED + 2 * (size_t)n) != 0)
+        return CM_ENOMEM;
+    if ((rc = mf_build(mf->rec.id, body, &blob)) != 0)
+        return rc;
+    id_hex(mf->rec.id, hex);
+    for (int i = 0; i < n; i++) {
+        all |= 1u << i;
+        if (mf->down & (1u << i))
+            continue;
+        pt[nt] = (struct blob_task){
+            .t.fn = bput_main, .cs = cs, .s = &mf->rec, .i = i, .in = cm_buf_slice(&blob)};
+        tasks[nt] = &pt[nt].t;
+        nt++;
+    }
+    run_batch(cs, tasks, nt); /* every copy at once, for both backends */
+    for (int j = 0; j < nt; j++) {
+        int i = pt[j].i, e = pt[j].t.rc;
+        if (e == 0) {
+            ok |= 1u << i;
+            continue;
+        }
+        cm_log(CM_LOG_ERROR, "chunkstore: manifest %s copy %d on drive %d (%s): %s", hex, i,
+               mf->rec.drives[i], drive_name(cs, mf->rec.drives[i]), cm_strerror(e));
+        if (!first)
+            first = e;
+        if (e == CM_EUNAVAIL)
+            unavail = 1;
+    }
+    cm_buf_free(&blob);
+    if (nbits(ok) < need) {
+        cm_log(CM_LOG_ERROR, "chunkstore: manifest %s: %d of %d copies written, %d needed", hex,
+               nbits(ok), n, need);
+        return unavail ? CM_EUNAVAIL : first ? first : CM_EUNAVAIL;
+    }
+    mf->rec.type = CS__REC_MANIFEST;
+    mf->rec.body_len = (uint32_t)body.n;
+    mf->rec.body_crc = rs_crc32c(0, body.p, body.n);
+    if ((rc = cs__rec_encode(out_layout, &mf->rec)) != 0) {
+        mf->rec.type = CS__REC_MINTENT;
+        return rc;
+    }
+    if (ok != all) {
+        cm_log(CM_LOG_WARN,
+               "chunkstore: manifest %s written with %d of %d copies; the missing ones are "
+               "queued for healing",
+               hex, nbits(ok), n);
+        heal_enqueue(cs, &mf->rec, all & ~ok);
+    }
+    free(mf);
+    return 0;
+}
+
+void cs_manifest_abort(cs_manifest_t *mf)
+{
+    if (!mf)
+        return;
+    delete_rec(mf->cs, &mf->rec); /* best effort: the intent retries it */
+    free(mf);
+}
+
+/* (id, drive) pairs found by listing drives. */
+struct ent {
+    uint8_t id[CS_ID_LEN];
+    uint16_t d;
+};
+struct ent_list {
+    struct ent *a;
+    size_t n, cap;
+    uint16_t d;  /* the drive being listed */
+    int nomem;   /* an append failed */
+};
+
+static void ent_add(void *arg, const uint8_t id[CS_ID_LEN])
+{
+    struct ent_list *l = arg;
+
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 256;
+        void *p = realloc(l->a, cap * sizeof(*l->a));
+        if (!p) {
+            l->nomem = 1;
+            return;
+        }
+        l->a = p;
+        l->cap = cap;
+    }
+    memcpy(l->a[l->n].id, id, CS_ID_LEN);
+    l->a[l->n++].d = l->d;
+}
+
+static void ent_add_shard(void *arg, const uint8_t id[CS_ID_LEN], int index)
+{
+    (void)index;
+    ent_add(arg, id);
+}
+
+static int ent_cmp(const void *a, const void *b)
+{
+    const struct ent *x = a, *y = b;
+    int c = memcmp(x->id, y->id, CS_ID_LEN);
+
+    return c ? c : (x->d > y->d) - (x->d < y->d);
+}
+
+/* Lists one drive's shards (blobs = 0) or blobs into its own list, as a
+ * pool task. */
+struct list_task {
+    struct cs__task t; /* first */
+    cs_store_t *cs;
+    int blobs;
+    struct ent_list l;
+};
+
+static int list_main(struct cs__task *t)
+{
+    struct list_task *lt = (struct list_task *)t;
+    struct cs__be *be = lt->cs->be;
+    int rc = lt->blobs ? be->ops->blob_list(be, lt->l.d, ent_add, &lt->l)
+                       : be->ops->list(be, lt->l.d, ent_add_shard, &lt->l);
+
+    return rc ? rc : lt->l.nomem ? CM_ENOMEM : 0;
+}
+
+/* Lists every drive (all at once over nodes) and returns the sorted pairs
+ * in *out (malloc()ed). Unreachable drives are logged and skipped: the
+ * result is then CM_EUNAVAIL, with the pairs of the others. */
+static int list_all(cs_store_t *cs, int blobs, struct ent_list *out)
+{
+    struct list_task *lt = calloc((size_t)cs->ndrives, sizeof(*lt));
+    struct cs__task **tasks = calloc((size_t)cs->ndrives, sizeof(*tasks));
+    int rc = 0;
+
+    memset(out, 0, sizeof(*out));
+    if (!lt || !tasks) {
+        free(lt);
+        free(tasks);
+        return CM_ENOMEM;
+    }
+    for (int d = 0; d < cs->ndrives; d++) {
+        lt[d] = (struct list_task){.t.fn = list_main, .cs = cs, .blobs = blobs};
+        lt[d].l.d = (uint16_t)d;
+        tasks[d] = &lt[d].t;
+    }
+    run_io(cs, tasks, cs->ndrives);
+    for (int d = 0; d < cs->ndrives; d++) {
+        struct ent_list *l = &lt[d].l;
+        int e = lt[d].t.rc;
+        if (e != 0) {
+            cm_log(CM_LOG_WARN, "chunkstore: list drive %d (%s): %s", d, drive_name(cs, d),
+                   cm_strerror(e));
+            if (rc == 0 || e == CM_EUNAVAIL)
+                rc = e;
+        }
+        if (l->n > 0 && out->n + l->n > out->cap) {
+            void *p = realloc(out->a, (out->n + l->n) * sizeof(*out->a));
+            if (!p) {
+                rc = CM_ENOMEM;
+            } else {
+                out->a = p;
+                out->cap = out->n + l->n;
+            }
+        }
+        if (l->n > 0 && out->n + l->n <= out->cap) {
+            memcpy(out->a + out->n, l->a, l->n * sizeof(*l->a));
+            out->n += l->n;
+        }
+        free(l->a);
+    }
+    free(lt);
+    free(tasks);
+    if (out->n > 0)
+        qsort(out->a, out->n, sizeof(*out->a), ent_cmp);
+    return rc;
+}
+
+int cs_manifest_scan(cs_store_t *cs, int (*fn)(void *arg, cm_slice body, cm_slice record),
+                     void *arg)
+{
+    struct ent_list l;
+    cm_buf blob = {0}, rec = {0};
+    char hex[2 * CS_ID_LEN + 1];
+    int rc = list_all(cs, 1, &l), stop = 0;
+
+    for (size_t i = 0, e; i < l.n && !stop; i = e) {
+        struct cs_seg s;
+        cm_slice body = CM_SLICE_NULL;
+        uint32_t crc = 0;
+        int found = 0;
+
+        for (e = i; e < l.n && memcmp(l.a[e].id, l.a[i].id, CS_ID_LEN) == 0; e++)
+            ;
+        memset(&s, 0, sizeof(s));
+        s.type = CS__REC_MANIFEST;
+        memcpy(s.id, l.a[i].id, CS_ID_LEN);
+        for (size_t j = i; j < e && s.ncopies < CS__MAX_SHARDS; j++)
+            s.drives[s.ncopies++] = l.a[j].d;
+        for (size_t j = i; j < e && !found; j++) {
+            cm_buf_reset(&blob);
+            if (cs->be->ops->blob_get(cs->be, l.a[j].d, s.id, &blob) == 0 &&
+                mf_parse(blob.p, blob.n, s.id, &body, &crc) == 0)
+                found = 1;
+        }
+        if (!found) {
+            id_hex(s.id, hex);
+            cm_log(CM_LOG_WARN, "chunkstore: manifest %s: no readable copy on %d drive(s)", hex,
+                   s.ncopies);
+            continue;
+        }
+        s.body_len = (uint32_t)body.n;
+        s.body_crc = crc;
+        cm_buf_reset(&rec);
+        if (cs__rec_encode(&rec, &s) != 0) {
+            rc = CM_ENOMEM;
+            break;
+        }
+        if ((stop = fn(arg, body, cm_buf_slice(&rec))) != 0)
+            rc = stop;
+    }
+    free(l.a);
+    cm_buf_free(&blob);
+    cm_buf_free(&rec);
+    return rc;
+}
+
+/* Calls fn once per distinct id in a sorted list. */
+static void each_id(const struct ent_list *l, void (*fn)(void *arg, const uint8_t id[CS_ID_LEN]),
+                    void *arg)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (i == 0 || memcmp(l->a[i].id, l->a[i - 1].id, CS_ID_LEN) != 0)
+            fn(arg, l->a[i].id);
+}
+
+int cs_store_list_manifests(cs_store_t *cs, void (*fn)(void *arg, const uint8_t id[CS_ID_LEN]),
+                            void *arg)
+{
+    struct ent_list l;
+    int rc = list_all(cs, 1, &l);
+
+    each_id(&l, fn, arg);
+    free(l.a);
+    return rc;
+}
+
 /* ------------------------------------------------------ recover and list */
 
-static int is_hex(char c)
+int cs_store_recover(cs_store_t *cs)
 {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-}
-
-/* Parses "<32 hex>.<index>[.tmp]". Returns 0 and fills id/tmp, or -1. */
-static int parse_shard_name(const char *name, uint8_t id[CS_ID_LEN], int *tmp)
-{
-    size_t n = strlen(name), i = 2 * CS_ID_LEN;
-
-    if (n < i + 2 || name[i] != '.')
-        return -1;
-    for (size_t j = 0; j < i; j++)
-        if (!is_hex(name[j]))
-            return -1;
-    i++;
-    if (name[i] < '0' || name[i] > '9')
-        return -1;
-    while (name[i] >= '0' && name[i] <= '9')
-        i++;
-    if (name[i] == 0)
-        *tmp = 0;
-    else if (strcmp(name + i, ".tmp") == 0)
-        *tmp = 1;
-    else
-        return -1;
-    return cm_hex_decode(name, 2 * CS_ID_LEN, id) == 0 ? 0 : -1;
-}
-
-/* Calls fn(arg, fanout dir fd, entry name) for every shard file on every
- * drive. Unreadable directories make the result CM_EIO; the walk goes on. */
-static int walk_shards(cs_store_t *cs, void (*fn)(void *arg, int dfd, const char *name, int *rc),
-                       void *arg)
-{
-    char path[CS_PATH_MAX];
     int rc = 0;
 
     for (int d = 0; d < cs->ndrives; d++) {
-        DIR *top = opendir(cs->drives[d]);
-        struct dirent *e;
-        if (!top) {
-            cm_log(CM_LOG_WARN, "chunkstore: opendir %s: %s", cs->drives[d], strerror(errno));
-            rc = CM_EIO;
-            continue;
+        int e = cs->be->ops->recover(cs->be, d);
+        if (e == CM_EUNAVAIL) {
+            cm_log(CM_LOG_WARN, "chunkstore: recover: drive %d (%s) unreachable; skipped", d,
+                   drive_name(cs, d));
+        } else if (e != 0 && rc == 0) {
+            rc = e;
         }
-        while ((e = readdir(top)) != NULL) {
-            if (!is_hex(e->d_name[0]) || !is_hex(e->d_name[1]) || e->d_name[2] != 0)
-                continue;
-            snprintf(path, sizeof(path), "%s/%s", cs->drives[d], e->d_name);
-            DIR *sub = opendir(path);
-            struct dirent *f;
-            if (!sub) {
-                if (errno != ENOTDIR)
-                    rc = CM_EIO;
-                continue;
-            }
-            while ((f = readdir(sub)) != NULL)
-                fn(arg, dirfd(sub), f->d_name, &rc);
-            closedir(sub);
-        }
-        closedir(top);
     }
     return rc;
 }
 
-static void recover_one(void *arg, int dfd, const char *name, int *rc)
-{
-    uint8_t id[CS_ID_LEN];
-    int tmp;
-
-    (void)arg;
-    if (parse_shard_name(name, id, &tmp) != 0 || !tmp)
-        return;
-    if (unlinkat(dfd, name, 0) != 0 && errno != ENOENT) {
-        cm_log(CM_LOG_WARN, "chunkstore: cannot remove leftover %s: %s", name, strerror(errno));
-        *rc = CM_EIO;
-        return;
-    }
-    cm_log(CM_LOG_INFO, "chunkstore: removed leftover %s", name);
-}
-
-int cs_store_recover(cs_store_t *cs)
-{
-    return walk_shards(cs, recover_one, NULL);
-}
-
-struct id_list {
-    uint8_t (*ids)[CS_ID_LEN];
-    size_t n, cap;
-};
-
-static void list_one(void *arg, int dfd, const char *name, int *rc)
-{
-    struct id_list *l = arg;
-    uint8_t id[CS_ID_LEN];
-    int tmp;
-
-    (void)dfd;
-    if (parse_shard_name(name, id, &tmp) != 0)
-        return;
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 256;
-        void *p = realloc(l->ids, cap * CS_ID_LEN);
-        if (!p) {
-            *rc = CM_ENOMEM;
-            return;
-        }
-        l->ids = p;
-        l->cap = cap;
-    }
-    memcpy(l->ids[l->n++], id, CS_ID_LEN);
-}
-
-static int id_cmp(const void *a, const void *b)
-{
-    return memcmp(a, b, CS_ID_LEN);
-}
-
 int cs_store_list(cs_store_t *cs, void (*fn)(void *arg, const uint8_t id[CS_ID_LEN]), void *arg)
 {
-    struct id_list l = {0};
-    int rc = walk_shards(cs, list_one, &l);
+    struct ent_list l;
+    int rc = list_all(cs, 0, &l);
 
-    /* Each id appears once per shard: sort, then report each distinct id. */
-    if (l.n > 0)
-        qsort(l.ids, l.n, CS_ID_LEN, id_cmp);
-    for (size_t i = 0; i < l.n; i++)
-        if (i == 0 || memcmp(l.ids[i], l.ids[i - 1], CS_ID_LEN) != 0)
-            fn(arg, l.ids[i]);
-    free(l.ids);
+    /* Each id appears once per shard: sorted, each distinct id once. */
+    each_id(&l, fn, arg);
+    free(l.a);
     return rc;
 }

@@ -18,6 +18,10 @@ static const struct {
     {"users", gw_admin_users},
     {"policies", gw_admin_policies},
     {"limits", gw_admin_limits},
+    {"heal", gw_admin_heal},
+    {"scrub", gw_admin_scrub},
+    {"gc", gw_admin_gc},
+    {"nodes", gw_admin_nodes},
 };
 
 void gw_json_reply(gw_req *r, int status, cm_buf *b)

@@ -20,6 +20,10 @@ static const struct {
     {"user", ca_cmd_user, "users and keys: add NAME | list | disable|enable|remove NAME"},
     {"policy", ca_cmd_policy, "grants: set NAME --bucket B --allow KIND | list [NAME] | remove"},
     {"limit", ca_cmd_limit, "rate limits: set (--access-key K | --bucket B) --rps N | list | remove"},
+    {"heal", ca_cmd_heal, "walk every object and restore full redundancy [--deep: verify every block's CRC32C]"},
+    {"scrub", ca_cmd_scrub, "run one scrub pass now (every block's CRC32C; repairs) | status"},
+    {"gc", ca_cmd_gc, "remove the data of deleted/replaced objects still pending (e.g. a node was down)"},
+    {"nodes", ca_cmd_nodes, "list the shard stores (storage nodes or drives) and whether they are up"},
 };
 
 static void usage(FILE *f)
@@ -69,7 +73,7 @@ int ca_request(ca_ctx *c, const char *method, const char *path, cm_slice body, c
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, resp);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT, 60L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, c->timeout_s > 0 ? c->timeout_s : 60L);
     if (body.n || !strcmp(method, "POST") || !strcmp(method, "PUT")) {
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, body.p ? (const char *)body.p : "");
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)body.n);

@@ -13,6 +13,7 @@ typedef struct ca_ctx {
     const char *secret_key; /* $CAIRN_SECRET_KEY */
     const char *region;     /* --region, default us-east-1 */
     bool json;              /* --json: machine-readable output */
+    long timeout_s;         /* request time limit; 0: 60 s */
 } ca_ctx;
 
 /* Sends METHOD endpoint+path (path includes any query; already escaped)
@@ -41,5 +42,10 @@ int ca_cmd_usage(ca_ctx *c, int argc, char **argv); /* admin_cli_usage.c */
 int ca_cmd_user(ca_ctx *c, int argc, char **argv);
 int ca_cmd_policy(ca_ctx *c, int argc, char **argv);
 int ca_cmd_limit(ca_ctx *c, int argc, char **argv);
+/* Data upkeep (admin_cli_upkeep.c): heal, scrub, gc and nodes commands. */
+int ca_cmd_heal(ca_ctx *c, int argc, char **argv);
+int ca_cmd_scrub(ca_ctx *c, int argc, char **argv);
+int ca_cmd_gc(ca_ctx *c, int argc, char **argv);
+int ca_cmd_nodes(ca_ctx *c, int argc, char **argv);
 
 #endif

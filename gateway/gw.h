@@ -27,6 +27,11 @@ typedef struct gw_config {
     unsigned long long access_log_max_bytes; /* rotate at this size (64 MiB) */
     unsigned access_log_max_age_s;           /* ... or this age (86400) */
     const char *events;       /* --events SPEC: event delivery settings (evt_config_parse) */
+    const char *nodes;        /* comma-separated storage node URLs (cairn-chunkd), or NULL */
+    const char *cluster_secret; /* HMAC key shared with the nodes (CAIRN_CLUSTER_SECRET) */
+    bool rebuild_metadata;    /* --rebuild-metadata: refill an empty DIR/meta from the nodes */
+    unsigned long long scrub_rate; /* background scrub: shard bytes verified per second (0 off) */
+    unsigned scrub_interval_s;     /* pause between scrub passes */
 } gw_config;
 
 typedef struct gw_server gw_server_t;

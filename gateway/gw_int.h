@@ -39,6 +39,8 @@ struct gw_server {
     struct gw_ratelimit *rl; /* rate limit settings and token buckets (ratelimit.c) */
     struct evt *evt;      /* bucket notifications and functions (events_glue.c) */
     char evt_endpoint[256]; /* URL functions reach this server by */
+    struct gw_upkeep *up; /* heal walks, scrub, garbage retries (upkeep.c) */
+    uint64_t intents_mark; /* intents below this id are from an earlier run */
 };
 typedef struct gw_server gw_server;
 
@@ -399,6 +401,40 @@ void gw_admin_limits(gw_req *r, cm_slice rest);
  * admin.c's table. rest is the path after /_cairn/admin/GROUP (decoded). */
 void gw_admin(gw_req *r);
 void gw_admin_public(gw_req *r);
+
+/* upkeep.c: heal walks, background scrub, garbage retries, and their admin
+ * endpoints (/_cairn/admin/heal, scrub, gc, nodes). */
+int gw_upkeep_start(gw_server *srv);
+void gw_upkeep_stop(gw_server *srv); /* NULL or not started: no-op */
+void gw_upkeep_metrics(gw_server *srv, cm_buf *b);
+void gw_admin_heal(gw_req *r, cm_slice rest);
+void gw_admin_scrub(gw_req *r, cm_slice rest);
+void gw_admin_gc(gw_req *r, cm_slice rest);
+void gw_admin_nodes(gw_req *r, cm_slice rest);
+
+/* True when the object's bytes live in its record: its layout names no
+ * segment (over storage nodes it still carries the manifest's record). */
+static inline bool gw_obj_inline(const md_object *o)
+{
+    size_t n = 0;
+    return o->layout.n == 0 || (cs_layout_count(o->layout, &n) == 0 && n == 0);
+}
+
+/* manifest.c: object manifests on storage nodes (no-ops over local drives).
+ * attach: writes obj's manifest (after a durable intent) and points
+ * obj->layout at its layout plus the manifest's record; commit with
+ * md_write_opts.intent2 = mf->intent_id. done: after the commit (commit_rc
+ * != 0 removes the manifest); frees mf's buffers. */
+typedef struct gw_manifest {
+    cm_buf layout;
+    cm_buf intent;
+    uint64_t intent_id;
+} gw_manifest;
+int gw_manifest_attach(gw_server *srv, const char *bucket, cm_slice key, md_object *obj,
+                       gw_manifest *mf);
+void gw_manifest_done(gw_server *srv, gw_manifest *mf, int commit_rc);
+/* Fills an empty metadata store from the manifests on the nodes. */
+int gw_rebuild_metadata(gw_server *srv);
 typedef void (*gw_admin_fn)(gw_req *r, cm_slice rest);
 void gw_admin_info(gw_req *r, cm_slice rest);
 /* Sets a JSON response: status and the body in b (taken over: b is reset). */

@@ -28,6 +28,14 @@ static void usage_server(FILE *f)
             "                      default, shard drives DIR/drive1 .. DIR/driveN\n"
             "  --listen ADDR:PORT  address to serve S3 on (default 127.0.0.1:9000)\n"
             "  --drives P1,P2,...  shard drive directories instead of DIR/driveN\n"
+            "  --nodes URL,...     storage nodes (cairn-chunkd) instead of drive directories,\n"
+            "                      e.g. http://10.0.0.1:9101,...; slot i is the i-th URL: add\n"
+            "                      nodes at the end, never reorder (CAIRN_CLUSTER_SECRET)\n"
+            "  --rebuild-metadata  with --nodes and an empty DIR/meta: rebuild the metadata\n"
+            "                      from the object manifests on the nodes, then serve\n"
+            "  --scrub-rate BYTES  background scrub speed: shard bytes whose CRC32C is\n"
+            "                      verified per second (default 16777216; 0 = no scrub)\n"
+            "  --scrub-interval S  seconds between scrub passes (default 86400)\n"
             "  --ec K+M            erasure coding: K data + M parity shards (default 4+2)\n"
             "  --block-size BYTES  erasure block size per shard (default 262144)\n"
             "  --inline-max BYTES  objects up to this size live in the metadata record\n"
@@ -118,10 +126,13 @@ static int cmd_server(int argc, char **argv)
         .block_size = 256 * 1024,
         .region = "us-east-1",
         .inline_max = 64 * 1024,
+        .scrub_rate = 16ull << 20,
+        .scrub_interval_s = 86400,
     };
     enum { O_DATA = 256, O_LISTEN, O_DRIVES, O_EC, O_REGION, O_DOMAIN, O_TRUST, O_PUBURL,
            O_BLOCK, O_INLINE, O_LOGLEVEL, O_NOUSAGE, O_NOALOG, O_ALOGBYTES, O_ALOGAGE,
-           O_LOGDELIV, O_FOLDMS, O_EVENTS, O_USAGEFSYNC };
+           O_LOGDELIV, O_FOLDMS, O_EVENTS, O_USAGEFSYNC, O_NODES, O_REBUILD, O_SCRUBRATE,
+           O_SCRUBINT };
     static const struct option opts[] = {
         {"data", required_argument, 0, O_DATA},        {"listen", required_argument, 0, O_LISTEN},
         {"drives", required_argument, 0, O_DRIVES},    {"ec", required_argument, 0, O_EC},
@@ -136,6 +147,10 @@ static int cmd_server(int argc, char **argv)
         {"usage-fold-ms", required_argument, 0, O_FOLDMS},
         {"usage-fsync", no_argument, 0, O_USAGEFSYNC},
         {"events", required_argument, 0, O_EVENTS},
+        {"nodes", required_argument, 0, O_NODES},
+        {"rebuild-metadata", no_argument, 0, O_REBUILD},
+        {"scrub-rate", required_argument, 0, O_SCRUBRATE},
+        {"scrub-interval", required_argument, 0, O_SCRUBINT},
         {0, 0, 0, 0}};
     int c;
     optind = 1;
@@ -145,6 +160,10 @@ static int cmd_server(int argc, char **argv)
         case O_EVENTS: cfg.events = optarg; break;
         case O_LISTEN: cfg.listen = optarg; break;
         case O_DRIVES: cfg.drives = optarg; break;
+        case O_NODES: cfg.nodes = optarg; break;
+        case O_REBUILD: cfg.rebuild_metadata = true; break;
+        case O_SCRUBRATE: cfg.scrub_rate = strtoull(optarg, NULL, 10); break;
+        case O_SCRUBINT: cfg.scrub_interval_s = (unsigned)strtoul(optarg, NULL, 10); break;
         case O_EC:
             if (sscanf(optarg, "%d+%d", &cfg.ec_k, &cfg.ec_m) != 2 || cfg.ec_k < 1 ||
                 cfg.ec_m < 0 || cfg.ec_k > 16 || cfg.ec_m > 8) {
@@ -177,6 +196,23 @@ static int cmd_server(int argc, char **argv)
     }
     if (optind < argc) {
         fprintf(stderr, "cairn server: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    if (cfg.nodes && cfg.drives) {
+        fprintf(stderr, "cairn: --nodes and --drives exclude each other\n");
+        return 2;
+    }
+    if (cfg.rebuild_metadata && !cfg.nodes) {
+        fprintf(stderr, "cairn: --rebuild-metadata needs --nodes (the object manifests live on "
+                        "the storage nodes)\n");
+        return 2;
+    }
+    if (cfg.scrub_interval_s < 1)
+        cfg.scrub_interval_s = 1;
+    cfg.cluster_secret = getenv("CAIRN_CLUSTER_SECRET");
+    if (cfg.nodes && (!cfg.cluster_secret || !*cfg.cluster_secret)) {
+        fprintf(stderr, "cairn: --nodes needs the cluster secret in CAIRN_CLUSTER_SECRET (the "
+                        "same as the nodes')\n");
         return 2;
     }
     if (cfg.block_size < 4096 || cfg.block_size > (64u << 20) || cfg.block_size % 64) {

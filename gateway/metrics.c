@@ -155,6 +155,7 @@ void gw_metrics_render(gw_server *srv, cm_buf *b)
     }
     free(st);
     free(bk);
+    gw_upkeep_metrics(srv, b);
     cm_buf_printf(b,
                   "# HELP cairn_event_queue_depth Events waiting in the outbox.\n"
                   "# TYPE cairn_event_queue_depth gauge\ncairn_event_queue_depth %llu\n",

@@ -116,8 +116,16 @@ static int put_log_object(gw_server *srv, const md_logging *cfg, cm_slice data)
     fake.srv = srv;
     fake.op = GW_OP_NotImplementedOp;
     snprintf(fake.bucket, sizeof fake.bucket, "%s", cfg->target_bucket);
-    md_write_opts o = {NULL, NULL, gw_commit_hook, &fake};
+    gw_manifest mf;
+    if ((rc = gw_manifest_attach(srv, cfg->target_bucket, cm_buf_slice(&key), &obj, &mf))) {
+        cm_log(CM_LOG_WARN, "log delivery to %s: manifest: %s", cfg->target_bucket,
+               cm_strerror(rc));
+        cm_buf_free(&key);
+        return rc;
+    }
+    md_write_opts o = {NULL, NULL, gw_commit_hook, &fake, mf.intent_id};
     rc = md_object_put_ex(srv->md, cfg->target_bucket, cm_buf_slice(&key), &obj, 0, &o);
+    gw_manifest_done(srv, &mf, rc);
     if (rc)
         cm_log(CM_LOG_WARN, "log delivery to %s: %s", cfg->target_bucket, cm_strerror(rc));
     cm_buf_free(&key);

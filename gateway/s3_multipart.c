@@ -760,10 +760,18 @@ void gw_complete_multipart_upload(gw_req *r)
     if (!assemble(r, id, want, nwant, have, nhave, &a) || !final_object(r, &u, &a, &obj))
         goto out;
 
+    gw_manifest mf;
+    if ((rc = gw_manifest_attach(r->srv, r->bucket, r->key, &obj, &mf))) {
+        cm_log(CM_LOG_ERROR, "%s: writing the object manifest failed: %s", r->id, cm_strerror(rc));
+        gw_error(r, rc == CM_EUNAVAIL ? S3E_ServiceUnavailable : S3E_InternalError);
+        goto out;
+    }
     gw_evt_begin(r, EVT_CREATED_MPU, r->key);
     rc = md_upload_complete_ex(r->srv->md, r->bucket, r->key, id, &obj, a.keep, nwant,
-                               &(md_write_opts){cond_wrap_cb, &cw, gw_commit_hook, r});
+                               &(md_write_opts){cond_wrap_cb, &cw, gw_commit_hook, r,
+                                                mf.intent_id});
     gw_evt_end(r, rc);
+    gw_manifest_done(r->srv, &mf, rc);
     if (rc == 0) {
         complete_result(r, &a);
     } else if (rc == CM_ENOTFOUND && !cw.fn_failed) {

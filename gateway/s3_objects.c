@@ -396,10 +396,21 @@ void gw_put_object_end(gw_req *r)
     obj.hdrs = pc->hdrs;
     obj.nhdrs = pc->nhdrs;
     add_checksum_hdr(r, &obj.hdrs, &obj.nhdrs);
+    gw_manifest mf;
+    if ((rc = gw_manifest_attach(r->srv, r->bucket, r->key, &obj, &mf))) {
+        cm_log(CM_LOG_ERROR, "%s: writing the object manifest failed: %s", r->id, cm_strerror(rc));
+        if (intent)
+            md_intent_drop(r->srv->md, intent);
+        gw_error(r, rc == CM_EUNAVAIL ? S3E_ServiceUnavailable : S3E_InternalError);
+        objw_free(pc->w);
+        r->op_ctx = NULL;
+        return;
+    }
     gw_evt_begin(r, EVT_CREATED_PUT, r->key);
     rc = md_object_put_ex(r->srv->md, r->bucket, r->key, &obj, intent,
-                          &(md_write_opts){pfn, parg, gw_commit_hook, r});
+                          &(md_write_opts){pfn, parg, gw_commit_hook, r, mf.intent_id});
     gw_evt_end(r, rc);
+    gw_manifest_done(r->srv, &mf, rc);
     if (rc) {
         if (intent)
             md_intent_drop(r->srv->md, intent);
@@ -440,7 +451,7 @@ static ssize_t get_stream_read(void *ctx, uint64_t pos, uint8_t *buf, size_t max
         return 0;
     if (max > gs->len - pos)
         max = (size_t)(gs->len - pos);
-    if (gs->obj.layout.n == 0) {
+    if (gw_obj_inline(&gs->obj)) {
         memcpy(buf, gs->obj.inline_data.p + gs->off + pos, max);
         return (ssize_t)max;
     }
@@ -733,7 +744,7 @@ void gw_get_object(gw_req *r)
         r->content_type = "binary/octet-stream";
     gs->off = off;
     gs->len = len;
-    if (o->layout.n == 0) {
+    if (gw_obj_inline(o)) {
         /* inline: the bytes are at hand, no streaming needed */
         cm_buf_append(&r->resp_body, o->inline_data.p + off, (size_t)len);
         if (!r->content_type)
@@ -751,7 +762,7 @@ void gw_delete_object(gw_req *r)
         return;
     gw_evt_begin(r, EVT_REMOVED_DELETE, r->key);
     int rc = md_object_delete_ex(r->srv->md, r->bucket, r->key,
-                                 &(md_write_opts){NULL, NULL, gw_commit_hook, r});
+                                 &(md_write_opts){NULL, NULL, gw_commit_hook, r, 0});
     gw_evt_end(r, rc);
     if (rc && rc != CM_ENOTFOUND) {
         gw_error(r, gw_s3err_from_cm(rc, S3E_InternalError));
@@ -806,7 +817,7 @@ void gw_delete_objects(gw_req *r)
         else {
             gw_evt_begin(r, EVT_REMOVED_DELETE, k->text);
             rc = md_object_delete_ex(r->srv->md, r->bucket, k->text,
-                                     &(md_write_opts){NULL, NULL, gw_commit_hook, r});
+                                     &(md_write_opts){NULL, NULL, gw_commit_hook, r, 0});
             gw_evt_end(r, rc);
             if (rc && rc != CM_ENOTFOUND)
                 e = S3E_InternalError;
@@ -884,7 +895,7 @@ bool gw_copy_data(gw_req *r, const md_object *src, uint64_t off, uint64_t len, g
     EVP_MD_CTX *mctx = EVP_MD_CTX_new();
     EVP_DigestInit_ex(mctx, EVP_md5(), NULL);
     bool ok = true;
-    if (src->layout.n == 0) {
+    if (gw_obj_inline(src)) {
         EVP_DigestUpdate(mctx, src->inline_data.p + off, len);
         if (gw_objw_write(w, src->inline_data.p + off, len))
             ok = false;
@@ -983,10 +994,19 @@ void gw_copy_object(gw_req *r)
     cm_hex_encode(md5, 16, etag);
     obj.etag = CM_SLICE(etag, 32);
     obj.mtime_ms = cm_now_ms();
+    gw_manifest mf;
+    if ((rc = gw_manifest_attach(r->srv, r->bucket, r->key, &obj, &mf))) {
+        cm_log(CM_LOG_ERROR, "%s: writing the object manifest failed: %s", r->id, cm_strerror(rc));
+        if (intent)
+            md_intent_drop(r->srv->md, intent);
+        gw_error(r, rc == CM_EUNAVAIL ? S3E_ServiceUnavailable : S3E_InternalError);
+        goto out;
+    }
     gw_evt_begin(r, EVT_CREATED_COPY, r->key);
     rc = md_object_put_ex(r->srv->md, r->bucket, r->key, &obj, intent,
-                          &(md_write_opts){pfn, parg, gw_commit_hook, r});
+                          &(md_write_opts){pfn, parg, gw_commit_hook, r, mf.intent_id});
     gw_evt_end(r, rc);
+    gw_manifest_done(r->srv, &mf, rc);
     if (rc) {
         if (intent)
             md_intent_drop(r->srv->md, intent);

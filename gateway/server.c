@@ -120,6 +120,28 @@ static int open_store(gw_server *srv)
     const gw_config *c = &srv->cfg;
     char *paths[64];
     int n = 0, rc;
+    if (c->nodes && c->nodes[0]) {
+        char *dup = strdup(c->nodes), *save = NULL;
+        for (char *t = strtok_r(dup, ",", &save); t && n < 64; t = strtok_r(NULL, ",", &save))
+            paths[n++] = strdup(t);
+        free(dup);
+        if (n < c->ec_k + c->ec_m) {
+            cm_log(CM_LOG_ERROR, "%d nodes given, but --ec %d+%d needs at least %d", n, c->ec_k,
+                   c->ec_m, c->ec_k + c->ec_m);
+            rc = CM_EINVAL;
+            goto out;
+        }
+        if (!c->cluster_secret || !c->cluster_secret[0]) {
+            cm_log(CM_LOG_ERROR, "--nodes needs the cluster secret in CAIRN_CLUSTER_SECRET");
+            rc = CM_EINVAL;
+            goto out;
+        }
+        rc = cs_store_open_nodes((const char *const *)paths, n, c->cluster_secret, c->ec_k,
+                                 c->ec_m, c->block_size, &srv->cs);
+        if (rc)
+            cm_log(CM_LOG_ERROR, "cannot open the storage nodes: %s", cm_strerror(rc));
+        goto out;
+    }
     if (c->drives && c->drives[0]) {
         char *dup = strdup(c->drives), *save = NULL;
         for (char *t = strtok_r(dup, ",", &save); t && n < 64; t = strtok_r(NULL, ",", &save))
@@ -188,6 +210,8 @@ int gw_start(const gw_config *cfg, gw_server_t **out)
         cm_log(CM_LOG_ERROR, "cannot load rate limits: %s", cm_strerror(rc));
         goto fail;
     }
+    if (cfg->rebuild_metadata && (rc = gw_rebuild_metadata(srv)))
+        goto fail;
     if ((rc = cs_store_recover(srv->cs)))
         cm_log(CM_LOG_WARN, "shard recovery: %s", cm_strerror(rc));
     size_t nrec = 0;
@@ -197,6 +221,9 @@ int gw_start(const gw_config *cfg, gw_server_t **out)
     }
     if (nrec)
         cm_log(CM_LOG_INFO, "reclaimed the data of %zu interrupted or replaced writes", nrec);
+    srv->intents_mark = md_seq_mark(srv->md);
+    if ((rc = gw_upkeep_start(srv)))
+        goto fail;
     if ((rc = gw_observe_start(srv)))
         goto fail;
     if ((rc = gw_evt_start(srv)))
@@ -215,6 +242,7 @@ void gw_stop(gw_server_t *srv)
     if (!srv)
         return;
     gw_http_stop(srv);
+    gw_upkeep_stop(srv);
     gw_evt_stop(srv);
     gw_observe_stop(srv);
     gw_ratelimit_free(srv);

@@ -523,7 +523,7 @@ out:
 /* Reclaims and forgets every record of one kind. A failing reclaim leaves
  * its record for the next md_recover (logged, not an error: a storage node
  * being down must not keep the server from starting). */
-static int recover_kind(md_db_t *db, char kind, size_t *n)
+static int recover_kind(md_db_t *db, char kind, uint64_t below, size_t *n, size_t *left)
 {
     uint8_t start = (uint8_t)kind;
     struct md__iter *it = md__iter_new(db);
@@ -544,6 +544,8 @@ static int recover_kind(md_db_t *db, char kind, size_t *n)
             cm_log(CM_LOG_WARN, "metadata: skipping malformed %c key", kind);
             continue;
         }
+        if (seq >= below)
+            continue; /* an intent of a write that may still be running */
         if ((rc = db->reclaim(db->reclaim_arg, md__iter_val(it)))) {
             cm_log(CM_LOG_DEBUG, "metadata: reclaim of %c%llu failed: %s", kind,
                    (unsigned long long)seq, cm_strerror(rc));
@@ -556,6 +558,8 @@ static int recover_kind(md_db_t *db, char kind, size_t *n)
     if (nfail)
         cm_log(CM_LOG_WARN, "metadata: %zu %s records could not be reclaimed; kept for later",
                nfail, kind == MD__K_INTENT ? "intent" : "garbage");
+    if (left)
+        *left += nfail;
     if ((rc = md__iter_status(it)))
         goto out;
     if (ndel && (rc = md__batch_commit(db, b, true)) == 0)
@@ -573,9 +577,30 @@ int md_recover(md_db_t *db, size_t *out_n)
 
     if (!db->reclaim)
         return CM_EINVAL;
-    rc = recover_kind(db, MD__K_GARBAGE, &n);
-    rc2 = recover_kind(db, MD__K_INTENT, &n);
+    rc = recover_kind(db, MD__K_GARBAGE, UINT64_MAX, &n, NULL);
+    rc2 = recover_kind(db, MD__K_INTENT, UINT64_MAX, &n, NULL);
     if (out_n)
         *out_n = n;
+    return rc ? rc : rc2;
+}
+
+uint64_t md_seq_mark(md_db_t *db)
+{
+    return __atomic_load_n(&db->seq_next, __ATOMIC_RELAXED);
+}
+
+int md_gc(md_db_t *db, uint64_t intents_below, size_t *out_done, size_t *out_left)
+{
+    size_t n = 0, left = 0;
+    int rc, rc2;
+
+    if (!db->reclaim)
+        return CM_EINVAL;
+    rc = recover_kind(db, MD__K_GARBAGE, UINT64_MAX, &n, &left);
+    rc2 = recover_kind(db, MD__K_INTENT, intents_below, &n, &left);
+    if (out_done)
+        *out_done = n;
+    if (out_left)
+        *out_left = left;
     return rc ? rc : rc2;
 }

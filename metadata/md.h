@@ -35,6 +35,15 @@ void md_set_reclaim(md_db_t *db, md_reclaim_fn fn, void *arg);
  * (call only at start, before serving: no write is in flight then).
  * *out_n (may be NULL) receives the number of layouts reclaimed. */
 int md_recover(md_db_t *db, size_t *out_n);
+/* The same while serving: reclaims every garbage record, and the intents
+ * with ids below intents_below (take md_seq_mark() before serving: intents
+ * older than that belong to a previous run, so no write of ours is behind
+ * them). *out_done / *out_left (either may be NULL) receive how many were
+ * reclaimed and how many are kept because reclaim failed (a storage node
+ * is down): call again later. */
+int md_gc(md_db_t *db, uint64_t intents_below, size_t *out_done, size_t *out_left);
+/* Every id handed out from now on is >= the value returned. */
+uint64_t md_seq_mark(md_db_t *db);
 
 /* Durably records a write intent (an opaque descriptor of data about to be
  * written) and returns its id (> 0) in *out_id. The intent is dropped in the
@@ -103,6 +112,8 @@ typedef struct md_write_opts {
     void *precond_arg;
     md_hook_fn hook;       /* may be NULL */
     void *hook_arg;
+    uint64_t intent2;      /* another intent dropped in the same batch (0: none), e.g.
+                            * the object manifest's, besides the call's intent_id */
 } md_write_opts;
 
 /* A fresh sequence number for a record added by a hook: unique, increasing
@@ -153,6 +164,21 @@ typedef struct md_list_res {
     bool truncated;    /* more entries follow the last one returned */
     void *mem;         /* private */
 } md_list_res;
+
+/* Visits object records in (bucket, key) order, starting strictly after
+ * (after_bucket, after_key) (after_bucket NULL: from the first), at most
+ * max of them, each whole (layout and inline data included; valid during
+ * the call only). *more is set when records remain after the last one
+ * visited. fn's nonzero return stops the scan and is returned. For walks
+ * over the whole store (heal, scrub): cheap to resume in batches. */
+typedef int (*md_scan_fn)(void *arg, const char *bucket, cm_slice key, const md_object *obj);
+int md_object_scan(md_db_t *db, const char *after_bucket, cm_slice after_key, size_t max,
+                   md_scan_fn fn, void *arg, bool *more);
+/* The record codec, for copies kept outside LevelDB (object manifests on
+ * storage nodes). encode appends to b; decode copies: release with
+ * md_object_clear(). */
+int md_object_encode(cm_buf *b, const md_object *o);
+int md_object_decode(cm_slice v, md_object *out);
 
 /* CM_ENOTFOUND if the bucket does not exist. Free with md_list_res_free(). */
 int md_object_list(md_db_t *db, const md_list_req *req, md_list_res *out);

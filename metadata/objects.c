@@ -54,6 +54,13 @@ int md__object_stage(md_db_t *db, struct md__batch *b, md__garbage *g, const cha
         if ((rc = opts->hook(opts->hook_arg, &mb, have ? &o : NULL, obj)))
             goto out;
     }
+    if (opts && opts->intent2) {
+        cm_buf ik = {0};
+        if ((rc = md__key_seq(&ik, MD__K_INTENT, opts->intent2)))
+            goto out;
+        md__batch_del(b, cm_buf_slice(&ik));
+        cm_buf_free(&ik);
+    }
     if (obj) {
         if ((rc = md__obj_encode(&v, obj)))
             goto out;
@@ -127,7 +134,7 @@ int md_object_put_ex(md_db_t *db, const char *bucket, cm_slice key, const md_obj
 int md_object_put(md_db_t *db, const char *bucket, cm_slice key, const md_object *obj,
                   uint64_t intent_id, md_precond_fn precond, void *arg)
 {
-    md_write_opts o = {precond, arg, NULL, NULL};
+    md_write_opts o = {precond, arg, NULL, NULL, 0};
     return md_object_put_ex(db, bucket, key, obj, intent_id, &o);
 }
 
@@ -140,7 +147,7 @@ int md_object_delete_ex(md_db_t *db, const char *bucket, cm_slice key,
 int md_object_delete(md_db_t *db, const char *bucket, cm_slice key, md_precond_fn precond,
                      void *arg)
 {
-    md_write_opts o = {precond, arg, NULL, NULL};
+    md_write_opts o = {precond, arg, NULL, NULL, 0};
     return md_object_delete_ex(db, bucket, key, &o);
 }
 
@@ -167,4 +174,79 @@ uint64_t md_batch_seq(md_batch_t *mb)
     if (md__seq_next(mb->db, &id))
         return 0;
     return id;
+}
+
+int md_object_encode(cm_buf *b, const md_object *o)
+{
+    cm_buf rec = {0};
+    int rc = md__obj_encode(&rec, o); /* it writes from the start of its buffer */
+
+    if (rc == 0)
+        rc = cm_buf_append_slice(b, cm_buf_slice(&rec));
+    cm_buf_free(&rec);
+    return rc;
+}
+
+int md_object_decode(cm_slice v, md_object *out)
+{
+    memset(out, 0, sizeof *out);
+    return md__obj_decode(v, true, out);
+}
+
+int md_object_scan(md_db_t *db, const char *after_bucket, cm_slice after_key, size_t max,
+                   md_scan_fn fn, void *arg, bool *more)
+{
+    struct md__iter *it = md__iter_new(db);
+    uint8_t start = MD__K_OBJECT;
+    cm_buf k = {0};
+    size_t seen = 0;
+    int rc = 0;
+
+    *more = false;
+    if (!it)
+        return CM_ENOMEM;
+    if (after_bucket) {
+        if ((rc = md__key_object(&k, after_bucket, after_key)))
+            goto out;
+        md__iter_seek(it, cm_buf_slice(&k));
+        if (md__iter_valid(it) && cm_slice_eq(md__iter_key(it), cm_buf_slice(&k)))
+            md__iter_next(it); /* strictly after */
+    } else {
+        md__iter_seek(it, CM_SLICE(&start, 1));
+    }
+    for (; md__iter_valid(it); md__iter_next(it)) {
+        cm_slice key = md__iter_key(it);
+        if (key.n < 2 || key.p[0] != MD__K_OBJECT)
+            break;
+        const uint8_t *nul = memchr(key.p + 1, 0, key.n - 1);
+        if (!nul)
+            continue;
+        if (seen == max) {
+            *more = true;
+            break;
+        }
+        char bucket[MD_BUCKET_MAX + 1];
+        size_t bl = (size_t)(nul - (key.p + 1));
+        if (bl > MD_BUCKET_MAX)
+            continue;
+        memcpy(bucket, key.p + 1, bl);
+        bucket[bl] = 0;
+        md_object o;
+        if (md__obj_decode(md__iter_val(it), false, &o)) {
+            cm_log(CM_LOG_ERROR, "metadata: corrupt object record in bucket %s", bucket);
+            continue;
+        }
+        cm_slice okey = CM_SLICE(nul + 1, key.n - (size_t)(nul + 1 - key.p));
+        seen++;
+        rc = fn(arg, bucket, okey, &o);
+        md_object_clear(&o);
+        if (rc)
+            break;
+    }
+    if (!rc)
+        rc = md__iter_status(it);
+out:
+    cm_buf_free(&k);
+    md__iter_free(it);
+    return rc;
 }

@@ -380,7 +380,7 @@ int md_upload_complete(md_db_t *db, const char *bucket, cm_slice key, cm_slice u
                        const md_object *obj, const uint32_t *keep, size_t nkeep,
                        md_precond_fn precond, void *arg)
 {
-    md_write_opts o = {precond, arg, NULL, NULL};
+    md_write_opts o = {precond, arg, NULL, NULL, 0};
     return md_upload_complete_ex(db, bucket, key, upload_id, obj, keep, nkeep, &o);
 }
 

@@ -10,11 +10,11 @@
 # suite's TAP, and ends with one line "N passed, N failed[, N skipped]" summed over all of them.
 # Exit status is non-zero on any failure. Every process it starts is stopped on exit.
 # Environment: CAIRN_IT_BIG=0 skips the >100 MiB uploads; CAIRN_IT_SUITES="awscli boto3 ..."
-# picks suites (names: awscli boto3 raw sdk-js access cors-browser failure usage events); ASAN_OPTIONS/UBSAN_OPTIONS are passed on.
+# picks suites (names: awscli boto3 raw sdk-js access cors-browser failure usage events nodes); ASAN_OPTIONS/UBSAN_OPTIONS are passed on.
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 BUILD=${1:-}
-SUITES=${CAIRN_IT_SUITES:-awscli boto3 raw sdk-js access cors-browser failure usage events}
+SUITES=${CAIRN_IT_SUITES:-awscli boto3 raw sdk-js access cors-browser failure usage events nodes}
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/cairn-interop.XXXXXX")
 SERVER_PIDS=()
@@ -303,6 +303,14 @@ if [ "$SRV_FAIL" -eq 0 ]; then
             suite "events" 900 /usr/bin/python3 "$HERE/test_events.py" "$BUILD"
         else
             skip_suite "events" "needs a BUILD_DIR (starts and kills its own servers and brokers)"
+        fi
+    fi
+    # ------------------------- storage nodes: cairn-chunkd x 6 behind a gateway
+    if want nodes; then
+        if [ "$MODE" = local ]; then
+            suite "nodes" 1800 python3 "$HERE/test_nodes.py" "$BUILD"
+        else
+            skip_suite "nodes" "needs a BUILD_DIR (starts and kills its own nodes and gateways)"
         fi
     fi
 fi

@@ -235,7 +235,7 @@ static void test_counting(void)
     md_bucket b = {.name = "st", .ctime_ms = 1, .region = "us-east-1"};
     md_bucket_create(db, &b);
     struct hook_arg ha = {"st"};
-    md_write_opts o = {NULL, NULL, delta_hook, &ha};
+    md_write_opts o = {NULL, NULL, delta_hook, &ha, 0};
     md_object obj = {.size = 1000, .mtime_ms = 1, .etag = CM_SLICE_STR("e"),
                      .inline_data = CM_SLICE("x", 1)};
     md_object_put_ex(db, "st", CM_SLICE_STR("a"), &obj, 0, &o);

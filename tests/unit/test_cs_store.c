@@ -1,8 +1,11 @@
-/* tests/unit/test_cs_store.c - the local shard store end to end in a temp
- * dir: 6 drives, 4+2. Round trips of awkward sizes, range reads, lost
- * drives, rotten blocks, too many failures, heal on read (rotten blocks, bad
+/* tests/unit/test_cs_store.c - the chunkstore end to end in a temp dir: 6
+ * drives, 4+2. Round trips of awkward sizes, range reads, lost drives,
+ * rotten blocks, too many failures, heal on read (rotten blocks, bad
  * headers, lost drives, heal racing delete), multi-segment layouts, delete
- * by layout and by intent, recover, list; plus the private encodings. */
+ * by layout and by intent, recover, list; manifests, cs_layout_check,
+ * degraded writes, placement around down drives; the engine over a
+ * fault-injecting parallel backend (be_local wrapped: batched I/O, drives
+ * down, deferred heals, epoch); plus the private encodings. */
 #include "chunkstore/cs_int.h"
 #include "common/cm.h"
 #include "tests/unit/tap.h"
@@ -11,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -157,8 +161,11 @@ static int count_files(const char *drive, int only_tmp)
             continue;
         while ((f = readdir(sub)) != NULL) {
             size_t l = strlen(f->d_name);
+            struct stat st;
             if (f->d_name[0] == '.')
                 continue;
+            if (fstatat(dirfd(sub), f->d_name, &st, 0) != 0 || !S_ISREG(st.st_mode))
+                continue; /* DRIVE/meta holds directories */
             if (!only_tmp || (l > 4 && strcmp(f->d_name + l - 4, ".tmp") == 0))
                 n++;
         }
@@ -440,6 +447,941 @@ static void *reader_thread(void *p)
     return NULL;
 }
 
+/* ------------------------------------------------ placement with down drives */
+
+static void test_place_up(void)
+{
+    uint8_t id[CS_ID_LEN], up[16];
+    uint16_t a[6], b[6], all[16], want[16];
+    int match = 1, no_down = 1, nulls = 1, allup = 1, fills = 0;
+
+    for (int t = 0; t < 2000; t++) {
+        int nup = 0, j = 0;
+        fill_random(id, sizeof(id));
+        for (int d = 0; d < 16; d++)
+            nup += up[d] = rng() % 3 != 0 || t % 50 == 0;
+        cs__place(id, 16, 16, all); /* every drive, best first */
+        for (int i = 0; i < 16; i++)
+            if (up[all[i]])
+                want[j++] = all[i];
+        for (int i = 0; i < 16; i++)
+            if (!up[all[i]])
+                want[j++] = all[i];
+        cs__place_up(id, 16, 6, up, a);
+        match &= memcmp(a, want, sizeof(a)) == 0;
+        for (int i = 0; i < 6 && i < nup; i++)
+            no_down &= up[a[i]];
+        fills += nup < 6;
+        cs__place(id, 16, 6, b);
+        cs__place_up(id, 16, 6, NULL, a);
+        nulls &= memcmp(a, b, sizeof(a)) == 0;
+        memset(up, 1, sizeof(up));
+        cs__place_up(id, 16, 6, up, a);
+        allup &= memcmp(a, b, sizeof(a)) == 0;
+    }
+    ok(match, "placement skips down drives: the best up drives in rendezvous order, then the "
+              "best down ones");
+    ok(no_down, "no down drive is chosen while enough drives are up");
+    ok(fills > 0, "(%d cases had fewer up drives than shards)", fills);
+    ok(nulls && allup, "all drives up (or no flags): the same choice as before");
+    memset(up, 0, sizeof(up));
+    ok(cs__place_up(id, 16, 6, up, a) == 0 && memcmp(a, all, sizeof(a)) == 0,
+       "all drives down: the best ones, in rendezvous order");
+    is_int(cs__place_up(id, 5, 6, NULL, a), CM_EINVAL, "fewer drives than shards is CM_EINVAL");
+}
+
+/* ------------------------------------------------------------- manifests */
+
+/* Counts blob files (DRIVE/meta/ab/...) on the first ndr drives of dv. */
+static int count_blobs(const char *const *dv, int ndr, int only_tmp)
+{
+    char meta[600];
+    int n = 0;
+
+    for (int d = 0; d < ndr; d++) {
+        snprintf(meta, sizeof(meta), "%s/meta", dv[d]);
+        n += count_files(meta, only_tmp);
+    }
+    return n;
+}
+
+static struct cs_seg decode_one(cm_slice s)
+{
+    cm_reader r = {s.p, s.n};
+    struct cs_seg seg;
+    memset(&seg, 0, sizeof(seg));
+    if (cs__rec_decode(&r, &seg) != 0 || r.n != 0)
+        seg.type = 0;
+    return seg;
+}
+
+struct scan_ctx {
+    int n, stop_at;
+    cm_buf body, rec;
+};
+static int scan_cb(void *arg, cm_slice body, cm_slice record)
+{
+    struct scan_ctx *c = arg;
+    c->n++;
+    cm_buf_reset(&c->body);
+    cm_buf_reset(&c->rec);
+    cm_buf_append(&c->body, body.p, body.n);
+    cm_buf_append(&c->rec, record.p, record.n);
+    return c->stop_at == c->n ? 7 : 0;
+}
+
+/* XORs one byte of a blob file. */
+static int flip_blob(cs_store_t *cs, int d, const uint8_t id[CS_ID_LEN], off_t off)
+{
+    char path[600];
+    uint8_t b;
+    int fd, rc = -1;
+
+    if (cs__blob_path(cs, d, id, path, sizeof(path)) != 0 || (fd = open(path, O_RDWR)) < 0)
+        return -1;
+    if (pread(fd, &b, 1, off) == 1) {
+        b ^= 0x5a;
+        rc = pwrite(fd, &b, 1, off) == 1 ? 0 : -1;
+    }
+    close(fd);
+    return rc;
+}
+
+static int blob_exists(cs_store_t *cs, int d, const uint8_t id[CS_ID_LEN])
+{
+    char path[600];
+    return cs__blob_path(cs, d, id, path, sizeof(path)) == 0 && access(path, F_OK) == 0;
+}
+
+static void test_manifests(cs_store_t *cs, const struct obj *o)
+{
+    cm_buf intent = {0}, lay = {0}, multi = {0};
+    cs_manifest_t *mf = NULL;
+    uint8_t body[3000];
+    struct cs_seg mi, ml;
+    struct list_ctx lc = {0};
+    struct scan_ctx sc = {0};
+    uint64_t sz = 1;
+    size_t cnt = 1;
+    int all;
+
+    fill_random(body, sizeof(body));
+    is_int(cs_manifest_open(cs, &intent, &mf), 0, "manifest: open");
+    is_int(count_blobs(drives, NDRIVES, 0), 0, "manifest: nothing written at open");
+    mi = decode_one(cm_buf_slice(&intent));
+    ok(mi.type == CS__REC_MINTENT && mi.ncopies == M + 1 && mi.drives[0] != mi.drives[1] &&
+           mi.drives[1] != mi.drives[2] && mi.drives[0] != mi.drives[2],
+       "manifest: the intent names m+1 = 3 distinct drives");
+    is_int(cs_layout_size(cm_buf_slice(&intent), &sz), CM_ECORRUPT,
+           "manifest: an intent is not a layout");
+    is_int(cs_manifest_commit(mf, CM_SLICE(body, sizeof(body)), &lay), 0, "manifest: commit");
+    ml = decode_one(cm_buf_slice(&lay));
+    ok(ml.type == CS__REC_MANIFEST && memcmp(ml.id, mi.id, CS_ID_LEN) == 0 &&
+           ml.body_len == sizeof(body) && ml.ncopies == 3 &&
+           memcmp(ml.drives, mi.drives, sizeof(ml.drives)) == 0,
+       "manifest: the record names the intent's id and drives, with the body's length");
+    all = 1;
+    for (int i = 0; i < 3; i++)
+        all &= blob_exists(cs, ml.drives[i], ml.id);
+    ok(all && count_blobs(drives, NDRIVES, 0) == 3 && count_blobs(drives, NDRIVES, 1) == 0,
+       "manifest: one blob file on each of the 3 drives, no .tmp");
+    ok(cs_layout_size(cm_buf_slice(&lay), &sz) == 0 && sz == 0 &&
+           cs_layout_count(cm_buf_slice(&lay), &cnt) == 0 && cnt == 0,
+       "manifest: a manifest record alone is an empty layout");
+
+    /* A layout with a segment, the manifest, and the segment again. */
+    cs_layout_append(&multi, cm_buf_slice(&o->layout));
+    ok(cs_layout_append(&multi, cm_buf_slice(&lay)) == 0, "manifest: cs_layout_append copies it");
+    cs_layout_append(&multi, cm_buf_slice(&o->layout));
+    struct obj twice = {.size = 2 * o->size, .layout = multi};
+    uint64_t soff = 0, slen = 0;
+    twice.data = malloc(twice.size);
+    memcpy(twice.data, o->data, o->size);
+    memcpy(twice.data + o->size, o->data, o->size);
+    ok(cs_layout_size(cm_buf_slice(&multi), &sz) == 0 && sz == twice.size &&
+           cs_layout_count(cm_buf_slice(&multi), &cnt) == 0 && cnt == 2,
+       "manifest: size and count ignore the manifest record");
+    ok(cs_layout_segment(cm_buf_slice(&multi), 1, &soff, &slen) == 0 && soff == o->size &&
+           slen == o->size &&
+           cs_layout_segment(cm_buf_slice(&multi), 2, &soff, &slen) == CM_ENOTFOUND,
+       "manifest: cs_layout_segment skips it");
+    ok(check_obj(cs, &twice, 10), "manifest: a reader skips it");
+    free(twice.data);
+
+    lc.n = 0;
+    is_int(cs_store_list_manifests(cs, count_id, &lc), 0, "manifest: list");
+    is_int(lc.n, 1, "manifest: list shows one manifest");
+    is_int(cs_manifest_scan(cs, scan_cb, &sc), 0, "manifest: scan");
+    struct cs_seg ms = decode_one(cm_buf_slice(&sc.rec));
+    int same_drives = ms.ncopies == 3;
+    for (int i = 0; i < 3 && same_drives; i++)
+        same_drives = ms.drives[i] == ml.drives[0] || ms.drives[i] == ml.drives[1] ||
+                      ms.drives[i] == ml.drives[2];
+    ok(sc.n == 1 && sc.body.n == sizeof(body) && memcmp(sc.body.p, body, sizeof(body)) == 0,
+       "manifest: scan returns the body");
+    ok(ms.type == CS__REC_MANIFEST && memcmp(ms.id, ml.id, CS_ID_LEN) == 0 && same_drives &&
+           ms.body_crc == ml.body_crc && ms.body_len == ml.body_len,
+       "manifest: scan's record names the three drives that hold it");
+
+    /* A rotten copy: scan skips it; a check rewrites it; a lost copy too. */
+    ok(flip_blob(cs, ml.drives[0], ml.id, 40) == 0, "manifest: corrupt copy 0");
+    sc.n = 0;
+    cm_buf_reset(&sc.body);
+    ok(cs_manifest_scan(cs, scan_cb, &sc) == 0 && sc.n == 1 && sc.body.n == sizeof(body) &&
+           memcmp(sc.body.p, body, sizeof(body)) == 0,
+       "manifest: scan reads a good copy past a rotten one");
+    struct cs_check_stats st = {0};
+    is_int(cs_layout_check(cs, cm_buf_slice(&lay), 0, &st), 0, "manifest: check");
+    ok(st.manifests == 1 && st.manifests_healed == 1 && st.shards_failed == 0,
+       "manifest: check rewrites the rotten copy");
+    memset(&st, 0, sizeof(st));
+    cs_layout_check(cs, cm_buf_slice(&lay), 0, &st);
+    ok(st.manifests == 1 && st.manifests_healed == 0, "manifest: a second check finds nothing");
+    char bpath[600];
+    cs__blob_path(cs, ml.drives[2], ml.id, bpath, sizeof(bpath));
+    unlink(bpath);
+    memset(&st, 0, sizeof(st));
+    cs_layout_check(cs, cm_buf_slice(&multi), 1, &st);
+    ok(st.manifests == 1 && st.manifests_healed == 1 && blob_exists(cs, ml.drives[2], ml.id) &&
+           st.segments == 2 && st.shards_corrupt == 0 && st.shards_missing == 0,
+       "manifest: check of a whole layout restores a lost copy");
+
+    /* Delete: the layout's manifest copies go with its segments. */
+    cm_buf keep = {0};
+    struct obj o2 = {.size = o->size, .data = o->data};
+    ok(put(cs, &o2) == 0, "manifest: put another segment");
+    cm_buf_append(&keep, o2.layout.p, o2.layout.n);
+    cm_buf_append(&keep, lay.p, lay.n);
+    is_int(cs_layout_delete(cs, cm_buf_slice(&keep)), 0, "manifest: delete segment + manifest");
+    lc.n = 0;
+    cs_store_list_manifests(cs, count_id, &lc);
+    ok(lc.n == 0 && count_blobs(drives, NDRIVES, 0) == 0, "manifest: its copies are gone");
+    struct cs_seg s2 = first_seg(&o2.layout);
+    all = 1;
+    for (int i = 0; i < K + M; i++)
+        all &= !shard_exists(cs, &s2, i, 0);
+    ok(all, "manifest: and so is the segment");
+    is_int(cs_layout_delete(cs, cm_buf_slice(&keep)), 0, "manifest: deleting twice is fine");
+    cm_buf_free(&keep);
+    cm_buf_free(&o2.layout);
+
+    /* A crash after commit, before the metadata: the intent reclaims it. */
+    cm_buf_reset(&intent);
+    cm_buf_reset(&lay);
+    ok(cs_manifest_open(cs, &intent, &mf) == 0 &&
+           cs_manifest_commit(mf, CM_SLICE(body, 10), &lay) == 0 &&
+           count_blobs(drives, NDRIVES, 0) == 3,
+       "manifest: committed (crash before the metadata)");
+    is_int(cs_layout_delete(cs, cm_buf_slice(&intent)), 0, "manifest: delete by its intent");
+    is_int(count_blobs(drives, NDRIVES, 0), 0, "manifest: the intent reclaims every copy");
+
+    /* Abort before commit; a commit that fails (two of three drives cannot
+     * take blobs) and its abort. */
+    cm_buf_reset(&intent);
+    ok(cs_manifest_open(cs, &intent, &mf) == 0, "manifest: open another");
+    cs_manifest_abort(mf);
+    cs_manifest_abort(NULL);
+    is_int(count_blobs(drives, NDRIVES, 0), 0, "manifest: abort before commit leaves nothing");
+    cm_buf_reset(&intent);
+    cm_buf_reset(&lay);
+    cs_manifest_open(cs, &intent, &mf);
+    mi = decode_one(cm_buf_slice(&intent));
+    char metap[2][400], cmd[2048];
+    for (int i = 0; i < 2; i++) {
+        snprintf(metap[i], sizeof(metap[i]), "%s/meta", drives[mi.drives[i]]);
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s' && touch '%s'", metap[i], metap[i]);
+        if (system(cmd) != 0)
+            printf("# %s failed\n", cmd);
+    }
+    int crc = cs_manifest_commit(mf, CM_SLICE(body, 100), &lay);
+    ok(crc != 0 && lay.n == 0, "manifest: commit with 1 of 3 copies durable fails (%s)",
+       cm_strerror(crc));
+    ok(blob_exists(cs, mi.drives[2], mi.id), "manifest: the one good copy is there");
+    cs_manifest_abort(mf);
+    ok(!blob_exists(cs, mi.drives[2], mi.id), "manifest: abort removes it");
+    for (int i = 0; i < 2; i++)
+        unlink(metap[i]);
+
+    /* One copy of three failing: the commit succeeds, the heal adds it
+     * back once the drive is repaired. */
+    cm_buf_reset(&intent);
+    cm_buf_reset(&lay);
+    cs_manifest_open(cs, &intent, &mf);
+    mi = decode_one(cm_buf_slice(&intent));
+    snprintf(metap[0], sizeof(metap[0]), "%s/meta", drives[mi.drives[1]]);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s' && touch '%s'", metap[0], metap[0]);
+    if (system(cmd) != 0)
+        printf("# %s failed\n", cmd);
+    is_int(cs_manifest_commit(mf, CM_SLICE(body, 100), &lay), 0,
+           "manifest: commit with 2 of 3 copies durable succeeds");
+    cs_store_heal_wait(cs);
+    ok(!blob_exists(cs, mi.drives[1], mi.id), "manifest: the missing copy cannot heal yet");
+    unlink(metap[0]);
+    memset(&st, 0, sizeof(st));
+    cs_layout_check(cs, cm_buf_slice(&lay), 0, &st);
+    ok(st.manifests_healed == 1 && blob_exists(cs, mi.drives[1], mi.id),
+       "manifest: after the repair a check writes the third copy");
+
+    /* recover removes .tmp leftovers of blob writes; scan stops on request. */
+    snprintf(bpath, sizeof(bpath), "%s/meta/00/00000000000000000000000000000000.tmp", drives[0]);
+    snprintf(metap[0], sizeof(metap[0]), "%s/meta/00", drives[0]);
+    mkdir(metap[0], 0755);
+    { int fd = open(bpath, O_CREAT | O_WRONLY, 0644); close(fd); }
+    ok(count_blobs(drives, NDRIVES, 1) == 1 && cs_store_recover(cs) == 0 &&
+           count_blobs(drives, NDRIVES, 1) == 0,
+       "manifest: recover removes a leftover .tmp blob");
+    cm_buf lay2 = {0};
+    cs_manifest_open(cs, &intent, &mf);
+    cs_manifest_commit(mf, CM_SLICE(body, 5), &lay2);
+    sc.n = 0;
+    sc.stop_at = 1;
+    is_int(cs_manifest_scan(cs, scan_cb, &sc), 7, "manifest: fn's nonzero return stops the scan");
+    is_int(sc.n, 1, "manifest: after one call");
+    cs_layout_delete(cs, cm_buf_slice(&lay));
+    cs_layout_delete(cs, cm_buf_slice(&lay2));
+    is_int(count_blobs(drives, NDRIVES, 0), 0, "manifest: all gone");
+    cm_buf_reset(&intent);
+    cs_manifest_open(cs, &intent, &mf);
+    is_int(cs_manifest_commit(mf, CM_SLICE(body, (size_t)CS__MF_MAX + 1), &lay2), CM_ETOOBIG,
+           "manifest: a body over 16 MiB is CM_ETOOBIG");
+    cs_manifest_abort(mf);
+
+    /* The decoder validates manifest records. */
+    uint8_t rec[CS__MREC_FIXED + 6];
+    memcpy(rec, lay2.p, sizeof(rec));
+    rec[25] = 0;
+    ok(cs_layout_size(CM_SLICE(rec, sizeof(rec)), &sz) == CM_ECORRUPT, "manifest: 0 copies rejected");
+    memcpy(rec, lay2.p, sizeof(rec));
+    rec[CS__MREC_FIXED + 2] = rec[CS__MREC_FIXED];
+    rec[CS__MREC_FIXED + 3] = rec[CS__MREC_FIXED + 1];
+    ok(cs_layout_size(CM_SLICE(rec, sizeof(rec)), &sz) == CM_ECORRUPT,
+       "manifest: two copies on one drive rejected");
+    memcpy(rec, lay2.p, sizeof(rec));
+    ok(cs_layout_size(CM_SLICE(rec, sizeof(rec) - 1), &sz) == CM_ECORRUPT,
+       "manifest: truncated record rejected");
+    rec[0] = CS__REC_MINTENT;
+    ok(decode_one(CM_SLICE(rec, sizeof(rec))).type == 0, "manifest: an intent with a length rejected");
+
+    cm_buf_free(&intent);
+    cm_buf_free(&lay);
+    cm_buf_free(&lay2);
+    cm_buf_free(&multi);
+    cm_buf_free(&sc.body);
+    cm_buf_free(&sc.rec);
+}
+
+/* ---------------------------------------------------------- layout check */
+
+static void test_check(cs_store_t *cs, const uint8_t *data)
+{
+    struct obj o = {.size = STRIPE * 7 / 2, .data = (uint8_t *)data};
+    struct cs_check_stats st = {0};
+    uint8_t *orig[K + M];
+    size_t orig_n[K + M];
+    char path[600];
+    int all;
+
+    ok(put(cs, &o) == 0, "check: put 3.5 stripes");
+    for (int j = 0; j < K + M; j++)
+        orig[j] = shard_read(cs, &o.layout, j, &orig_n[j]);
+    struct cs_seg s = first_seg(&o.layout);
+    uint64_t slen = cs__shard_len(o.size, K, BS);
+
+    is_int(cs_layout_check(cs, cm_buf_slice(&o.layout), 0, &st), 0, "check: healthy segment");
+    ok(st.segments == 1 && st.shards_checked == K + M && st.shards_missing == 0 &&
+           st.shards_corrupt == 0 && st.shards_healed == 0 && st.shards_failed == 0 &&
+           st.bytes_verified == 0,
+       "check: finds nothing on a healthy segment");
+
+    /* One shard lost, another with a rotten block. */
+    cs__shard_path(cs, s.drives[2], s.id, 2, 0, path, sizeof(path));
+    ok(unlink(path) == 0, "check: delete shard 2");
+    ok(flip_byte(cs, &o.layout, 4, (off_t)cs__stripe_off(BS, 1) + 77) == 0,
+       "check: corrupt a block of shard 4");
+    memset(&st, 0, sizeof(st));
+    is_int(cs_layout_check(cs, cm_buf_slice(&o.layout), 0, &st), 0, "check: deep = 0");
+    ok(st.shards_checked == K + M && st.shards_missing == 1 && st.shards_corrupt == 0,
+       "check: finds the missing shard (a stat does not read blocks)");
+    ok(st.shards_healed == 2 && st.shards_failed == 0,
+       "check: the heal's scrub rebuilds both shards");
+    all = 1;
+    for (int j = 0; j < K + M; j++)
+        all &= shard_is(cs, &o.layout, j, orig[j], orig_n[j]);
+    ok(all && count_all_files(1) == 0, "check: every shard has its original bytes, no .tmp");
+
+    /* A rotten block only: deep mode finds it. */
+    ok(flip_byte(cs, &o.layout, 0, (off_t)cs__stripe_off(BS, 3) + 5) == 0,
+       "check: corrupt a block of shard 0");
+    memset(&st, 0, sizeof(st));
+    cs_layout_check(cs, cm_buf_slice(&o.layout), 0, &st);
+    ok(st.shards_corrupt == 0 && st.shards_healed == 0, "check: deep = 0 does not see block rot");
+    memset(&st, 0, sizeof(st));
+    is_int(cs_layout_check(cs, cm_buf_slice(&o.layout), 1, &st), 0, "check: deep = 1");
+    ok(st.shards_checked == K + M && st.shards_corrupt == 1 && st.shards_missing == 0 &&
+           st.shards_healed == 1 && st.shards_failed == 0,
+       "check: deep mode finds the rotten block and heals it");
+    is_int(st.bytes_verified, (K + M) * slen, "check: bytes_verified counts every shard byte");
+    ok(shard_is(cs, &o.layout, 0, orig[0], orig_n[0]), "check: shard 0 has its bytes back");
+    memset(&st, 0, sizeof(st));
+    cs_layout_check(cs, cm_buf_slice(&o.layout), 1, &st);
+    ok(st.shards_checked == K + M && st.shards_corrupt == 0 && st.shards_missing == 0 &&
+           st.shards_healed == 0 && st.shards_failed == 0,
+       "check: a second deep check finds nothing");
+
+    /* A bad header and a short shard: deep = 0 finds both. */
+    ok(flip_byte(cs, &o.layout, 1, 20) == 0, "check: corrupt the header of shard 1");
+    cs__shard_path(cs, s.drives[5], s.id, 5, 0, path, sizeof(path));
+    ok(truncate(path, (off_t)slen - 1) == 0, "check: truncate shard 5 by a byte");
+    memset(&st, 0, sizeof(st));
+    cs_layout_check(cs, cm_buf_slice(&o.layout), 0, &st);
+    ok(st.shards_corrupt == 2 && st.shards_healed == 2, "check: bad header and short shard healed");
+    all = 1;
+    for (int j = 0; j < K + M; j++)
+        all &= shard_is(cs, &o.layout, j, orig[j], orig_n[j]);
+    ok(all, "check: all six shards are back to their bytes");
+
+    /* Accumulates; a corrupt layout or an intent is an error. */
+    struct cs_check_stats acc = {0};
+    cs_layout_check(cs, cm_buf_slice(&o.layout), 0, &acc);
+    cs_layout_check(cs, cm_buf_slice(&o.layout), 0, &acc);
+    ok(acc.segments == 2 && acc.shards_checked == 2 * (K + M), "check: counts add up over calls");
+    cm_buf junk = {0}, intent = {0};
+    cm_buf_append(&junk, o.layout.p, o.layout.n - 1);
+    is_int(cs_layout_check(cs, cm_buf_slice(&junk), 0, &acc), CM_ECORRUPT,
+           "check: a corrupt layout is CM_ECORRUPT");
+    cs_writer_t *w;
+    cs_writer_open(cs, &intent, &w);
+    is_int(cs_layout_check(cs, cm_buf_slice(&intent), 0, &acc), CM_ECORRUPT,
+           "check: an intent is not a layout");
+    cs_writer_abort(w);
+    /* A deleted segment: everything missing, nothing rebuilt, no file appears. */
+    cs_layout_delete(cs, cm_buf_slice(&o.layout));
+    memset(&st, 0, sizeof(st));
+    cs_layout_check(cs, cm_buf_slice(&o.layout), 0, &st);
+    ok(st.shards_missing == K + M && st.shards_healed == 0 && st.shards_failed == K + M &&
+           count_all_files(0) == 0,
+       "check: a deleted segment is reported, not resurrected");
+    for (int j = 0; j < K + M; j++)
+        free(orig[j]);
+    cm_buf_free(&junk);
+    cm_buf_free(&intent);
+    cm_buf_free(&o.layout);
+}
+
+/* ------------------------------------------------ degraded writes (local) */
+
+/* Replaces drive d's directory by a regular file (broken = 1), or puts it back. */
+static void break_drive(int d, int broken)
+{
+    char bak[600];
+
+    snprintf(bak, sizeof(bak), "%s.bak", drives[d]);
+    if (broken) {
+        if (rename(drives[d], bak) != 0)
+            printf("# rename %s failed\n", drives[d]);
+        int fd = open(drives[d], O_CREAT | O_WRONLY, 0644);
+        close(fd);
+    } else {
+        unlink(drives[d]);
+        if (rename(bak, drives[d]) != 0)
+            printf("# rename %s back failed\n", bak);
+    }
+}
+
+static void test_degraded_local(cs_store_t *cs, const uint8_t *data)
+{
+    struct obj o = {.size = 2 * STRIPE + 100, .data = (uint8_t *)data};
+    struct cs_check_stats st = {0};
+    int present = 0;
+
+    cs_store_heal_wait(cs);
+    break_drive(3, 1);
+    is_int(put(cs, &o), 0, "degraded: a PUT with one drive unwritable succeeds (k+1 shards)");
+    struct cs_seg s = first_seg(&o.layout);
+    int names_3 = 0;
+    for (int i = 0; i < K + M; i++) {
+        names_3 |= s.drives[i] == 3;
+        present += shard_exists(cs, &s, i, 0);
+    }
+    ok(names_3 && present == K + M - 1, "degraded: the layout names all six drives, five shards exist");
+    ok(check_obj(cs, &o, 5), "degraded: the object reads back exactly");
+    cs_store_heal_wait(cs);
+
+    /* Two drives broken: below k+1, the PUT fails and leaves nothing. */
+    break_drive(5, 1);
+    struct obj o2 = {.size = STRIPE + 1, .data = (uint8_t *)data};
+    int rc = put(cs, &o2);
+    ok(rc != 0, "degraded: with two drives unwritable a 4+2 PUT fails (%s)", cm_strerror(rc));
+    cs_store_heal_wait(cs);
+    break_drive(5, 0);
+    break_drive(3, 0);
+    is_int(count_all_files(0), K + M - 1, "degraded: the failed PUT left no file behind");
+
+    /* After the repair, a check (or a read) heals the missing shard. */
+    is_int(cs_layout_check(cs, cm_buf_slice(&o.layout), 0, &st), 0, "degraded: check after repair");
+    ok(st.shards_missing == 1 && st.shards_healed == 1 && layout_intact(cs, &o.layout),
+       "degraded: the missing shard is rebuilt");
+    ok(check_obj(cs, &o, 3), "degraded: reads back exactly");
+
+    /* A read alone finds it too. */
+    char path[600];
+    cs__shard_path(cs, s.drives[1], s.id, 1, 0, path, sizeof(path));
+    unlink(path);
+    ok(check_obj(cs, &o, 1), "degraded: reads with a shard lost");
+    cs_store_heal_wait(cs);
+    ok(layout_intact(cs, &o.layout), "degraded: and the read's heal restores it");
+    cs_layout_delete(cs, cm_buf_slice(&o.layout));
+    cm_buf_free(&o.layout);
+    cm_buf_free(&o2.layout);
+}
+
+/* --------------------------------------- a fault-injecting parallel backend */
+
+/* Wraps be_local: parallel = 1 (as the node backend), drives that can be
+ * "down" (drive_up 0, every request CM_EUNAVAIL), writes that fail, a
+ * settable epoch, and counters of requests in flight. */
+struct fault_be {
+    struct cs__be be; /* first */
+    struct cs__be *in;
+    _Atomic int down[8];   /* drive unreachable */
+    _Atomic int wfail[8];  /* appends and commits fail with CM_EUNAVAIL (drive_up stays 1) */
+    _Atomic uint64_t epoch;
+    _Atomic int slow_us;   /* sleep in every r_read/w_append */
+    _Atomic int inflight, max_inflight;
+};
+struct fault_h {
+    struct fault_be *f;
+    int d;
+    void *in;
+};
+
+static struct fault_be *FB(struct cs__be *be)
+{
+    return (struct fault_be *)be;
+}
+static int f_ndrives(struct cs__be *be)
+{
+    return FB(be)->in->ops->ndrives(FB(be)->in);
+}
+static const char *f_drive_name(struct cs__be *be, int d)
+{
+    return FB(be)->in->ops->drive_name(FB(be)->in, d);
+}
+static int f_drive_up(struct cs__be *be, int d)
+{
+    return !FB(be)->down[d];
+}
+static uint64_t f_epoch(struct cs__be *be)
+{
+    return FB(be)->epoch;
+}
+static void f_enter(struct fault_be *f)
+{
+    int n = ++f->inflight, m = f->max_inflight;
+    while (n > m && !atomic_compare_exchange_weak(&f->max_inflight, &m, n))
+        ;
+    if (f->slow_us)
+        usleep((useconds_t)f->slow_us);
+}
+static void f_leave(struct fault_be *f)
+{
+    f->inflight--;
+}
+static int f_w_open(struct cs__be *be, int d, const uint8_t id[CS_ID_LEN], int index, int heal,
+                    void **h)
+{
+    struct fault_h *fh;
+    int rc;
+
+    if (FB(be)->down[d])
+        return CM_EUNAVAIL;
+    if (!(fh = calloc(1, sizeof(*fh))))
+        return CM_ENOMEM;
+    fh->f = FB(be);
+    fh->d = d;
+    if ((rc = FB(be)->in->ops->w_open(FB(be)->in, d, id, index, heal, &fh->in)) != 0) {
+        free(fh);
+        return rc;
+    }
+    *h = fh;
+    return 0;
+}
+static int f_w_append(void *h, uint64_t off, const struct iovec *iov, int niov)
+{
+    struct fault_h *fh = h;
+    int rc;
+
+    if (fh->f->down[fh->d] || fh->f->wfail[fh->d])
+        return CM_EUNAVAIL;
+    f_enter(fh->f);
+    rc = fh->f->in->ops->w_append(fh->in, off, iov, niov);
+    f_leave(fh->f);
+    return rc;
+}
+static int f_w_commit(void *h, const uint8_t hdr[64])
+{
+    struct fault_h *fh = h;
+
+    if (fh->f->down[fh->d] || fh->f->wfail[fh->d])
+        return CM_EUNAVAIL;
+    return fh->f->in->ops->w_commit(fh->in, hdr);
+}
+static void f_w_close(void *h, int remove)
+{
+    struct fault_h *fh = h;
+
+    fh->f->in->ops->w_close(fh->in, remove);
+    free(fh);
+}
+static int f_r_open(struct cs__be *be, int d, const uint8_t id[CS_ID_LEN], int index, void **h)
+{
+    struct fault_h *fh;
+    int rc;
+
+    if (FB(be)->down[d])
+        return CM_EUNAVAIL;
+    if (!(fh = calloc(1, sizeof(*fh))))
+        return CM_ENOMEM;
+    fh->f = FB(be);
+    fh->d = d;
+    if ((rc = FB(be)->in->ops->r_open(FB(be)->in, d, id, index, &fh->in)) != 0) {
+        free(fh);
+        return rc;
+    }
+    *h = fh;
+    return 0;
+}
+static ssize_t f_r_read(void *h, uint64_t off, const struct iovec *iov, int niov)
+{
+    struct fault_h *fh = h;
+    ssize_t rc;
+
+    if (fh->f->down[fh->d])
+        return CM_EUNAVAIL;
+    f_enter(fh->f);
+    rc = fh->f->in->ops->r_read(fh->in, off, iov, niov);
+    f_leave(fh->f);
+    return rc;
+}
+static int f_r_header(void *h, uint8_t hdr[64])
+{
+    struct fault_h *fh = h;
+
+    if (fh->f->down[fh->d])
+        return CM_EUNAVAIL;
+    return fh->f->in->ops->r_header(fh->in, hdr);
+}
+static void f_r_close(void *h)
+{
+    struct fault_h *fh = h;
+
+    fh->f->in->ops->r_close(fh->in);
+    free(fh);
+}
+#define F_FWD(call)                                                                                \
+    do {                                                                                           \
+        if (FB(be)->down[d])                                                                       \
+            return CM_EUNAVAIL;                                                                    \
+        return FB(be)->in->ops->call;                                                              \
+    } while (0)
+static int f_stat(struct cs__be *be, int d, const uint8_t id[CS_ID_LEN], int index, uint64_t *len)
+{
+    F_FWD(stat(FB(be)->in, d, id, index, len));
+}
+static int f_verify(struct cs__be *be, int d, const uint8_t id[CS_ID_LEN], int index,
+                    struct cs__verify *out)
+{
+    F_FWD(verify(FB(be)->in, d, id, index, out));
+}
+static int f_remove(struct cs__be *be, int d, const uint8_t id[CS_ID_LEN], int index)
+{
+    F_FWD(remove(FB(be)->in, d, id, index));
+}
+static int f_list(struct cs__be *be, int d,
+                  void (*fn)(void *arg, const uint8_t id[CS_ID_LEN], int index), void *arg)
+{
+    F_FWD(list(FB(be)->in, d, fn, arg));
+}
+static int f_recover(struct cs__be *be, int d)
+{
+    F_FWD(recover(FB(be)->in, d));
+}
+static int f_blob_put(struct cs__be *be, int d, const uint8_t id[CS_ID_LEN], const void *p,
+                      size_t n)
+{
+    F_FWD(blob_put(FB(be)->in, d, id, p, n));
+}
+static int f_blob_get(struct cs__be *be, int d, const uint8_t id[CS_ID_LEN], cm_buf *out)
+{
+    F_FWD(blob_get(FB(be)->in, d, id, out));
+}
+static int f_blob_remove(struct cs__be *be, int d, const uint8_t id[CS_ID_LEN])
+{
+    F_FWD(blob_remove(FB(be)->in, d, id));
+}
+static int f_blob_list(struct cs__be *be, int d,
+                       void (*fn)(void *arg, const uint8_t id[CS_ID_LEN]), void *arg)
+{
+    F_FWD(blob_list(FB(be)->in, d, fn, arg));
+}
+static void f_close(struct cs__be *be)
+{
+    FB(be)->in->ops->close(FB(be)->in);
+    free(be);
+}
+static const struct cs__be_ops fault_ops = {
+    .name = "fault",
+    .parallel = 1,
+    .ndrives = f_ndrives,
+    .drive_name = f_drive_name,
+    .drive_up = f_drive_up,
+    .epoch = f_epoch,
+    .w_open = f_w_open,
+    .w_append = f_w_append,
+    .w_commit = f_w_commit,
+    .w_close = f_w_close,
+    .r_open = f_r_open,
+    .r_read = f_r_read,
+    .r_header = f_r_header,
+    .r_close = f_r_close,
+    .stat = f_stat,
+    .verify = f_verify,
+    .remove = f_remove,
+    .list = f_list,
+    .recover = f_recover,
+    .blob_put = f_blob_put,
+    .blob_get = f_blob_get,
+    .blob_remove = f_blob_remove,
+    .blob_list = f_blob_list,
+    .close = f_close,
+};
+
+/* 1 if shard i of s exists (with its full length) under the wrapped local backend. */
+static int f_shard_ok(struct fault_be *f, const struct cs_seg *s, int i)
+{
+    char path[600];
+    struct stat st;
+    return cs__be_local_shard_path(f->in, s->drives[i], s->id, i, 0, path, sizeof(path)) == 0 &&
+           stat(path, &st) == 0 &&
+           (uint64_t)st.st_size == cs__shard_len(s->size, s->k, s->block_size);
+}
+
+static int f_count_shards(struct fault_be *f, const struct cs_seg *s)
+{
+    int n = 0;
+    for (int i = 0; i < s->k + s->m; i++)
+        n += f_shard_ok(f, s, i);
+    return n;
+}
+
+/* Waits (up to 5 s) until the store's heal count passes n. */
+static int wait_healed(cs_store_t *cs, uint64_t n)
+{
+    for (int i = 0; i < 500; i++) {
+        if (nhealed(cs) > n)
+            return 1;
+        usleep(10000);
+    }
+    return 0;
+}
+
+static void test_parallel_backend(const uint8_t *data)
+{
+    static char fpath[NDRIVES][300];
+    const char *fdirs[NDRIVES];
+    struct cs__be *in = NULL;
+    struct fault_be *f;
+    cs_store_t *fcs = NULL;
+    int rc, all;
+
+    for (int d = 0; d < NDRIVES; d++) {
+        snprintf(fpath[d], sizeof(fpath[d]), "%s/f%d", root, d);
+        fdirs[d] = fpath[d];
+    }
+    if (cs__be_local_open(fdirs, NDRIVES, &in) != 0 || !(f = calloc(1, sizeof(*f)))) {
+        ok(0, "parallel: open the wrapped local backend");
+        return;
+    }
+    f->be.ops = &fault_ops;
+    f->in = in;
+    rc = cs__store_open_be(&f->be, K, M, BS, &fcs);
+    is_int(rc, 0, "parallel: open the engine over a parallel backend");
+    if (rc != 0)
+        return;
+    ok(cs_store_distributed(fcs) == 1 && cs_store_ndrives(fcs) == NDRIVES &&
+           cs_store_drive_up(fcs, 2) == 1 && cs_store_drive_up(fcs, 6) == 0 &&
+           cs_store_epoch(fcs) == 0 && strcmp(cs_store_drive_name(fcs, 1), fdirs[1]) == 0 &&
+           cs_store_drive_name(fcs, NDRIVES) == NULL,
+       "parallel: distributed, 6 drives, names, up, epoch");
+
+    /* Round trips: batched appends and batched reads. */
+    size_t sizes[] = {0, 1, BS + 3, STRIPE * 5 / 2 + 7};
+    struct obj o[4];
+    all = 1;
+    for (int i = 0; i < 4; i++) {
+        o[i] = (struct obj){.size = sizes[i], .data = (uint8_t *)data};
+        all &= put(fcs, &o[i]) == 0 && check_obj(fcs, &o[i], 20);
+    }
+    ok(all, "parallel: round trips read back exactly, whole and in ranges");
+
+    /* Every stripe's appends, and every stripe's data reads, go out at once. */
+    f->slow_us = 20000;
+    f->max_inflight = 0;
+    struct obj p1 = {.size = STRIPE, .data = (uint8_t *)data};
+    ok(put(fcs, &p1) == 0, "parallel: a one-stripe PUT with slow drives");
+    int wmax = f->max_inflight;
+    ok(wmax >= K + M - 1, "parallel: the stripe's appends were in flight together (%d at once)",
+       wmax);
+    f->max_inflight = 0;
+    uint8_t *buf = malloc(STRIPE);
+    rc = get(fcs, cm_buf_slice(&p1.layout), 0, STRIPE, STRIPE, buf);
+    ok(rc == 0 && memcmp(buf, data, STRIPE) == 0, "parallel: read it back");
+    ok(f->max_inflight >= K - 1, "parallel: the k data reads were in flight together (%d at once)",
+       (int)f->max_inflight);
+    f->slow_us = 0;
+
+    /* A drive down: reads rebuild from parity; the heal waits for it. */
+    struct cs_seg s3 = first_seg(&o[3].layout);
+    uint64_t h0 = nhealed(fcs);
+    f->down[s3.drives[1]] = 1;
+    ok(cs_store_drive_up(fcs, s3.drives[1]) == 0, "parallel: drive marked down");
+    ok(check_obj(fcs, &o[3], 10), "parallel: reads exactly with a data shard's drive down");
+    cs_store_heal_wait(fcs); /* returns: the deferred heal does not count */
+    is_int(nhealed(fcs), h0, "parallel: nothing healed while the drive is down");
+
+    /* Writes with a drive down at open: placed last, written as a failed
+     * shard, healed once the drive is back (epoch change). */
+    int dd = s3.drives[1];
+    struct obj w1 = {.size = STRIPE * 2 + 5, .data = (uint8_t *)data};
+    ok(put(fcs, &w1) == 0, "parallel: a PUT with a drive down succeeds");
+    struct cs_seg sw = first_seg(&w1.layout);
+    ok(sw.drives[K + M - 1] == dd, "parallel: the down drive got the last (parity) shard");
+    is_int(f_count_shards(f, &sw), K + M - 1, "parallel: five shards written");
+    ok(check_obj(fcs, &w1, 5), "parallel: reads back exactly");
+    cs_store_heal_wait(fcs);
+    ok(!f_shard_ok(f, &sw, K + M - 1), "parallel: the heal is deferred while the drive is down");
+    f->down[dd] = 0;
+    f->epoch++;
+    ok(wait_healed(fcs, h0), "parallel: the drive is back: the deferred heal runs");
+    cs_store_heal_wait(fcs);
+    ok(f_count_shards(f, &sw) == K + M, "parallel: the missing shard is written");
+    cs_layout_check(fcs, cm_buf_slice(&o[3].layout), 0, &(struct cs_check_stats){0});
+    ok(f_count_shards(f, &s3) == K + M, "parallel: the read segment is whole too");
+
+    /* Two drives down: a 4+2 writer cannot start. */
+    f->down[0] = f->down[1] = 1;
+    cm_buf intent = {0};
+    cs_writer_t *w = NULL;
+    is_int(cs_writer_open(fcs, &intent, &w), CM_EUNAVAIL,
+           "parallel: with two drives down cs_writer_open is CM_EUNAVAIL");
+    is_int(intent.n, 0, "parallel: and no intent is returned");
+    f->down[0] = f->down[1] = 0;
+
+    /* A drive failing mid-write: dropped, the write goes on, healed later. */
+    uint64_t h1 = nhealed(fcs);
+    rc = cs_writer_open(fcs, &intent, &w);
+    struct cs_seg si = first_seg(&intent);
+    rc = rc ? rc : cs_writer_write(w, data, STRIPE + 10);
+    f->wfail[si.drives[2]] = 1;
+    rc = rc ? rc : cs_writer_write(w, data + STRIPE + 10, STRIPE);
+    cm_buf lay = {0};
+    rc = rc ? rc : cs_writer_finish(w, &lay);
+    is_int(rc, 0, "parallel: a shard failing mid-write is dropped, the write succeeds");
+    struct obj mid = {.size = 2 * STRIPE + 10, .data = (uint8_t *)data, .layout = lay};
+    ok(check_obj(fcs, &mid, 5), "parallel: reads back exactly");
+    cs_store_heal_wait(fcs);
+    ok(!f_shard_ok(f, &si, 2), "parallel: its heal waits while writes there fail");
+    f->wfail[si.drives[2]] = 0;
+    f->epoch++;
+    ok(wait_healed(fcs, h1), "parallel: retried after the epoch changed");
+    cs_store_heal_wait(fcs);
+    struct cs_seg sm = first_seg(&mid.layout);
+    ok(f_count_shards(f, &sm) == K + M, "parallel: shard 2 is written");
+    cm_buf_reset(&intent);
+
+    /* Two shards failing mid-write: the writer fails with CM_EUNAVAIL and
+     * abort removes what was written. */
+    rc = cs_writer_open(fcs, &intent, &w);
+    si = first_seg(&intent);
+    rc = rc ? rc : cs_writer_write(w, data, STRIPE);
+    f->wfail[si.drives[0]] = f->wfail[si.drives[4]] = 1;
+    if (rc == 0)
+        rc = cs_writer_write(w, data, STRIPE);
+    if (rc == 0)
+        rc = cs_writer_finish(w, &lay);
+    is_int(rc, CM_EUNAVAIL, "parallel: two shards failing: the write fails with CM_EUNAVAIL");
+    cs_writer_abort(w);
+    f->wfail[si.drives[0]] = f->wfail[si.drives[4]] = 0;
+    is_int(f_count_shards(f, &si), 0, "parallel: abort removed every shard");
+    cm_buf_reset(&intent);
+
+    /* Check and delete with a drive down. */
+    struct cs_seg s2 = first_seg(&o[2].layout);
+    f->down[s2.drives[3]] = 1;
+    struct cs_check_stats st = {0};
+    is_int(cs_layout_check(fcs, cm_buf_slice(&o[2].layout), 1, &st), 0,
+           "parallel: check with a drive down");
+    ok(st.shards_checked == K + M - 1 && st.shards_failed == 1 && st.shards_healed == 0 &&
+           st.bytes_verified == (K + M - 1) * cs__shard_len(o[2].size, K, BS),
+       "parallel: the unreachable shard counts as failed");
+    is_int(cs_layout_delete(fcs, cm_buf_slice(&o[2].layout)), CM_EUNAVAIL,
+           "parallel: delete with a drive down is CM_EUNAVAIL");
+    ok(f_count_shards(f, &s2) == 1 && f_shard_ok(f, &s2, 3),
+       "parallel: everything else was deleted");
+    struct list_ctx lc = {0};
+    is_int(cs_store_list(fcs, count_id, &lc), CM_EUNAVAIL,
+           "parallel: list with a drive down is CM_EUNAVAIL");
+    is_int(cs_store_recover(fcs), 0, "parallel: recover skips the unreachable drive");
+    f->down[s2.drives[3]] = 0;
+    is_int(cs_layout_delete(fcs, cm_buf_slice(&o[2].layout)), 0,
+           "parallel: the retried delete succeeds");
+    is_int(f_count_shards(f, &s2), 0, "parallel: and the last shard is gone");
+
+    /* Manifests: one copy's drive down; healed when it is back. */
+    cs_manifest_t *mf;
+    uint64_t h2 = nhealed(fcs);
+    cm_buf mlay = {0};
+    cm_buf_reset(&intent);
+    rc = cs_manifest_open(fcs, &intent, &mf);
+    struct cs_seg mi = decode_one(cm_buf_slice(&intent));
+    f->down[mi.drives[0]] = 1;
+    rc = rc ? rc : cs_manifest_commit(mf, CM_SLICE(data, 777), &mlay);
+    is_int(rc, 0, "parallel: a manifest commit with one of three drives down succeeds");
+    struct scan_ctx sc = {0};
+    ok(cs_manifest_scan(fcs, scan_cb, &sc) == CM_EUNAVAIL && sc.n == 1 && sc.body.n == 777 &&
+           memcmp(sc.body.p, data, 777) == 0,
+       "parallel: scan with a drive down finds it (and says CM_EUNAVAIL)");
+    f->down[mi.drives[0]] = 0;
+    f->epoch++;
+    ok(wait_healed(fcs, h2), "parallel: the missing copy is written when the drive is back");
+    lc.n = 0;
+    ok(cs_store_list_manifests(fcs, count_id, &lc) == 0 && lc.n == 1, "parallel: one manifest");
+    is_int(cs_layout_delete(fcs, cm_buf_slice(&mlay)), 0, "parallel: delete it");
+
+    /* A drive down at close: its deferred heal is dropped, close returns. */
+    struct obj last = {.size = 1000, .data = (uint8_t *)data};
+    f->down[4] = 1;
+    ok(put(fcs, &last) == 0, "parallel: a PUT with a drive down (heal deferred)");
+    for (int i = 0; i < 4; i++) {
+        cs_layout_delete(fcs, cm_buf_slice(&o[i].layout));
+        cm_buf_free(&o[i].layout);
+    }
+    cs_layout_delete(fcs, cm_buf_slice(&p1.layout));
+    cs_layout_delete(fcs, cm_buf_slice(&mid.layout));
+    cs_layout_delete(fcs, cm_buf_slice(&w1.layout));
+    cs_store_close(fcs);
+    ok(1, "parallel: close with a deferred heal returns");
+    free(buf);
+    cm_buf_free(&p1.layout);
+    cm_buf_free(&mid.layout);
+    cm_buf_free(&w1.layout);
+    cm_buf_free(&last.layout);
+    cm_buf_free(&mlay);
+    cm_buf_free(&intent);
+    cm_buf_free(&sc.body);
+    cm_buf_free(&sc.rec);
+}
+
 int main(void)
 {
     cs_store_t *cs = NULL, *cs2 = NULL;
@@ -461,6 +1403,7 @@ int main(void)
 
     test_encodings();
     test_placement();
+    test_place_up();
 
     is_int(cs_store_open_local(drives, 5, K, M, BS, &cs), CM_EINVAL, "k+m > ndrives rejected");
     is_int(cs_store_open_local(drives, NDRIVES, 0, M, BS, &cs), CM_EINVAL, "k=0 rejected");
@@ -831,6 +1774,18 @@ int main(void)
     }
     ok(all, "%d reads that queue a heal, each followed by a delete: no file survives", nraces);
     is_int(count_all_files(0), 0, "the store is empty");
+
+    /* ---- manifests, layout checks, degraded writes, a parallel backend */
+    struct obj mo = {.size = STRIPE + 77, .data = big->data};
+    ok(put(cs, &mo) == 0, "put an object for the manifest tests");
+    test_manifests(cs, &mo);
+    cs_layout_delete(cs, cm_buf_slice(&mo.layout));
+    cm_buf_free(&mo.layout);
+    is_int(count_all_files(0), 0, "the store is empty again");
+    test_check(cs, big->data);
+    test_degraded_local(cs, big->data);
+    is_int(count_all_files(0) + count_blobs(drives, NDRIVES, 0), 0, "the store is empty at the end");
+    test_parallel_backend(big->data);
 
     for (int i = 0; i < NOBJ; i++) {
         free(objs[i].data);

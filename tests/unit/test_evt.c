@@ -406,7 +406,7 @@ static int put(md_db_t *md, evt_t *e, const char *key, uint32_t type, int depth)
                              .owner = "o", .source_ip = "127.0.0.1", .request_id = "r",
                              .host_id = "h", .depth = depth},
                          NULL};
-    md_write_opts wo = {NULL, NULL, hook, &h};
+    md_write_opts wo = {NULL, NULL, hook, &h, 0};
     int rc = type & EVT_CREATED_ALL ? md_object_put_ex(md, "b", CM_SLICE_STR(key), &o, 0, &wo)
                                     : md_object_delete_ex(md, "b", CM_SLICE_STR(key), &wo);
     evt_staged_finish(e, h.st, rc == 0);

@@ -1,0 +1,290 @@
+/* gateway/manifest.c - object manifests on storage nodes, and rebuilding
+ * the metadata from them.
+ *
+ * Over storage nodes, every committed object also leaves a manifest on the
+ * nodes (chunkstore blobs, m+1 copies): the object's bucket, key and whole
+ * metadata record (size, ETag, headers, inline bytes, layout). A manifest is
+ * written, after a durable intent, before the metadata commit that makes
+ * the object visible; its record is appended to the object's layout, so
+ * whatever frees the object's data (overwrite, delete, crash recovery) frees
+ * the manifest too. With the gateway's metadata directory lost,
+ * `cairn server --rebuild-metadata` reads every manifest back and restores
+ * the newest version of each key.
+ *
+ * Manifest body (little-endian):
+ *   OFFSET  SIZE  DESCRIPTION
+ *   0       4     magic "CMF1"
+ *   4       8     write sequence: orders versions of one key (newest wins)
+ *   12      2     bucket name length B
+ *   14      B     bucket name
+ *   14+B    4     key length K
+ *   18+B    K     key
+ *   18+B+K  ...   the metadata record (md_object_encode), layout without the
+ *                 manifest's own record
+ */
+#include "gateway/gw_int.h"
+#include <stdio.h>
+#include <stdlib.h>
+
+#define MF_MAGIC "CMF1"
+
+static uint64_t next_seq(void)
+{
+    static uint64_t last;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    uint64_t cur = __atomic_load_n(&last, __ATOMIC_RELAXED), want;
+    do {
+        want = now > cur ? now : cur + 1;
+    } while (!__atomic_compare_exchange_n(&last, &cur, want, false, __ATOMIC_RELAXED,
+                                          __ATOMIC_RELAXED));
+    return want;
+}
+
+static int put_le(cm_buf *b, uint64_t v, int n)
+{
+    uint8_t p[8];
+    for (int i = 0; i < n; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+    return cm_buf_append(b, p, (size_t)n);
+}
+
+static uint64_t get_le(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = n - 1; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static int manifest_encode(cm_buf *b, const char *bucket, cm_slice key, const md_object *obj)
+{
+    size_t bl = strlen(bucket);
+    if (cm_buf_append(b, MF_MAGIC, 4) || put_le(b, next_seq(), 8) || put_le(b, bl, 2) ||
+        cm_buf_append(b, bucket, bl) || put_le(b, key.n, 4) || cm_buf_append_slice(b, key))
+        return CM_ENOMEM;
+    return md_object_encode(b, obj);
+}
+
+struct mf_view {
+    uint64_t seq;
+    char bucket[MD_BUCKET_MAX + 1];
+    cm_slice key;
+    cm_slice record;
+};
+
+static int manifest_decode(cm_slice body, struct mf_view *v)
+{
+    const uint8_t *p = body.p;
+    size_t n = body.n;
+    if (n < 14 || memcmp(p, MF_MAGIC, 4))
+        return CM_ECORRUPT;
+    v->seq = get_le(p + 4, 8);
+    size_t bl = (size_t)get_le(p + 12, 2);
+    if (bl > MD_BUCKET_MAX || n < 14 + bl + 4)
+        return CM_ECORRUPT;
+    memcpy(v->bucket, p + 14, bl);
+    v->bucket[bl] = 0;
+    size_t kl = (size_t)get_le(p + 14 + bl, 4);
+    if (n < 18 + bl + kl)
+        return CM_ECORRUPT;
+    v->key = CM_SLICE(p + 18 + bl, kl);
+    v->record = CM_SLICE(p + 18 + bl + kl, n - 18 - bl - kl);
+    return 0;
+}
+
+int gw_manifest_attach(gw_server *srv, const char *bucket, cm_slice key, md_object *obj,
+                       gw_manifest *mf)
+{
+    cs_manifest_t *m = NULL;
+    cm_buf body = {0};
+    int rc;
+
+    memset(mf, 0, sizeof *mf);
+    if (!cs_store_distributed(srv->cs))
+        return 0;
+    if ((rc = cs_manifest_open(srv->cs, &mf->intent, &m)))
+        return rc;
+    /* Durable before the manifest exists anywhere: a crash from here on
+     * leaves a manifest that the next start removes. */
+    if ((rc = md_intent_add(srv->md, cm_buf_slice(&mf->intent), &mf->intent_id))) {
+        cs_manifest_abort(m);
+        return rc;
+    }
+    if ((rc = manifest_encode(&body, bucket, key, obj)) ||
+        (rc = cm_buf_append_slice(&mf->layout, obj->layout))) {
+        cs_manifest_abort(m);
+        goto fail;
+    }
+    rc = cs_manifest_commit(m, cm_buf_slice(&body), &mf->layout);
+    if (rc) {
+        cs_manifest_abort(m);
+        goto fail;
+    }
+    obj->layout = cm_buf_slice(&mf->layout);
+    cm_buf_free(&body);
+    return 0;
+fail:
+    cm_buf_free(&body);
+    md_intent_drop(srv->md, mf->intent_id);
+    mf->intent_id = 0;
+    cm_buf_free(&mf->layout);
+    cm_buf_free(&mf->intent);
+    return rc;
+}
+
+void gw_manifest_done(gw_server *srv, gw_manifest *mf, int commit_rc)
+{
+    if (commit_rc && mf->intent_id)
+        md_intent_drop(srv->md, mf->intent_id); /* removes the manifest from the nodes */
+    mf->intent_id = 0;
+    cm_buf_free(&mf->layout);
+    cm_buf_free(&mf->intent);
+}
+
+/* ------------------------------------------------------------ rebuild */
+
+struct rb_ent {
+    uint64_t seq;
+    char *bucket;
+    cm_buf key;
+    cm_buf record;   /* md record bytes */
+    cm_buf mrec;     /* the manifest's layout record */
+};
+
+struct rb {
+    struct rb_ent *a;
+    size_t n, cap;
+    size_t bad;
+};
+
+static int rb_collect(void *arg, cm_slice body, cm_slice rec)
+{
+    struct rb *rb = arg;
+    struct mf_view v;
+    if (manifest_decode(body, &v)) {
+        rb->bad++;
+        cm_log(CM_LOG_WARN, "rebuild: skipping a manifest that does not decode");
+        return 0;
+    }
+    if (rb->n == rb->cap) {
+        size_t cap = rb->cap ? 2 * rb->cap : 256;
+        struct rb_ent *a = realloc(rb->a, cap * sizeof *a);
+        if (!a)
+            return CM_ENOMEM;
+        rb->a = a;
+        rb->cap = cap;
+    }
+    struct rb_ent *e = &rb->a[rb->n];
+    memset(e, 0, sizeof *e);
+    e->seq = v.seq;
+    e->bucket = strdup(v.bucket);
+    if (!e->bucket || cm_buf_append_slice(&e->key, v.key) ||
+        cm_buf_append_slice(&e->record, v.record) || cm_buf_append_slice(&e->mrec, rec)) {
+        free(e->bucket);
+        cm_buf_free(&e->key);
+        cm_buf_free(&e->record);
+        cm_buf_free(&e->mrec);
+        return CM_ENOMEM;
+    }
+    rb->n++;
+    return 0;
+}
+
+/* bucket, key ascending; newest (largest seq) first within a key. */
+static int rb_cmp(const void *pa, const void *pb)
+{
+    const struct rb_ent *a = pa, *b = pb;
+    int c = strcmp(a->bucket, b->bucket);
+    if (c)
+        return c;
+    size_t n = a->key.n < b->key.n ? a->key.n : b->key.n;
+    c = memcmp(a->key.p, b->key.p, n);
+    if (c)
+        return c;
+    if (a->key.n != b->key.n)
+        return a->key.n < b->key.n ? -1 : 1;
+    return a->seq > b->seq ? -1 : a->seq < b->seq;
+}
+
+int gw_rebuild_metadata(gw_server *srv)
+{
+    struct rb rb = {0};
+    md_bucket *bks = NULL;
+    size_t nbk = 0, nobj = 0, nold = 0, nbuckets = 0;
+    int rc;
+
+    if (!cs_store_distributed(srv->cs)) {
+        cm_log(CM_LOG_ERROR, "--rebuild-metadata needs --nodes: only storage nodes keep "
+                             "object manifests");
+        return CM_EINVAL;
+    }
+    if ((rc = md_bucket_list(srv->md, &bks, &nbk)))
+        return rc;
+    free(bks);
+    if (nbk) {
+        cm_log(CM_LOG_ERROR, "--rebuild-metadata: %s/meta already holds %zu bucket(s); move it "
+                             "away first (the rebuild only fills an empty metadata store)",
+               srv->cfg.data_dir, nbk);
+        return CM_EEXISTS;
+    }
+    cm_log(CM_LOG_INFO, "rebuild: reading object manifests from the storage nodes");
+    if ((rc = cs_manifest_scan(srv->cs, rb_collect, &rb))) {
+        cm_log(CM_LOG_ERROR, "rebuild: scanning the nodes failed: %s", cm_strerror(rc));
+        goto out;
+    }
+    if (rb.n)
+        qsort(rb.a, rb.n, sizeof *rb.a, rb_cmp);
+    for (size_t i = 0; i < rb.n && rc == 0; i++) {
+        struct rb_ent *e = &rb.a[i];
+        bool newest = i == 0 || strcmp(e->bucket, rb.a[i - 1].bucket) ||
+                      !cm_slice_eq(cm_buf_slice(&e->key), cm_buf_slice(&rb.a[i - 1].key));
+        md_object o;
+        if (md_object_decode(cm_buf_slice(&e->record), &o)) {
+            cm_log(CM_LOG_WARN, "rebuild: skipping a manifest with a corrupt record");
+            continue;
+        }
+        cm_buf layout = {0};
+        if (cm_buf_append_slice(&layout, o.layout) ||
+            cm_buf_append_slice(&layout, cm_buf_slice(&e->mrec))) {
+            rc = CM_ENOMEM;
+        } else if (!newest) {
+            /* An older version whose removal had not happened yet: its data
+             * is garbage now. */
+            cs_layout_delete(srv->cs, cm_buf_slice(&layout));
+            nold++;
+        } else {
+            md_bucket b = {0};
+            if (md_bucket_get(srv->md, e->bucket, &b) == CM_ENOTFOUND) {
+                snprintf(b.name, sizeof b.name, "%s", e->bucket);
+                b.ctime_ms = o.mtime_ms;
+                snprintf(b.region, sizeof b.region, "%s", srv->cfg.region);
+                if ((rc = md_bucket_create(srv->md, &b)) == 0)
+                    nbuckets++;
+            }
+            o.layout = cm_buf_slice(&layout);
+            if (rc == 0 && (rc = md_object_put(srv->md, e->bucket, cm_buf_slice(&e->key), &o, 0,
+                                               NULL, NULL)) == 0)
+                nobj++;
+        }
+        cm_buf_free(&layout);
+        md_object_clear(&o);
+    }
+    if (rc == 0)
+        cm_log(CM_LOG_INFO,
+               "rebuild: restored %zu objects in %zu buckets from the nodes (%zu older versions "
+               "removed, %zu unreadable manifests)",
+               nobj, nbuckets, nold, rb.bad);
+    else
+        cm_log(CM_LOG_ERROR, "rebuild failed: %s", cm_strerror(rc));
+out:
+    for (size_t i = 0; i < rb.n; i++) {
+        free(rb.a[i].bucket);
+        cm_buf_free(&rb.a[i].key);
+        cm_buf_free(&rb.a[i].record);
+        cm_buf_free(&rb.a[i].mrec);
+    }
+    free(rb.a);
+    return rc;
+}
