@@ -866,6 +866,14 @@ static const struct {
     [EP_RECOVER] = {"/v1/recover", "POST", 0},
 };
 
+static int node_claimed(void)
+{
+    pthread_mutex_lock(&g_node.mu);
+    int c = g_node.slot >= 0;
+    pthread_mutex_unlock(&g_node.mu);
+    return c;
+}
+
 /* Routes an authenticated request with its verified body. */
 static void dispatch(struct req *q, struct resp *r)
 {
@@ -886,6 +894,10 @@ static void dispatch(struct req *q, struct resp *r)
     for (int e = 0; e < EP__N; e++) {
         if (!cm_slice_eq_str(p, endpoints[e].path))
             continue;
+        if (e != EP_HEALTH && e != EP_CLAIM && !node_claimed()) {
+            err_reply(r, 503, "unclaimed: no gateway has claimed this node for a slot yet");
+            return;
+        }
         if (strcmp(q->method, endpoints[e].method))
             not_allowed(r, endpoints[e].method);
         else if (!plain && !endpoints[e].query)
@@ -898,6 +910,13 @@ static void dispatch(struct req *q, struct resp *r)
             start_list(r, e == EP_SHARDS ? TREE_SHARDS : TREE_BLOBS);
         else
             h_recover(r);
+        return;
+    }
+    if (!node_claimed()) {
+        /* A new or wiped node holds nothing until a gateway claims it for
+         * its slot: data requests before that would land on a node that
+         * no layout names yet. */
+        err_reply(r, 503, "unclaimed: no gateway has claimed this node for a slot yet");
         return;
     }
     if (cm_slice_has_prefix(p, verify_pfx)) {

@@ -148,10 +148,12 @@ struct cs__healer {
     struct cs__heal_job **tailp;   /* &last->next, or &head */
     size_t nqueued;                /* jobs in the queue, deferred ones included */
     struct cs__heal_active *active; /* heals running now */
+    int nwaiting;                  /* heals waiting for another heal of the same id */
     int stop;                      /* no new jobs; the thread drains ready jobs and exits */
     int started;                   /* th is running (join at close) */
     pthread_t th;
     uint64_t nhealed, nfailed; /* shards rewritten / jobs given up, since open */
+    uint64_t full_logged_ns;   /* when "heal queue full" was last logged (rate limit) */
 };
 
 /* Segment locks: cs_layout_delete() removes a segment's shards (or a

@@ -365,7 +365,7 @@ static int open_checked(cs_store_t *cs, const struct cs_seg *s, int i, void **ou
 struct cs_writer {
     cs_store_t *cs;
     struct cs_seg seg;             /* id, geometry, drives; size counts bytes accepted */
-    void *h[CS__MAX_SHARDS];       /* write handles of live shards; NULL before open / once dropped */
+    void *h[CS__MAX_SHARDS];       /* live shards' write handles; NULL before open, once dropped */
     uint32_t dead;                 /* shards dropped: failed, or placed on a drive that was down */
     int dead_rc;                   /* first error that dropped a shard */
     int unavail;                   /* a shard was dropped because its drive was unreachable */
@@ -1264,9 +1264,8 @@ static void heal_enqueue(cs_store_t *cs, const struct cs_seg *s, uint32_t mask)
             goto out;
     if (h->nqueued >= CS__HEAL_QUEUE_MAX) {
         uint64_t now = cm_mono_ns();
-        static uint64_t last_full; /* rate limit of the line below; guarded by h->mu */
-        if (now - last_full > 10 * CS__HEAL_RETRY_NS || last_full == 0) {
-            last_full = now;
+        if (h->full_logged_ns == 0 || now - h->full_logged_ns > 10 * CS__HEAL_RETRY_NS) {
+            h->full_logged_ns = now;
             cm_log(CM_LOG_WARN, "chunkstore: heal queue full; damaged segments wait for their "
                                 "next read or heal walk");
         }
@@ -1323,7 +1322,7 @@ static void heal_cancel(cs_store_t *cs, const uint8_t id[CS_ID_LEN])
 /* 1 while a job that is not waiting for a drive is queued or a heal runs. */
 static int heal_busy(const struct cs__healer *h)
 {
-    if (h->active)
+    if (h->active || h->nwaiting)
         return 1;
     for (const struct cs__heal_job *j = h->head; j; j = j->next)
         if (!j->deferred)
@@ -1367,27 +1366,25 @@ static void heal_stop(cs_store_t *cs)
         pthread_join(h->th, NULL);
 }
 
-/* Registers a heal of id (waiting while another heal of it runs: two heals
- * of one segment would write the same shards). */
-static void heal_begin(cs_store_t *cs, struct cs__heal_active *a, const uint8_t id[CS_ID_LEN],
-                       uint32_t mask)
+/* Registers a heal of id, with h->mu held (waiting while another heal of
+ * it runs: two heals of one segment would write the same shards). */
+static void heal_begin_locked(struct cs__healer *h, struct cs__heal_active *a,
+                              const uint8_t id[CS_ID_LEN], uint32_t mask)
 {
-    struct cs__healer *h = &cs->heal;
-
     memcpy(a->id, id, CS_ID_LEN);
     a->mask = mask;
-    pthread_mutex_lock(&h->mu);
     for (;;) {
         struct cs__heal_active *o = h->active;
         while (o && memcmp(o->id, id, CS_ID_LEN) != 0)
             o = o->next;
         if (!o)
             break;
+        h->nwaiting++; /* still busy for cs_store_heal_wait() */
         pthread_cond_wait(&h->idle, &h->mu);
+        h->nwaiting--;
     }
     a->next = h->active;
     h->active = a;
-    pthread_mutex_unlock(&h->mu);
 }
 
 static void heal_end(cs_store_t *cs, struct cs__heal_active *a, uint32_t healed, int failed)
@@ -1569,7 +1566,8 @@ static int heal_stripes(struct heal *h, const rs_ctx_t *rs)
         for (int i = 0; i < h->n; i++) {
             if (!h->src[i])
                 continue;
-            rt[nt] = (struct hread_task){.t.fn = hread_main, .h = h, .i = i, .st = st, .blen = blen};
+            rt[nt] = (struct hread_task){
+                .t.fn = hread_main, .h = h, .i = i, .st = st, .blen = blen};
             tasks[nt] = &rt[nt].t;
             nt++;
         }
@@ -1613,7 +1611,8 @@ static int heal_stripes(struct heal *h, const rs_ctx_t *rs)
         for (int i = 0; i < h->n; i++) {
             if (!(h->targets & (1u << i)))
                 continue;
-            wt[nt] = (struct hwrite_task){.t.fn = hwrite_main, .h = h, .i = i, .off = off, .blen = blen};
+            wt[nt] = (struct hwrite_task){
+                .t.fn = hwrite_main, .h = h, .i = i, .off = off, .blen = blen};
             tasks[nt] = &wt[nt].t;
             nt++;
         }
@@ -1967,17 +1966,27 @@ out:
         cm_buf_free(&bt[j].out);
 }
 
-/* Runs one heal of record s, never at the same time as another heal of it. */
-static void heal_run(cs_store_t *cs, const struct cs_seg *s, uint32_t mask, struct heal_res *res)
+/* Runs one heal of record s, registered as a (see heal_begin_locked). */
+static void heal_do(cs_store_t *cs, struct cs__heal_active *a, const struct cs_seg *s,
+                    uint32_t mask, struct heal_res *res)
 {
-    struct cs__heal_active a;
-
-    heal_begin(cs, &a, s->id, mask);
     if (cs__rec_is_seg(s))
         heal_segment(cs, s, mask, res);
     else
         heal_manifest(cs, s, res);
-    heal_end(cs, &a, res->healed, res->rc != 0 || res->failed != 0);
+    heal_end(cs, a, res->healed, res->rc != 0 || res->failed != 0);
+}
+
+/* Runs one heal of record s now, on the calling thread, never at the same
+ * time as another heal of it. */
+static void heal_run(cs_store_t *cs, const struct cs_seg *s, uint32_t mask, struct heal_res *res)
+{
+    struct cs__heal_active a;
+
+    pthread_mutex_lock(&cs->heal.mu);
+    heal_begin_locked(&cs->heal, &a, s->id, mask);
+    pthread_mutex_unlock(&cs->heal.mu);
+    heal_do(cs, &a, s, mask, res);
 }
 
 /* The first job to run now: not deferred, due, or deferred before the
@@ -2005,6 +2014,7 @@ static void *heal_main(void *arg)
 {
     cs_store_t *cs = arg;
     struct cs__healer *h = &cs->heal;
+    struct cs__heal_active a;
     struct heal_res res;
 
     pthread_mutex_lock(&h->mu);
@@ -2027,8 +2037,11 @@ static void *heal_main(void *arg)
             }
             continue;
         }
+        /* Active before the lock drops: cs_store_heal_wait() never sees
+         * the job in neither place. */
+        heal_begin_locked(h, &a, j->seg.id, j->mask);
         pthread_mutex_unlock(&h->mu);
-        heal_run(cs, &j->seg, j->mask, &res);
+        heal_do(cs, &a, &j->seg, j->mask, &res);
         pthread_mutex_lock(&h->mu);
         if (res.deferred && !h->stop) {
             /* A drive is down: keep the job (merged into a newer one for the
@@ -2159,10 +2172,15 @@ static void check_segment(cs_store_t *cs, const struct cs_seg *s, int deep,
                                                   : "unreachable");
     }
     if (bad) {
+        /* The heal scrubs the whole segment. A bad shard it neither rewrote
+         * nor failed on was found good: another heal of this segment (a
+         * reader's, which heal_run waited for) got there first. */
         struct heal_res res;
+        uint32_t left;
         heal_run(cs, s, bad, &res);
+        left = res.rc != 0 ? bad & ~res.healed : (res.failed | res.deferred) & bad;
         acc->shards_healed += (uint64_t)nbits(res.healed);
-        acc->shards_failed += (uint64_t)nbits(bad & ~res.healed);
+        acc->shards_failed += (uint64_t)nbits(left);
         later |= res.deferred & ~bad;
         if (res.deferred & bad)
             heal_enqueue(cs, s, res.deferred & bad);

@@ -39,6 +39,8 @@ enum s3_err gw_s3err_from_cm(int cm_err, enum s3_err not_found)
         return S3E_InvalidArgument;
     case CM_ECONFLICT:
         return S3E_ConditionalRequestConflict;
+    case CM_EUNAVAIL:
+        return S3E_ServiceUnavailable; /* too few storage nodes reachable */
     default:
         return S3E_InternalError;
     }

@@ -338,7 +338,7 @@ int gw_put_object_data(gw_req *r, const uint8_t *p, size_t n)
     int rc = gw_objw_write(pc->w, p, n);
     if (rc) {
         cm_log(CM_LOG_ERROR, "%s: write failed: %s", r->id, cm_strerror(rc));
-        gw_error(r, S3E_InternalError);
+        gw_error(r, gw_s3err_from_cm(rc, S3E_InternalError));
         return -1;
     }
     return 0;
@@ -386,7 +386,7 @@ void gw_put_object_end(gw_req *r)
     int rc = gw_objw_finish(pc->w, &obj, &intent);
     if (rc) {
         cm_log(CM_LOG_ERROR, "%s: finishing write failed: %s", r->id, cm_strerror(rc));
-        gw_error(r, S3E_InternalError);
+        gw_error(r, gw_s3err_from_cm(rc, S3E_InternalError));
         gw_put_object_abort(r);
         return;
     }
@@ -442,7 +442,33 @@ struct get_stream {
     md_object obj;
     uint64_t off, len;
     cs_reader_t *rd;
+    uint8_t *head;  /* the first bytes, read before the status was sent */
+    size_t head_n;
 };
+
+#define GET_HEAD_MAX (64 * 1024)
+
+/* Reads the first bytes of the range before answering, so that data that
+ * cannot be read (more shards lost than the code tolerates, too few storage
+ * nodes up) gets an S3 error instead of a 200 cut short. */
+static int get_stream_prefetch(struct get_stream *gs)
+{
+    size_t want = gs->len < GET_HEAD_MAX ? (size_t)gs->len : GET_HEAD_MAX;
+    int rc = cs_reader_open(gs->srv->cs, gs->obj.layout, gs->off, gs->len, &gs->rd);
+    if (rc)
+        return rc;
+    if (!(gs->head = malloc(want ? want : 1)))
+        return CM_ENOMEM;
+    while (gs->head_n < want) {
+        ssize_t n = cs_reader_read(gs->rd, gs->head + gs->head_n, want - gs->head_n);
+        if (n < 0)
+            return (int)n;
+        if (n == 0)
+            break;
+        gs->head_n += (size_t)n;
+    }
+    return 0;
+}
 
 static ssize_t get_stream_read(void *ctx, uint64_t pos, uint8_t *buf, size_t max)
 {
@@ -454,6 +480,11 @@ static ssize_t get_stream_read(void *ctx, uint64_t pos, uint8_t *buf, size_t max
     if (gw_obj_inline(&gs->obj)) {
         memcpy(buf, gs->obj.inline_data.p + gs->off + pos, max);
         return (ssize_t)max;
+    }
+    if (pos < gs->head_n) {
+        size_t c = gs->head_n - (size_t)pos < max ? gs->head_n - (size_t)pos : max;
+        memcpy(buf, gs->head + pos, c);
+        return (ssize_t)c;
     }
     if (!gs->rd && cs_reader_open(gs->srv->cs, gs->obj.layout, gs->off, gs->len, &gs->rd))
         return -1;
@@ -475,6 +506,7 @@ static void get_stream_free(void *ctx)
 {
     struct get_stream *gs = ctx;
     cs_reader_close(gs->rd);
+    free(gs->head);
     gw_layout_unref(gs->srv, gs->obj.layout);
     md_object_clear(&gs->obj);
     free(gs);
@@ -750,6 +782,15 @@ void gw_get_object(gw_req *r)
         if (!r->content_type)
             r->content_type = "binary/octet-stream";
         return;
+    }
+    if (len > 0 && !cm_slice_eq_str(r->method, "HEAD")) {
+        int prc = get_stream_prefetch(gs);
+        if (prc) {
+            cm_log(CM_LOG_ERROR, "%s: reading object data failed: %s", r->id, cm_strerror(prc));
+            gw_error(r, prc == CM_EIO || prc == CM_EUNAVAIL ? S3E_ServiceUnavailable
+                                                            : S3E_InternalError);
+            return;
+        }
     }
     r->stream = get_stream_read;
     r->stream_len = len;

@@ -308,7 +308,7 @@ if [ "$SRV_FAIL" -eq 0 ]; then
     # ------------------------- storage nodes: cairn-chunkd x 6 behind a gateway
     if want nodes; then
         if [ "$MODE" = local ]; then
-            suite "nodes" 1800 python3 "$HERE/test_nodes.py" "$BUILD"
+            suite "nodes" 900 python3 "$HERE/test_nodes.py" "$BUILD"
         else
             skip_suite "nodes" "needs a BUILD_DIR (starts and kills its own nodes and gateways)"
         fi
