@@ -58,8 +58,11 @@ int cs_store_drive_up(const cs_store_t *cs, int d);
  * store. Thread-safe, no I/O. */
 uint64_t cs_store_epoch(const cs_store_t *cs);
 
-/* Finishes the heals already queued (see cs_reader_open), stops the store's
- * threads and frees it. No reader or writer may be open. NULL is a no-op. */
+/* Finishes the heals already queued (see cs_reader_open; over nodes only
+ * the heal in progress: the queued ones are left to the next heal walk, and
+ * heals waiting for a drive that is down are dropped too), stops the
+ * store's threads and frees it. No reader or writer may be open, nor any
+ * other call in progress. NULL is a no-op. */
 void cs_store_close(cs_store_t *cs);
 
 /* Starts writing a new segment with a fresh random id. *out_intent receives

@@ -238,7 +238,11 @@ void cs_store_close(cs_store_t *cs)
         pthread_mutex_unlock(&cs->pool.mu);
         for (int i = 0; i < cs->pool.nthreads; i++)
             pthread_join(cs->pool.th[i], NULL);
-        while (cs->heal.head) { /* deferred jobs: their drives never came back */
+        if (cs->heal.nqueued > 0)
+            cm_log(CM_LOG_INFO, "chunkstore: %zu queued heal(s) dropped at close (waiting for a "
+                                "drive, or over nodes); the next heal walk finds them",
+                   cs->heal.nqueued);
+        while (cs->heal.head) {
             struct cs__heal_job *j = cs->heal.head;
             cs->heal.head = j->next;
             free(j);
@@ -1350,8 +1354,8 @@ void cs_store_heal_stats(cs_store_t *cs, uint64_t *healed, uint64_t *failed)
     pthread_mutex_unlock(&cs->heal.mu);
 }
 
-/* Lets the heal thread finish the ready jobs, then joins it (deferred jobs
- * stay queued; cs_store_close() frees them). */
+/* Lets the heal thread finish its heal in progress and (local stores) the
+ * ready jobs, then joins it; cs_store_close() frees what is left. */
 static void heal_stop(cs_store_t *cs)
 {
     struct cs__healer *h = &cs->heal;
@@ -1990,13 +1994,18 @@ static void heal_run(cs_store_t *cs, const struct cs_seg *s, uint32_t mask, stru
 }
 
 /* The first job to run now: not deferred, due, or deferred before the
- * backend's epoch changed. While stopping, deferred jobs never run. */
-static struct cs__heal_job *heal_pick(struct cs__healer *h, uint64_t now, uint64_t epoch,
+ * backend's epoch changed. While stopping, deferred jobs never run, and
+ * over nodes none do (each is a scrub over the network: a closing store
+ * leaves them to the next heal walk). */
+static struct cs__heal_job *heal_pick(cs_store_t *cs, uint64_t now, uint64_t epoch,
                                       uint64_t *next_due)
 {
+    struct cs__healer *h = &cs->heal;
     struct cs__heal_job **pp, *j;
 
     *next_due = UINT64_MAX;
+    if (h->stop && cs->parallel)
+        return NULL;
     for (pp = &h->head; (j = *pp) != NULL; pp = &j->next) {
         if (!j->deferred || (!h->stop && (j->due_ns <= now || j->epoch != epoch))) {
             *pp = j->next;
@@ -2020,7 +2029,7 @@ static void *heal_main(void *arg)
     pthread_mutex_lock(&h->mu);
     for (;;) {
         uint64_t now = cm_mono_ns(), epoch = cs->be->ops->epoch(cs->be), due;
-        struct cs__heal_job *j = heal_pick(h, now, epoch, &due);
+        struct cs__heal_job *j = heal_pick(cs, now, epoch, &due);
         if (!j) {
             if (h->stop)
                 break; /* stopping, nothing ready */

@@ -230,7 +230,25 @@ int gw_rebuild_metadata(gw_server *srv)
         return CM_EEXISTS;
     }
     cm_log(CM_LOG_INFO, "rebuild: reading object manifests from the storage nodes");
-    if ((rc = cs_manifest_scan(srv->cs, rb_collect, &rb))) {
+    /* Every manifest has m+1 copies on distinct nodes: with at most m
+     * nodes down, each still has a readable copy. */
+    int down = 0;
+    for (int d = 0; d < cs_store_ndrives(srv->cs); d++)
+        down += !cs_store_drive_up(srv->cs, d);
+    if (down > srv->cfg.ec_m) {
+        cm_log(CM_LOG_ERROR, "rebuild: %d storage nodes are down, more than the %d whose loss "
+                             "every object survives; start them and try again",
+               down, srv->cfg.ec_m);
+        rc = CM_EUNAVAIL;
+        goto out;
+    }
+    rc = cs_manifest_scan(srv->cs, rb_collect, &rb);
+    if (rc == CM_EUNAVAIL && down <= srv->cfg.ec_m) {
+        cm_log(CM_LOG_WARN, "rebuild: %d node(s) unreachable; every manifest has a copy on the "
+                            "others, going on", down);
+        rc = 0;
+    }
+    if (rc) {
         cm_log(CM_LOG_ERROR, "rebuild: scanning the nodes failed: %s", cm_strerror(rc));
         goto out;
     }

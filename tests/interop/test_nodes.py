@@ -691,12 +691,12 @@ def test_failures(nodes, gw, objs):
     for th in ths:
         th.start()
     wait_for(lambda: len(acked) >= 8 or not any(th.is_alive() for th in ths[:3]), 90, 0.02)
+    kills[1] = time.time()  # before the kill: a PUT answered after this may have lost node 1
     nodes[1].kill9()
-    kills[1] = time.time()
     n1 = len(acked)
     wait_for(lambda: len(acked) >= n1 + 8 or not any(th.is_alive() for th in ths[:3]), 90, 0.02)
+    kills[4] = time.time()  # before the kill: only PUTs answered before it must have succeeded
     nodes[4].kill9()
-    kills[4] = time.time()
     time.sleep(3)
     stop.set()
     for th in ths:
