@@ -338,6 +338,23 @@ static bool is(gw_req *r, const char *m)
     return cm_slice_eq_str(r->method, m);
 }
 
+/* The endpoints here take no sub-path and one or two methods: answers 404
+ * or 405 and returns false otherwise. */
+static bool endpoint_ok(gw_req *r, cm_slice rest, const char *m1, const char *m2)
+{
+    if (rest.n > 1) {
+        gw_json_error(r, 404, "NotFound", "no such admin endpoint");
+        return false;
+    }
+    if (!is(r, m1) && !(m2 && is(r, m2))) {
+        char msg[32];
+        snprintf(msg, sizeof msg, "use %s%s%s", m1, m2 ? " or " : "", m2 ? m2 : "");
+        gw_json_error(r, 405, "MethodNotAllowed", msg);
+        return false;
+    }
+    return true;
+}
+
 static void walk_reply(gw_req *r, const struct walk *w)
 {
     cm_buf b = {0};
@@ -350,14 +367,8 @@ static void walk_reply(gw_req *r, const struct walk *w)
 
 void gw_admin_heal(gw_req *r, cm_slice rest)
 {
-    if (rest.n > 1) {
-        gw_json_error(r, 404, "NotFound", "no such admin endpoint");
+    if (!endpoint_ok(r, rest, "POST", NULL))
         return;
-    }
-    if (!is(r, "POST")) {
-        gw_json_error(r, 405, "MethodNotAllowed", "use POST");
-        return;
-    }
     cm_slice v;
     int deep = gw_param(r, "deep", &v) && (cm_slice_eq_str(v, "1") || cm_slice_eq_str(v, "true"));
     struct walk w;
@@ -372,10 +383,8 @@ void gw_admin_heal(gw_req *r, cm_slice rest)
 void gw_admin_scrub(gw_req *r, cm_slice rest)
 {
     struct gw_upkeep *up = r->srv->up;
-    if (rest.n > 1) {
-        gw_json_error(r, 404, "NotFound", "no such admin endpoint");
+    if (!endpoint_ok(r, rest, "GET", "POST"))
         return;
-    }
     if (is(r, "POST")) {
         struct walk w;
         int rc = run_walk(r->srv, 1, 0, false, &w);
@@ -384,10 +393,6 @@ void gw_admin_scrub(gw_req *r, cm_slice rest)
             return;
         }
         walk_reply(r, &w);
-        return;
-    }
-    if (!is(r, "GET")) {
-        gw_json_error(r, 405, "MethodNotAllowed", "use GET or POST");
         return;
     }
     cm_buf b = {0};
@@ -404,14 +409,8 @@ void gw_admin_scrub(gw_req *r, cm_slice rest)
 
 void gw_admin_gc(gw_req *r, cm_slice rest)
 {
-    if (rest.n > 1) {
-        gw_json_error(r, 404, "NotFound", "no such admin endpoint");
+    if (!endpoint_ok(r, rest, "POST", NULL))
         return;
-    }
-    if (!is(r, "POST")) {
-        gw_json_error(r, 405, "MethodNotAllowed", "use POST");
-        return;
-    }
     size_t done = 0, left = 0;
     run_gc(r->srv, &done, &left);
     cm_buf b = {0};
@@ -422,14 +421,8 @@ void gw_admin_gc(gw_req *r, cm_slice rest)
 
 void gw_admin_nodes(gw_req *r, cm_slice rest)
 {
-    if (rest.n > 1) {
-        gw_json_error(r, 404, "NotFound", "no such admin endpoint");
+    if (!endpoint_ok(r, rest, "GET", NULL))
         return;
-    }
-    if (!is(r, "GET")) {
-        gw_json_error(r, 405, "MethodNotAllowed", "use GET");
-        return;
-    }
     cm_buf b = {0};
     int n = cs_store_ndrives(r->srv->cs);
     cm_buf_append_str(&b, "[");
