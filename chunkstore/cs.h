@@ -128,6 +128,17 @@ void cs_manifest_abort(cs_manifest_t *m);
 int cs_manifest_scan(cs_store_t *cs, int (*fn)(void *arg, cm_slice body, cm_slice record),
                      void *arg);
 
+/* The settings blob: one small blob with a fixed id, kept on every drive
+ * (up to the first 24), replaced whole by each put (the gateway keeps its
+ * buckets, users and configurations there, for rebuilding metadata). It is
+ * not a manifest: cs_manifest_scan and cs_store_list_manifests skip it.
+ * put writes every reachable copy at once; 0 if at least one is durable
+ * (*out_copies, may be NULL, gets the count), else CM_EUNAVAIL. get calls
+ * fn for every good copy it can read (copies may differ if a drive missed
+ * a put: the body should say which is newest); fn's nonzero return stops. */
+int cs_store_settings_put(cs_store_t *cs, cm_slice body, int *out_copies);
+int cs_store_settings_get(cs_store_t *cs, int (*fn)(void *arg, cm_slice body), void *arg);
+
 /* Total object size described by a layout (sum of segment sizes), or
  * CM_ECORRUPT through err. */
 int cs_layout_size(cm_slice layout, uint64_t *out);

@@ -2450,6 +2450,20 @@ static int list_all(cs_store_t *cs, int blobs, struct ent_list *out)
     return rc;
 }
 
+/* The settings blob's fixed id: all 0xff (a random manifest id never is). */
+static const uint8_t settings_id[CS_ID_LEN] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                               0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+
+/* Drops the settings blob from a sorted blob list. */
+static void drop_settings(struct ent_list *l)
+{
+    size_t j = 0;
+    for (size_t i = 0; i < l->n; i++)
+        if (memcmp(l->a[i].id, settings_id, CS_ID_LEN) != 0)
+            l->a[j++] = l->a[i];
+    l->n = j;
+}
+
 int cs_manifest_scan(cs_store_t *cs, int (*fn)(void *arg, cm_slice body, cm_slice record),
                      void *arg)
 {
@@ -2457,6 +2471,8 @@ int cs_manifest_scan(cs_store_t *cs, int (*fn)(void *arg, cm_slice body, cm_slic
     cm_buf blob = {0}, rec = {0};
     char hex[2 * CS_ID_LEN + 1];
     int rc = list_all(cs, 1, &l), stop = 0;
+
+    drop_settings(&l);
 
     for (size_t i = 0, e; i < l.n && !stop; i = e) {
         struct cs_seg s;
@@ -2514,8 +2530,80 @@ int cs_store_list_manifests(cs_store_t *cs, void (*fn)(void *arg, const uint8_t 
     struct ent_list l;
     int rc = list_all(cs, 1, &l);
 
+    drop_settings(&l);
     each_id(&l, fn, arg);
     free(l.a);
+    return rc;
+}
+
+/* ------------------------------------------------------------- settings */
+
+/* The drives that hold the settings blob: the first CS__MAX_SHARDS. */
+static void settings_rec(const cs_store_t *cs, struct cs_seg *s)
+{
+    memset(s, 0, sizeof(*s));
+    s->type = CS__REC_MINTENT; /* not a manifest record: no body CRC to match */
+    memcpy(s->id, settings_id, CS_ID_LEN);
+    s->ncopies = cs->ndrives < CS__MAX_SHARDS ? cs->ndrives : CS__MAX_SHARDS;
+    for (int i = 0; i < s->ncopies; i++)
+        s->drives[i] = (uint16_t)i;
+}
+
+int cs_store_settings_put(cs_store_t *cs, cm_slice body, int *out_copies)
+{
+    struct blob_task pt[CS__MAX_SHARDS];
+    struct cs__task *tasks[CS__MAX_SHARDS];
+    struct cs_seg s;
+    cm_buf blob = {0};
+    int nt = 0, ok = 0, rc;
+
+    if (body.n > CS__MF_MAX)
+        return CM_ETOOBIG;
+    settings_rec(cs, &s);
+    if ((rc = mf_build(settings_id, body, &blob)) != 0)
+        return rc;
+    for (int i = 0; i < s.ncopies; i++) {
+        if (!drive_up(cs, s.drives[i]))
+            continue;
+        pt[nt] = (struct blob_task){
+            .t.fn = bput_main, .cs = cs, .s = &s, .i = i, .in = cm_buf_slice(&blob)};
+        tasks[nt] = &pt[nt].t;
+        nt++;
+    }
+    run_batch(cs, tasks, nt);
+    for (int j = 0; j < nt; j++)
+        ok += pt[j].t.rc == 0;
+    cm_buf_free(&blob);
+    if (out_copies)
+        *out_copies = ok;
+    return ok > 0 ? 0 : CM_EUNAVAIL;
+}
+
+int cs_store_settings_get(cs_store_t *cs, int (*fn)(void *arg, cm_slice body), void *arg)
+{
+    struct blob_task bt[CS__MAX_SHARDS];
+    struct cs__task *tasks[CS__MAX_SHARDS];
+    struct cs_seg s;
+    int nt = 0, rc = 0;
+
+    settings_rec(cs, &s);
+    memset(bt, 0, sizeof(bt));
+    for (int i = 0; i < s.ncopies; i++) {
+        if (!drive_up(cs, s.drives[i]))
+            continue;
+        bt[nt] = (struct blob_task){.t.fn = bget_main, .cs = cs, .s = &s, .i = i};
+        tasks[nt] = &bt[nt].t;
+        nt++;
+    }
+    run_batch(cs, tasks, nt);
+    for (int j = 0; j < nt && rc == 0; j++) {
+        cm_slice body;
+        uint32_t crc;
+        if (bt[j].t.rc == 0 && mf_parse(bt[j].out.p, bt[j].out.n, settings_id, &body, &crc) == 0)
+            rc = fn(arg, body);
+    }
+    for (int j = 0; j < nt; j++)
+        cm_buf_free(&bt[j].out);
     return rc;
 }
 

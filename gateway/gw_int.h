@@ -433,8 +433,12 @@ typedef struct gw_manifest {
 int gw_manifest_attach(gw_server *srv, const char *bucket, cm_slice key, md_object *obj,
                        gw_manifest *mf);
 void gw_manifest_done(gw_server *srv, gw_manifest *mf, int commit_rc);
-/* Fills an empty metadata store from the manifests on the nodes. */
+/* Fills an empty metadata store from the settings snapshot and the
+ * manifests on the nodes. */
 int gw_rebuild_metadata(gw_server *srv);
+/* Writes the settings snapshot to the nodes if the settings changed since
+ * *last_hash (updated on success). No-op over local drives. */
+void gw_settings_sync(gw_server *srv, uint64_t *last_hash);
 typedef void (*gw_admin_fn)(gw_req *r, cm_slice rest);
 void gw_admin_info(gw_req *r, cm_slice rest);
 /* Sets a JSON response: status and the body in b (taken over: b is reset). */

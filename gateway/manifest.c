@@ -145,6 +145,8 @@ void gw_manifest_done(gw_server *srv, gw_manifest *mf, int commit_rc)
 
 /* ------------------------------------------------------------ rebuild */
 
+static int rebuild_settings(gw_server *srv);
+
 struct rb_ent {
     uint64_t seq;
     char *bucket;
@@ -242,6 +244,8 @@ int gw_rebuild_metadata(gw_server *srv)
         rc = CM_EUNAVAIL;
         goto out;
     }
+    if ((rc = rebuild_settings(srv)))
+        goto out;
     rc = cs_manifest_scan(srv->cs, rb_collect, &rb);
     if (rc == CM_EUNAVAIL && down <= srv->cfg.ec_m) {
         cm_log(CM_LOG_WARN, "rebuild: %d node(s) unreachable; every manifest has a copy on the "
@@ -282,9 +286,22 @@ int gw_rebuild_metadata(gw_server *srv)
                     nbuckets++;
             }
             o.layout = cm_buf_slice(&layout);
-            if (rc == 0 && (rc = md_object_put(srv->md, e->bucket, cm_buf_slice(&e->key), &o, 0,
-                                               NULL, NULL)) == 0)
-                nobj++;
+            /* A request-less commit: the hook adds the bucket's storage
+             * delta, so usage and metrics count the restored objects. */
+            gw_req *fake = calloc(1, sizeof *fake);
+            if (!fake) {
+                rc = CM_ENOMEM;
+            } else {
+                fake->srv = srv;
+                fake->op = GW_OP_NotImplementedOp;
+                snprintf(fake->bucket, sizeof fake->bucket, "%s", e->bucket);
+                md_write_opts wo = {NULL, NULL, gw_commit_hook, fake, 0};
+                if (rc == 0 &&
+                    (rc = md_object_put_ex(srv->md, e->bucket, cm_buf_slice(&e->key), &o, 0,
+                                           &wo)) == 0)
+                    nobj++;
+                free(fake);
+            }
         }
         cm_buf_free(&layout);
         md_object_clear(&o);
@@ -304,5 +321,87 @@ out:
         cm_buf_free(&rb.a[i].mrec);
     }
     free(rb.a);
+    return rc;
+}
+
+/* ------------------------------------------------------------ settings */
+
+/* The settings snapshot on the nodes: "CST1", u64 LE write sequence, then
+ * md_settings_export's bytes. Rewritten by the maintenance thread whenever
+ * the settings changed (every few seconds at most) and at shutdown. */
+#define ST_MAGIC "CST1"
+
+static uint64_t fnv64(cm_slice s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < s.n; i++)
+        h = (h ^ s.p[i]) * 1099511628211ull;
+    return h;
+}
+
+void gw_settings_sync(gw_server *srv, uint64_t *last_hash)
+{
+    cm_buf body = {0};
+    if (!cs_store_distributed(srv->cs))
+        return;
+    if (cm_buf_append(&body, ST_MAGIC, 4) || put_le(&body, next_seq(), 8) ||
+        md_settings_export(srv->md, &body)) {
+        cm_log(CM_LOG_WARN, "settings snapshot: cannot export the settings");
+        goto out;
+    }
+    uint64_t h = fnv64(CM_SLICE(body.p + 12, body.n - 12));
+    if (h == *last_hash)
+        goto out;
+    int copies = 0, rc = cs_store_settings_put(srv->cs, cm_buf_slice(&body), &copies);
+    if (rc) {
+        cm_log(CM_LOG_WARN, "settings snapshot: no storage node took it (%s); retrying later",
+               cm_strerror(rc));
+        goto out;
+    }
+    *last_hash = h;
+    cm_log(CM_LOG_DEBUG, "settings snapshot: %zu bytes on %d nodes", body.n, copies);
+out:
+    cm_buf_free(&body);
+}
+
+struct st_best {
+    uint64_t seq;
+    cm_buf body;
+    bool found;
+};
+
+static int st_pick(void *arg, cm_slice body)
+{
+    struct st_best *b = arg;
+    if (body.n < 12 || memcmp(body.p, ST_MAGIC, 4))
+        return 0;
+    uint64_t seq = get_le(body.p + 4, 8);
+    if (b->found && seq <= b->seq)
+        return 0;
+    cm_buf_reset(&b->body);
+    if (cm_buf_append(&b->body, body.p + 12, body.n - 12))
+        return CM_ENOMEM;
+    b->seq = seq;
+    b->found = true;
+    return 0;
+}
+
+/* Restores the newest settings snapshot found on the nodes. */
+static int rebuild_settings(gw_server *srv)
+{
+    struct st_best best = {0};
+    size_t n = 0;
+    int rc = cs_store_settings_get(srv->cs, st_pick, &best);
+    if (rc == 0 && best.found)
+        rc = md_settings_import(srv->md, cm_buf_slice(&best.body), &n);
+    if (rc)
+        cm_log(CM_LOG_ERROR, "rebuild: restoring the settings failed: %s", cm_strerror(rc));
+    else if (best.found)
+        cm_log(CM_LOG_INFO, "rebuild: restored %zu settings records (buckets, users, policies, "
+                            "configurations)", n);
+    else
+        cm_log(CM_LOG_WARN, "rebuild: no settings snapshot on the nodes; buckets come from the "
+                            "objects only");
+    cm_buf_free(&best.body);
     return rc;
 }

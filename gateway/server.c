@@ -206,12 +206,12 @@ int gw_start(const gw_config *cfg, gw_server_t **out)
     if ((rc = open_store(srv)))
         goto fail;
     md_set_reclaim(srv->md, reclaim, srv);
+    if (cfg->rebuild_metadata && (rc = gw_rebuild_metadata(srv)))
+        goto fail;
     if ((rc = gw_ratelimit_reload(srv))) {
         cm_log(CM_LOG_ERROR, "cannot load rate limits: %s", cm_strerror(rc));
         goto fail;
     }
-    if (cfg->rebuild_metadata && (rc = gw_rebuild_metadata(srv)))
-        goto fail;
     if ((rc = cs_store_recover(srv->cs)))
         cm_log(CM_LOG_WARN, "shard recovery: %s", cm_strerror(rc));
     size_t nrec = 0;

@@ -38,6 +38,7 @@ struct gw_upkeep {
     uint64_t scrub_passes, heal_walks, gc_reclaimed, gc_pending;
     uint64_t scrub_objects;
     int scrub_running;
+    uint64_t settings_hash; /* of the settings snapshot last written (maint thread) */
 };
 
 struct walk {
@@ -217,6 +218,7 @@ static void *maint_main(void *arg)
     struct gw_upkeep *up = srv->up;
     uint64_t epoch = cs_store_epoch(srv->cs);
     int64_t next_gc = cm_now_ms() + GC_EVERY_MS;
+    gw_settings_sync(srv, &up->settings_hash);
     while (!up_sleep(up, 500)) {
         uint64_t e = cs_store_epoch(srv->cs);
         if (e != epoch) {
@@ -232,6 +234,7 @@ static void *maint_main(void *arg)
         }
         if (cm_now_ms() >= next_gc) {
             run_gc(srv, NULL, NULL);
+            gw_settings_sync(srv, &up->settings_hash);
             next_gc = cm_now_ms() + GC_EVERY_MS;
         }
     }
@@ -289,6 +292,7 @@ void gw_upkeep_stop(gw_server *srv)
         pthread_join(up->maint_th, NULL);
     if (up->scrub_started)
         pthread_join(up->scrub_th, NULL);
+    gw_settings_sync(srv, &up->settings_hash); /* the last changes, before the store closes */
     pthread_mutex_destroy(&up->walk_mu);
     pthread_mutex_destroy(&up->mu);
     pthread_cond_destroy(&up->cv);

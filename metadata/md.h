@@ -53,6 +53,16 @@ int md_intent_add(md_db_t *db, cm_slice intent, uint64_t *out_id);
 /* Reclaims the intent's data (through the reclaim fn) and drops it. */
 int md_intent_drop(md_db_t *db, uint64_t id);
 
+/* The settings (buckets, users and keys, grants, limits, bucket policies and
+ * CORS, notification and logging configurations, functions, targets) as one
+ * byte string, appended to out: for a copy kept away from this store
+ * (settings.c has the encoding). import writes such a string back in one
+ * batch (it overwrites same-named records and adds the rest); CM_ECORRUPT
+ * without writing anything if it does not decode or names other records.
+ * *out_n (may be NULL) receives the number of records written. */
+int md_settings_export(md_db_t *db, cm_buf *out);
+int md_settings_import(md_db_t *db, cm_slice in, size_t *out_n);
+
 /* ---------------------------------------------------------------- buckets */
 typedef struct md_bucket {
     char name[MD_BUCKET_MAX + 1];

@@ -60,6 +60,7 @@ K, M = 4, 2
 INLINE_MAX = 65536
 SHARD_RE = re.compile(r"^([0-9a-f]{2})/([0-9a-f]{32})\.([0-9]+)$")
 BLOB_RE = re.compile(r"^([0-9a-f]{2})/([0-9a-f]{32})$")
+SETTINGS_ID = "f" * 32  # the blob holding the gateway's settings snapshot
 STAT_FIELDS = ("objects", "segments", "shards_checked", "shards_missing", "shards_corrupt",
                "shards_healed", "shards_failed", "manifests", "manifests_healed", "bytes_verified")
 NETERR = (OSError, http.client.HTTPException)
@@ -287,6 +288,8 @@ def node_scan(node):
                 p = os.path.join(dp, fn)
                 rel = os.path.relpath(p, root)
                 mt = rx.match(rel)
+                if mt and sub == "blobs" and mt.group(2) == SETTINGS_ID:
+                    continue  # the settings snapshot, not an object manifest
                 if mt and mt.group(1) == mt.group(2)[:2]:
                     if sub == "shards":
                         out[(mt.group(2), int(mt.group(3)))] = p
@@ -1050,6 +1053,15 @@ def test_rebuild(nodes, gw, objs):
         r = raw.request("DELETE", obj_path(bucket, k))
         t.ok(r.status == 204, "(4) DELETE %s" % k, repr(r))
         objs.drop(bucket, k)
+    # Settings live in a snapshot on the nodes, not in object manifests: an empty bucket and a
+    # bucket's CORS configuration must come back too.
+    r = raw.request("PUT", obj_path("nodes-empty"))
+    t.ok(r.status == 200, "(4) CreateBucket nodes-empty (stays empty)", repr(r))
+    cors = ("<CORSConfiguration><CORSRule><AllowedOrigin>https://app.example</AllowedOrigin>"
+            "<AllowedMethod>GET</AllowedMethod></CORSRule></CORSConfiguration>").encode()
+    r = raw.request("PUT", obj_path(bucket), [("cors", None)], body=cors)
+    t.ok(r.status == 200, "(4) PutBucketCors on %s" % bucket, repr(r))
+    cors_before = raw.request("GET", obj_path(bucket), [("cors", None)])
     d, err, calls = gc_until_clean(gw)
     t.ok(d is not None and d.get("pending") == 0, "(4) gc: nothing pending before the rebuild", err, repr(d))
     before = snapshot(gw)
@@ -1071,7 +1083,11 @@ def test_rebuild(nodes, gw, objs):
         return
     t.diag("rebuild and start took %.1fs" % (time.time() - t0))
     after = snapshot(gw)
-    t.eq(after["buckets"], before["buckets"], "(4) the same buckets")
+    t.eq(after["buckets"], before["buckets"], "(4) the same buckets (the empty one included)")
+    t.ok("nodes-empty" in after["buckets"], "(4) the empty bucket is back", repr(after["buckets"]))
+    cors_after = gw.raw.request("GET", obj_path(bucket), [("cors", None)])
+    t.ok(cors_after.status == 200 and cors_after.body == cors_before.body,
+         "(4) GetBucketCors answers the same after the rebuild", repr(cors_before), repr(cors_after))
     t.ok(after["flat"] == before["flat"], "(4) ListObjectsV2 lists the same keys, sizes and ETags",
          *["%s: before %d entries, after %d; first difference: %r / %r" % (
              b, len(before["flat"][b]), len(after["flat"].get(b, [])),
