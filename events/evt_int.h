@@ -116,6 +116,8 @@ struct evt {
     pthread_cond_t cv;          /* pending list changed, or stopping */
     evt__dq *dqs;               /* one queue per destination with pending events */
     size_t npend;
+    size_t ninflight;           /* pending events a worker is delivering now */
+    int nwaiting;               /* workers waiting on cv (a signal with none is wasted) */
     evt__fn *fns;
     evt__tgt *tgts;
     pthread_rwlock_t cfg_lk;    /* guards bcfgs (read on every change: not lk) */

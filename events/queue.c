@@ -916,6 +916,21 @@ static void pend_unlink(evt_t *e, evt__pend *p)
     e->npend--;
 }
 
+/* True if some event of st is for a destination that is not in backoff.
+ * With lk held. */
+static bool staged_ready(evt_t *e, const evt_staged *st, int64_t now)
+{
+    for (size_t i = 0; i < st->n; i++) {
+        const evt__pend *p = st->a[i];
+        if (p->r.dest_kind != EVT_DEST_TARGET)
+            return true;
+        const evt__tgt *t = tgt_find(e, p->r.dest);
+        if (!t || t->down_until <= now)
+            return true;
+    }
+    return false;
+}
+
 void evt_staged_finish(evt_t *e, evt_staged *st, bool committed)
 {
     if (!st)
@@ -929,7 +944,11 @@ void evt_staged_finish(evt_t *e, evt_staged *st, bool committed)
             }
         }
         size_t depth = e->npend;
-        pthread_cond_signal(&e->cv); /* one event: one worker */
+        /* One event: one worker, if one is idle and the event may go now
+         * (a target in backoff is retried by the workers' timed wait; a
+         * busy worker picks the event up before it waits again). */
+        if (e->nwaiting > 0 && staged_ready(e, st, cm_now_ms()))
+            pthread_cond_signal(&e->cv);
         pthread_mutex_unlock(&e->lk);
         if (e->cfg.depth_fn)
             e->cfg.depth_fn(e->cfg.cb_arg, depth);
@@ -1121,10 +1140,13 @@ static void *worker_main(void *arg)
             int64_t ns = ts.tv_nsec + (wait_ms % 1000) * 1000000;
             ts.tv_sec += wait_ms / 1000 + ns / 1000000000;
             ts.tv_nsec = ns % 1000000000;
+            e->nwaiting++;
             pthread_cond_timedwait(&e->cv, &e->lk, &ts);
+            e->nwaiting--;
             continue;
         }
         p->inflight = true;
+        e->ninflight++;
         if (p->r.dest_kind == EVT_DEST_FUNCTION) {
             evt__fn *f = fn_find(e, p->r.dest);
             if (f)
@@ -1159,12 +1181,15 @@ static void *worker_main(void *arg)
 
         pthread_mutex_lock(&e->lk);
         p->inflight = false;
+        e->ninflight--;
+        bool recovered = false; /* a target in backoff answered: its backlog may all go */
         if (p->r.dest_kind == EVT_DEST_TARGET) {
             evt__tgt *t = tgt_find(e, p->r.dest);
             if (t && rc && rc != CM_ENOTFOUND) {
                 t->fails++;
                 t->down_until = now + evt_backoff_ms(&e->cfg, t->fails, (uint32_t)random());
             } else if (t) {
+                recovered = t->fails > 0;
                 t->fails = 0;
                 t->down_until = 0;
             }
@@ -1180,7 +1205,14 @@ static void *worker_main(void *arg)
             e->st.failed++;
             p->due_ms = now + evt_backoff_ms(&e->cfg, p->r.attempts, (uint32_t)random());
         }
-        pthread_cond_broadcast(&e->cv);
+        /* This worker picks again before it waits, so what this delivery
+         * unblocked (the next event of its key, a function slot) is taken
+         * care of. Wake others only for work beyond that: a recovered
+         * target's backlog, or more events pending than workers on them. */
+        if (recovered)
+            pthread_cond_broadcast(&e->cv);
+        else if (e->nwaiting > 0 && e->npend > e->ninflight + 1)
+            pthread_cond_signal(&e->cv);
         if (e->cfg.depth_fn) {
             size_t depth = e->npend;
             pthread_mutex_unlock(&e->lk);
