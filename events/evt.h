@@ -134,6 +134,7 @@ typedef struct evt_config {
     int workers;             /* delivery threads (default 4) */
     int max_depth;           /* recursion guard: events at this depth are dropped (4) */
     int delivery_timeout_ms; /* network targets (default 10 s) */
+    int64_t log_max_bytes;   /* a function's log is rotated to NAME.log.1 past this (16 MiB) */
     evt_presign_fn presign;
     evt_session_fn session;
     void (*depth_fn)(void *arg, uint64_t n); /* told the outbox depth when it changes */
@@ -143,7 +144,8 @@ typedef struct evt_config {
 /* Fills the defaults above (strings NULL). */
 void evt_config_defaults(evt_config *cfg);
 /* Applies "key=value,..." overrides: retries, max-age (s), backoff (ms),
- * backoff-max (ms), retention (s), workers, max-depth, timeout (ms).
+ * backoff-max (ms), retention (s), workers, max-depth, timeout (ms),
+ * log-max (bytes).
  * CM_EINVAL with *why set (static) on an unknown key or bad value. */
 int evt_config_parse(const char *spec, evt_config *cfg, const char **why);
 /* Retry delay before attempt+1 after `attempt` failures (>= 1): base *

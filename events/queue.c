@@ -182,6 +182,7 @@ void evt_config_defaults(evt_config *cfg)
     cfg->workers = 4;
     cfg->max_depth = 4;
     cfg->delivery_timeout_ms = 10000;
+    cfg->log_max_bytes = 16LL << 20;
 }
 
 int evt_config_parse(const char *spec, evt_config *cfg, const char **why)
@@ -225,9 +226,11 @@ int evt_config_parse(const char *spec, evt_config *cfg, const char **why)
             cfg->max_depth = (int)v;
         else if (!strcmp(item, "timeout") && v >= 100 && v <= 600000)
             cfg->delivery_timeout_ms = (int)v;
+        else if (!strcmp(item, "log-max") && v >= 4096)
+            cfg->log_max_bytes = v;
         else {
             *why = "unknown setting or value out of range (retries, max-age, backoff, "
-                   "backoff-max, retention, workers, max-depth, timeout)";
+                   "backoff-max, retention, workers, max-depth, timeout, log-max)";
             return CM_EINVAL;
         }
     }

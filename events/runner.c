@@ -12,6 +12,7 @@
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -128,6 +129,26 @@ static void log_line(int fd, const char *fmt, ...)
         return;
 }
 
+/* Keeps a function's log bounded: once NAME.log is past the limit it
+ * becomes NAME.log.1 (replacing the previous one) and a new NAME.log starts.
+ * Runs still writing to the old file finish there. One rotation at a time. */
+static void rotate_log(const evt_t *e, const char *path)
+{
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    char old[4210];
+    struct stat st;
+
+    if (e->cfg.log_max_bytes <= 0)
+        return;
+    pthread_mutex_lock(&mu);
+    if (stat(path, &st) == 0 && st.st_size >= e->cfg.log_max_bytes) {
+        snprintf(old, sizeof old, "%s.1", path);
+        if (rename(path, old) != 0)
+            cm_log(CM_LOG_WARN, "events: cannot rotate %s: %s", path, strerror(errno));
+    }
+    pthread_mutex_unlock(&mu);
+}
+
 int evt__run(evt_t *e, const evt__fn *f, const evt__rec *r, cm_slice msg, cm_buf *err)
 {
     char path[4200], sq[17];
@@ -144,6 +165,7 @@ int evt__run(evt_t *e, const evt__fn *f, const evt__rec *r, cm_slice msg, cm_buf
         return CM_EIO;
     }
     snprintf(path, sizeof path, "%s/%s.log", e->log_dir, f->name);
+    rotate_log(e, path);
     if ((logfd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600)) < 0) {
         cm_buf_printf(err, "cannot open %s: %s", path, strerror(errno));
         return CM_EIO;

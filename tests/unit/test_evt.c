@@ -365,6 +365,9 @@ static void test_backoff(void)
            c.max_depth == 2,
        "--events settings parse");
     ok(evt_config_parse("nope=1", &c, &why) == CM_EINVAL && why, "unknown setting refused");
+    ok(evt_config_parse("log-max=65536", &c, &why) == 0 && c.log_max_bytes == 65536,
+       "log-max parses");
+    ok(evt_config_parse("log-max=10", &c, &why) == CM_EINVAL, "a tiny log-max is refused");
 }
 
 /* ------------------------------------------------------------ end to end */
@@ -479,7 +482,17 @@ static void test_end_to_end(void)
     c.max_attempts = 3;
     c.workers = 2;
     c.max_depth = 2;
+    c.log_max_bytes = 4096;
     ok(evt_start(&c, md, &e) == 0, "events start");
+    /* A function log already past log-max: the next run rotates it. */
+    snprintf(path, sizeof path, "%s/logs/functions", g_dir);
+    ok(cm_mkdir_p(path, 0700) == 0, "function log dir");
+    snprintf(path, sizeof path, "%s/logs/functions/bad.log", g_dir);
+    FILE *junk = fopen(path, "w");
+    for (int i = 0; junk && i < 100; i++)
+        fprintf(junk, "old output line %03d ..................................................\n", i);
+    if (junk)
+        fclose(junk);
 
     snprintf(exec, sizeof exec, "cat >> %s/out; echo >> %s/out; echo ran $CAIRN_KEY", g_dir,
              g_dir);
@@ -534,6 +547,10 @@ static void test_end_to_end(void)
     cm_buf_reset(&b);
     snprintf(path, sizeof path, "%s/logs/functions/bad.log", g_dir);
     is_int(count_lines(path, "failing"), 3, "the failing function ran 3 times, output logged");
+    is_int(count_lines(path, "old output"), 0, "the oversized log was rotated away");
+    snprintf(path, sizeof path, "%s/logs/functions/bad.log.1", g_dir);
+    is_int(count_lines(path, "old output"), 100, "... to bad.log.1, whole");
+    snprintf(path, sizeof path, "%s/logs/functions/bad.log", g_dir);
     size_t n = 0;
     ok(evt_replay(e, NULL, 0, &n) == 0 && n == 1, "replay moves the dead letter back");
     ok(wait_for(e, no_pending, NULL, 5000), "replayed event handled again");
