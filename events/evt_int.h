@@ -134,10 +134,21 @@ struct evt {
 };
 
 /* Per-thread delivery state (targets.c): reusable HTTP handle. */
+/* A kept-alive connection of one worker to a Redis or NATS server
+ * (targets.c): reused while it works, reopened once when it does not. */
+#define EVT__CONNS 4
+typedef struct evt__conn {
+    char url[512]; /* the target URL it was opened for; "" when unused */
+    int fd;
+    cm_buf in;     /* bytes read but not consumed */
+} evt__conn;
+
 typedef struct evt__worker {
     evt_t *e;
     int idx;
     void *curl;
+    evt__conn conns[EVT__CONNS]; /* Redis and NATS connections of this worker */
+    unsigned next_conn;          /* slot to reuse when all are taken */
 } evt__worker;
 
 /* A copy of a target for one delivery (strings owned). */

@@ -1270,6 +1270,8 @@ int evt_start(const evt_config *cfg, md_db_t *md, evt_t **out)
         }
         w->e = e;
         w->idx = i;
+        for (int j = 0; j < EVT__CONNS; j++)
+            w->conns[j].fd = -1;
         if (pthread_create(&e->threads[i], NULL, worker_main, w)) {
             free(w);
             rc = CM_ENOMEM;

@@ -18,6 +18,10 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+/* A kept-alive connection failed before the target answered: worth one
+ * retry on a new connection (internal to this file). */
+#define TGT_STALE (-1)
+
 /* ------------------------------------------------------------------- URLs */
 /* Splits scheme://[user:pass@]host:port/path into parts (path without the
  * leading '/', up to '?'). */
@@ -153,14 +157,43 @@ static void resp_bulk(cm_buf *b, cm_slice s)
     cm_buf_append_str(b, "\r\n");
 }
 
-static int redis_xadd(evt_t *e, const tgt_url *u, const evt__rec *r, cm_slice msg,
-                      cm_buf *err)
+/* The worker's kept-alive connection for url, or NULL. */
+static evt__conn *conn_find(evt__worker *w, const char *url)
 {
-    cm_buf req = {0}, in = {0}, line = {0};
+    for (int i = 0; i < EVT__CONNS; i++)
+        if (w->conns[i].url[0] && w->conns[i].fd >= 0 && !strcmp(w->conns[i].url, url))
+            return &w->conns[i];
+    return NULL;
+}
+
+static void conn_close(evt__conn *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    c->url[0] = 0;
+    cm_buf_reset(&c->in);
+}
+
+/* A slot for a new connection to url (closing the oldest if all are used). */
+static evt__conn *conn_slot(evt__worker *w, const char *url)
+{
+    evt__conn *c = NULL;
+    for (int i = 0; i < EVT__CONNS && !c; i++)
+        if (!w->conns[i].url[0])
+            c = &w->conns[i];
+    if (!c)
+        c = &w->conns[w->next_conn++ % EVT__CONNS];
+    conn_close(c);
+    snprintf(c->url, sizeof c->url, "%s", url);
+    return c;
+}
+
+static int redis_xadd_on(evt__conn *c, const tgt_url *u, const evt__rec *r, cm_slice msg,
+                         cm_buf *err)
+{
+    cm_buf req = {0}, line = {0};
     int rc = CM_EIO;
-    int fd = tcp_connect(u, e->cfg.delivery_timeout_ms, err);
-    if (fd < 0)
-        return CM_EIO;
     cm_buf_append_str(&req, "*9\r\n");
     resp_bulk(&req, CM_SLICE_STR("XADD"));
     resp_bulk(&req, CM_SLICE_STR(u->path));
@@ -171,30 +204,56 @@ static int redis_xadd(evt_t *e, const tgt_url *u, const evt__rec *r, cm_slice ms
     resp_bulk(&req, CM_SLICE_STR(r->bucket));
     resp_bulk(&req, CM_SLICE_STR("key"));
     resp_bulk(&req, cm_buf_slice(&r->key));
-    if (send_all(fd, req.p, req.n) || read_line(fd, &in, &line)) {
+    if (send_all(c->fd, req.p, req.n) || read_line(c->fd, &c->in, &line)) {
         cm_buf_printf(err, "redis %s:%s: no reply", u->host, u->port);
+        rc = TGT_STALE;
     } else if (line.n && line.p[0] == '$') {
-        rc = 0; /* the new entry's id */
+        /* the new entry's id follows on its own line */
+        rc = read_line(c->fd, &c->in, &line) ? TGT_STALE : 0;
     } else {
         cm_buf_printf(err, "redis %s:%s: %.*s", u->host, u->port,
                       (int)(line.n > 200 ? 200 : line.n), (const char *)line.p);
     }
-    close(fd);
     cm_buf_free(&req);
-    cm_buf_free(&in);
     cm_buf_free(&line);
     return rc;
 }
 
-/* ------------------------------------------------------------------ nats */
-static int nats_pub(evt_t *e, const tgt_url *u, const evt__rec *r, cm_slice msg, cm_buf *err)
+/* XADD on the worker's kept-alive connection; a connection that fails
+ * before any reply (closed by the server while idle) is reopened once. */
+static int redis_xadd(evt__worker *w, const char *url, const tgt_url *u, const evt__rec *r,
+                      cm_slice msg, cm_buf *err)
 {
-    cm_buf req = {0}, in = {0}, line = {0};
+    for (int attempt = 0; attempt < 2; attempt++) {
+        evt__conn *c = conn_find(w, url);
+        bool fresh = !c;
+        if (!c) {
+            c = conn_slot(w, url);
+            if ((c->fd = tcp_connect(u, w->e->cfg.delivery_timeout_ms, err)) < 0) {
+                conn_close(c);
+                return CM_EIO;
+            }
+        }
+        int rc = redis_xadd_on(c, u, r, msg, err);
+        if (rc == 0)
+            return 0;
+        conn_close(c);
+        if (rc != TGT_STALE || fresh)
+            return CM_EIO;
+        cm_buf_reset(err); /* a stale connection: try a new one */
+    }
+    return CM_EIO;
+}
+
+/* ------------------------------------------------------------------ nats */
+/* Opens a NATS connection on c: INFO greeting, then CONNECT. */
+static int nats_open(evt__conn *c, const tgt_url *u, int timeout_ms, cm_buf *err)
+{
+    cm_buf req = {0}, line = {0};
     int rc = CM_EIO;
-    int fd = tcp_connect(u, e->cfg.delivery_timeout_ms, err);
-    if (fd < 0)
+    if ((c->fd = tcp_connect(u, timeout_ms, err)) < 0)
         return CM_EIO;
-    if (read_line(fd, &in, &line) ||
+    if (read_line(c->fd, &c->in, &line) ||
         !cm_slice_has_prefix(cm_buf_slice(&line), CM_SLICE_STR("INFO"))) {
         cm_buf_printf(err, "nats %s:%s: no INFO greeting", u->host, u->port);
         goto out;
@@ -204,34 +263,85 @@ static int nats_pub(evt_t *e, const tgt_url *u, const evt__rec *r, cm_slice msg,
     if (u->user[0]) {
         cm_buf_printf(&req, ",\"user\":\"%s\",\"pass\":\"%s\"", u->user, u->pass);
     }
-    cm_buf_printf(&req, "}\r\nPUB %s %zu\r\n", u->path, msg.n);
-    cm_buf_append_slice(&req, msg);
-    cm_buf_append_str(&req, "\r\nPING\r\n");
-    if (send_all(fd, req.p, req.n)) {
+    cm_buf_append_str(&req, "}\r\n");
+    if (send_all(c->fd, req.p, req.n)) {
         cm_buf_printf(err, "nats %s:%s: send failed", u->host, u->port);
         goto out;
     }
+    rc = 0;
+out:
+    cm_buf_free(&req);
+    cm_buf_free(&line);
+    return rc;
+}
+
+/* PUB then PING; acknowledged by the PONG (the server handles commands in
+ * order, so the PONG means the PUB was processed). Answers the server's
+ * own PINGs meanwhile. */
+static int nats_pub_on(evt__conn *c, const tgt_url *u, cm_slice msg, cm_buf *err)
+{
+    cm_buf req = {0}, line = {0};
+    int rc = CM_EIO;
+    cm_buf_printf(&req, "PUB %s %zu\r\n", u->path, msg.n);
+    cm_buf_append_slice(&req, msg);
+    cm_buf_append_str(&req, "\r\nPING\r\n");
+    if (send_all(c->fd, req.p, req.n)) {
+        cm_buf_printf(err, "nats %s:%s: send failed", u->host, u->port);
+        rc = TGT_STALE;
+        goto out;
+    }
     for (;;) {
-        if (read_line(fd, &in, &line)) {
+        if (read_line(c->fd, &c->in, &line)) {
             cm_buf_printf(err, "nats %s:%s: no PONG", u->host, u->port);
+            rc = TGT_STALE;
             break;
         }
         if (cm_slice_eq_str(cm_buf_slice(&line), "PONG")) {
             rc = 0;
             break;
         }
+        if (cm_slice_eq_str(cm_buf_slice(&line), "PING")) {
+            if (send_all(c->fd, "PONG\r\n", 6)) {
+                rc = TGT_STALE;
+                break;
+            }
+            continue;
+        }
         if (cm_slice_has_prefix(cm_buf_slice(&line), CM_SLICE_STR("-ERR"))) {
             cm_buf_printf(err, "nats %s:%s: %.*s", u->host, u->port,
                           (int)(line.n > 200 ? 200 : line.n), (const char *)line.p);
             break;
         }
+        /* INFO updates and +OK: nothing to do */
     }
 out:
-    close(fd);
     cm_buf_free(&req);
-    cm_buf_free(&in);
     cm_buf_free(&line);
     return rc;
+}
+
+static int nats_pub(evt__worker *w, const char *url, const tgt_url *u, cm_slice msg,
+                    cm_buf *err)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        evt__conn *c = conn_find(w, url);
+        bool fresh = !c;
+        if (!c) {
+            c = conn_slot(w, url);
+            if (nats_open(c, u, w->e->cfg.delivery_timeout_ms, err)) {
+                conn_close(c);
+                return CM_EIO;
+            }
+        }
+        int rc = nats_pub_on(c, u, msg, err);
+        if (rc == 0)
+            return 0;
+        conn_close(c);
+        if (rc != TGT_STALE || fresh)
+            return CM_EIO;
+        cm_buf_reset(err); /* a stale connection: try a new one */
+    }
+    return CM_EIO;
 }
 
 /* ------------------------------------------------------------------ amqp */
@@ -386,9 +496,9 @@ int evt__deliver(evt__worker *w, const evt__tgt_snap *t, const evt__rec *r, cm_s
         return CM_EINVAL;
     }
     if (!strcmp(t->kind, "redis"))
-        return redis_xadd(w->e, &u, r, msg, err);
+        return redis_xadd(w, t->url, &u, r, msg, err);
     if (!strcmp(t->kind, "nats"))
-        return nats_pub(w->e, &u, r, msg, err);
+        return nats_pub(w, t->url, &u, msg, err);
     if (!strcmp(t->kind, "amqp"))
         return amqp_pub(w->e, &u, r, msg, err);
     cm_buf_printf(err, "unknown target kind %s", t->kind);
@@ -405,4 +515,8 @@ void evt__worker_cleanup(evt__worker *w)
     if (w->curl)
         curl_easy_cleanup(w->curl);
     w->curl = NULL;
+    for (int i = 0; i < EVT__CONNS; i++) {
+        conn_close(&w->conns[i]);
+        cm_buf_free(&w->conns[i].in);
+    }
 }

@@ -475,8 +475,8 @@ def brokers():
             port = free_port()
             d = os.path.join(TOP, "redis")
             os.makedirs(d)
-            start_child(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                         "--appendonly", "no", "--dir", d])
+            rsrv = start_child(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no", "--dir", d])
             t.ok(wait_port(port, 20), "redis-server starts")
             admin("target", "add", "rds", "--redis", "redis://127.0.0.1:%d/cairn-events" % port)
             srv.s3.create_bucket(Bucket="evt-redis")
@@ -499,6 +499,23 @@ def brokers():
                 evs.append(json.loads(kv[b"event"]))
             t.eq(sorted(key_of(e["Records"][0]) for e in evs), ["r 0", "r 1", "r 2"],
                  "XREAD of the stream: the 3 events, S3 JSON in field 'event'")
+            # The delivery workers keep their Redis connections open: a restarted server leaves
+            # them stale, and the next events must still arrive (on a new connection).
+            rsrv.kill()
+            rsrv.wait(10)
+            start_child(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                         "--appendonly", "no", "--dir", d])
+            t.ok(wait_port(port, 20), "redis-server restarts on the same port")
+            for i in range(3, 5):
+                srv.s3.put_object(Bucket="evt-redis", Key="r %d" % i, Body=b"r")
+            s = socket.create_connection(("127.0.0.1", port), 5)
+            f = s.makefile("rb")
+
+            def xlen2():
+                resp_cmd(s, "XLEN", "cairn-events")
+                return resp_read(f) >= 2
+            t.ok(wait_until(xlen2, 30), "events after a Redis restart arrive (stale connections reopened)")
+            s.close()
     # NATS
     if not shutil.which("nats-server"):
         t.skip("nats", "nats-server is not installed")
