@@ -149,6 +149,8 @@ typedef struct evt__worker {
     void *curl;
     evt__conn conns[EVT__CONNS]; /* Redis and NATS connections of this worker */
     unsigned next_conn;          /* slot to reuse when all are taken */
+    void *amqp;                  /* kept-alive AMQP connection (channel 1 in confirm mode) */
+    char amqp_url[512];          /* the target URL it was opened for */
 } evt__worker;
 
 /* A copy of a target for one delivery (strings owned). */

@@ -356,57 +356,81 @@ static bool amqp_ok(amqp_rpc_reply_t x, const char *what, cm_buf *err)
     return false;
 }
 
-static int amqp_pub(evt_t *e, const tgt_url *u, const evt__rec *r, cm_slice msg, cm_buf *err)
+/* Opens a connection with channel 1 in confirm mode; NULL on failure. */
+static amqp_connection_state_t amqp_open(const tgt_url *u, const struct timeval *tv,
+                                         cm_buf *err)
 {
     amqp_connection_state_t conn = amqp_new_connection();
-    int rc = CM_EIO;
     if (!conn)
-        return CM_ENOMEM;
+        return NULL;
     amqp_socket_t *s = amqp_tcp_socket_new(conn);
-    struct timeval tv = {e->cfg.delivery_timeout_ms / 1000,
-                         (e->cfg.delivery_timeout_ms % 1000) * 1000};
-    if (!s || amqp_socket_open_noblock(s, u->host, atoi(u->port), &tv) != AMQP_STATUS_OK) {
+    if (!s || amqp_socket_open_noblock(s, u->host, atoi(u->port), tv) != AMQP_STATUS_OK) {
         cm_buf_printf(err, "amqp: cannot connect to %s:%s", u->host, u->port);
         amqp_destroy_connection(conn);
-        return CM_EIO;
+        return NULL;
     }
-    amqp_set_rpc_timeout(conn, &tv);
+    amqp_set_rpc_timeout(conn, tv);
     if (!amqp_ok(amqp_login(conn, "/", 0, 131072, 0, AMQP_SASL_METHOD_PLAIN,
                             u->user[0] ? u->user : "guest", u->user[0] ? u->pass : "guest"),
                  "login", err))
-        goto out;
+        goto fail;
     amqp_channel_open(conn, 1);
     if (!amqp_ok(amqp_get_rpc_reply(conn), "channel", err))
-        goto out;
+        goto fail;
     amqp_confirm_select(conn, 1);
     if (!amqp_ok(amqp_get_rpc_reply(conn), "confirm.select", err))
-        goto out;
+        goto fail;
+    return conn;
+fail:
+    amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
+    amqp_destroy_connection(conn);
+    return NULL;
+}
+
+static void amqp_drop(evt__worker *w)
+{
+    if (w->amqp) {
+        amqp_connection_close(w->amqp, AMQP_REPLY_SUCCESS);
+        amqp_destroy_connection(w->amqp);
+    }
+    w->amqp = NULL;
+    w->amqp_url[0] = 0;
+}
+
+/* Publishes on conn and waits for the broker's confirm. 0 on ack; TGT_STALE
+ * when the connection failed before any answer; CM_EIO otherwise. *keep
+ * tells whether the connection is still usable afterwards. */
+static int amqp_publish_on(amqp_connection_state_t conn, const tgt_url *u, const evt__rec *r,
+                           cm_slice msg, const struct timeval *tv, cm_buf *err, bool *keep)
+{
     amqp_basic_properties_t props;
     memset(&props, 0, sizeof props);
     props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
     props.content_type = amqp_cstring_bytes("application/json");
     props.delivery_mode = 2; /* persistent */
     amqp_bytes_t body = {msg.n, (void *)msg.p};
+    *keep = false;
     if (amqp_basic_publish(conn, 1, amqp_cstring_bytes(u->path), amqp_cstring_bytes(r->bucket),
                            0, 0, &props, body) != AMQP_STATUS_OK) {
         cm_buf_printf(err, "amqp: publish to %s failed", u->path);
-        goto out;
+        return TGT_STALE;
     }
     for (;;) {
         amqp_frame_t f;
-        if (amqp_simple_wait_frame_noblock(conn, &f, &tv) != AMQP_STATUS_OK) {
+        if (amqp_simple_wait_frame_noblock(conn, &f, tv) != AMQP_STATUS_OK) {
             cm_buf_printf(err, "amqp: no confirm from %s:%s", u->host, u->port);
-            break;
+            return TGT_STALE;
         }
         if (f.frame_type != AMQP_FRAME_METHOD)
             continue;
         if (f.payload.method.id == AMQP_BASIC_ACK_METHOD) {
-            rc = 0;
-            break;
+            *keep = true;
+            return 0;
         }
         if (f.payload.method.id == AMQP_BASIC_NACK_METHOD) {
             cm_buf_printf(err, "amqp: %s refused the event", u->path);
-            break;
+            *keep = true;
+            return CM_EIO;
         }
         if (f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD) {
             amqp_channel_close_t *c = f.payload.method.decoded;
@@ -414,13 +438,42 @@ static int amqp_pub(evt_t *e, const tgt_url *u, const evt__rec *r, cm_slice msg,
                           (const char *)c->reply_text.bytes);
             amqp_channel_close_ok_t ok = {0};
             amqp_send_method(conn, 1, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
-            break;
+            return CM_EIO;
+        }
+        if (f.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD) {
+            cm_buf_printf(err, "amqp: %s:%s closed the connection", u->host, u->port);
+            return TGT_STALE;
         }
     }
-out:
-    amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
-    amqp_destroy_connection(conn);
-    return rc;
+}
+
+/* Publishes with publisher confirms on the worker's kept-alive connection;
+ * a connection that failed before any answer is reopened once. */
+static int amqp_pub(evt__worker *w, const char *url, const tgt_url *u, const evt__rec *r,
+                    cm_slice msg, cm_buf *err)
+{
+    struct timeval tv = {w->e->cfg.delivery_timeout_ms / 1000,
+                         (w->e->cfg.delivery_timeout_ms % 1000) * 1000};
+    for (int attempt = 0; attempt < 2; attempt++) {
+        bool fresh = false, keep = false;
+        if (w->amqp && strcmp(w->amqp_url, url))
+            amqp_drop(w);
+        if (!w->amqp) {
+            if (!(w->amqp = amqp_open(u, &tv, err)))
+                return CM_EIO;
+            snprintf(w->amqp_url, sizeof w->amqp_url, "%s", url);
+            fresh = true;
+        }
+        int rc = amqp_publish_on(w->amqp, u, r, msg, &tv, err, &keep);
+        if (!keep)
+            amqp_drop(w);
+        if (rc != TGT_STALE)
+            return rc;
+        if (fresh)
+            return CM_EIO;
+        cm_buf_reset(err); /* a stale connection: try a new one */
+    }
+    return CM_EIO;
 }
 
 /* ------------------------------------------------------------------- http */
@@ -500,7 +553,7 @@ int evt__deliver(evt__worker *w, const evt__tgt_snap *t, const evt__rec *r, cm_s
     if (!strcmp(t->kind, "nats"))
         return nats_pub(w, t->url, &u, msg, err);
     if (!strcmp(t->kind, "amqp"))
-        return amqp_pub(w->e, &u, r, msg, err);
+        return amqp_pub(w, t->url, &u, r, msg, err);
     cm_buf_printf(err, "unknown target kind %s", t->kind);
     return CM_EINVAL;
 }
@@ -519,4 +572,5 @@ void evt__worker_cleanup(evt__worker *w)
         conn_close(&w->conns[i]);
         cm_buf_free(&w->conns[i].in);
     }
+    amqp_drop(w);
 }
