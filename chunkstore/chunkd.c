@@ -579,23 +579,35 @@ static int parse_range(const char *s, uint64_t len, uint64_t *a, uint64_t *b)
     return 0;
 }
 
+/* Opens the committed file name of tree for reading and stats it; on
+ * failure answers r (404 for a missing file) and returns -1. */
+static int open_committed(struct resp *r, int tree, const char *name, struct stat *st)
+{
+    char path[PATHN];
+    int fd;
+
+    obj_path(tree, name, "", path, NULL);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, st)) {
+        errno_reply(r, errno, tree == TREE_BLOBS ? "opening blob" : "opening shard");
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 static void h_shard_get(struct resp *r, const char *name, const char *range)
 {
-    char path[PATHN], hex[2 * CS__HDR_LEN + 1];
+    char hex[2 * CS__HDR_LEN + 1];
     uint8_t hdr[CS__HDR_LEN];
     struct stat st;
     uint64_t a = 0, b = 0;
     ssize_t nh;
     int fd, rc;
 
-    obj_path(TREE_SHARDS, name, "", path, NULL);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fstat(fd, &st)) {
-        errno_reply(r, errno, "opening shard");
-        if (fd >= 0)
-            close(fd);
+    if ((fd = open_committed(r, TREE_SHARDS, name, &st)) < 0)
         return;
-    }
     nh = pread_full(fd, hdr, CS__HDR_LEN, 0);
     if (nh == CS__HDR_LEN) {
         cm_hex_encode(hdr, CS__HDR_LEN, hex);
@@ -670,7 +682,7 @@ static void h_shard_delete(struct resp *r, const char *name, const struct qargs 
 static void h_verify(struct resp *r, const char *name)
 {
     enum { CHUNK = 1 << 20 };
-    char path[PATHN], hex[2 * CS__HDR_LEN + 1];
+    char hex[2 * CS__HDR_LEN + 1];
     uint8_t hdrb[CS__HDR_LEN] = {0}, crcb[CS__CRC_LEN];
     struct cs_hdr h;
     struct stat st;
@@ -678,14 +690,8 @@ static void h_verify(struct resp *r, const char *name)
     uint8_t *buf = NULL;
     int fd;
 
-    obj_path(TREE_SHARDS, name, "", path, NULL);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fstat(fd, &st)) {
-        errno_reply(r, errno, "opening shard");
-        if (fd >= 0)
-            close(fd);
+    if ((fd = open_committed(r, TREE_SHARDS, name, &st)) < 0)
         return;
-    }
     uint64_t len = (uint64_t)st.st_size;
     ssize_t nh = pread_full(fd, hdrb, CS__HDR_LEN, 0);
     if (nh < 0) {
@@ -779,18 +785,11 @@ static void h_blob_put(struct resp *r, const char *id, const cm_buf *body)
 
 static void h_blob_get(struct resp *r, const char *id)
 {
-    char path[PATHN];
     struct stat st;
     int fd;
 
-    obj_path(TREE_BLOBS, id, "", path, NULL);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fstat(fd, &st)) {
-        errno_reply(r, errno, "opening blob");
-        if (fd >= 0)
-            close(fd);
+    if ((fd = open_committed(r, TREE_BLOBS, id, &st)) < 0)
         return;
-    }
     r->status = 200;
     r->ctype = "application/octet-stream";
     if (st.st_size == 0) {

@@ -102,6 +102,10 @@ extern int cm_log_level;
 void cm__log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* -------------------------------------------------------------- encodings */
+/* FNV-1a, 64 bits: h = cm_fnv1a(CM_FNV1A_INIT, p, n), chainable over
+ * several pieces. For hash tables and change detection, not security. */
+#define CM_FNV1A_INIT 1469598103934665603ull
+uint64_t cm_fnv1a(uint64_t h, const void *p, size_t n);
 /* Writes 2n lowercase hex chars plus NUL to out (size >= 2n+1). */
 void cm_hex_encode(const void *p, size_t n, char *out);
 /* Value of one hex digit (either case), or -1. */

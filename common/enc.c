@@ -1,6 +1,14 @@
 /* common/enc.c - hex, base64 and URI (RFC 3986) encodings. */
 #include "common/cm.h"
 
+uint64_t cm_fnv1a(uint64_t h, const void *p, size_t n)
+{
+    const uint8_t *s = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ s[i]) * 1099511628211ull;
+    return h;
+}
+
 void cm_hex_encode(const void *p, size_t n, char *out)
 {
     static const char hex[] = "0123456789abcdef";

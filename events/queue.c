@@ -737,21 +737,13 @@ struct evt_staged {
     size_t n;
 };
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n)
-{
-    const uint8_t *s = p;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ s[i]) * 1099511628211ull;
-    return h;
-}
-
 static uint64_t tuple_hash(const evt__rec *r)
 {
-    uint64_t h = 1469598103934665603ull;
-    h = fnv(h, &r->dest_kind, 1);
-    h = fnv(h, r->dest, strlen(r->dest) + 1);
-    h = fnv(h, r->bucket, strlen(r->bucket) + 1);
-    h = fnv(h, r->key.p, r->key.n);
+    uint64_t h = CM_FNV1A_INIT;
+    h = cm_fnv1a(h, &r->dest_kind, 1);
+    h = cm_fnv1a(h, r->dest, strlen(r->dest) + 1);
+    h = cm_fnv1a(h, r->bucket, strlen(r->bucket) + 1);
+    h = cm_fnv1a(h, r->key.p, r->key.n);
     return h ? h : 1;
 }
 

@@ -149,14 +149,7 @@ static int read_line(int fd, cm_buf *in, cm_buf *line)
     }
 }
 
-/* ----------------------------------------------------------------- redis */
-static void resp_bulk(cm_buf *b, cm_slice s)
-{
-    cm_buf_printf(b, "$%zu\r\n", s.n);
-    cm_buf_append_slice(b, s);
-    cm_buf_append_str(b, "\r\n");
-}
-
+/* ---------------------------------------------- kept-alive connections */
 /* The worker's kept-alive connection for url, or NULL. */
 static evt__conn *conn_find(evt__worker *w, const char *url)
 {
@@ -189,9 +182,60 @@ static evt__conn *conn_slot(evt__worker *w, const char *url)
     return c;
 }
 
-static int redis_xadd_on(evt__conn *c, const tgt_url *u, const evt__rec *r, cm_slice msg,
-                         cm_buf *err)
+/* Runs call on the worker's kept-alive connection to url, opening one with
+ * open when there is none. A kept connection that failed before the
+ * target answered (call returns TGT_STALE) is replaced once; any other
+ * failure closes it and is CM_EIO. */
+typedef int (*conn_open_fn)(evt__conn *c, const tgt_url *u, int timeout_ms, cm_buf *err);
+typedef int (*conn_call_fn)(evt__conn *c, const tgt_url *u, void *arg, cm_buf *err);
+
+static int conn_run(evt__worker *w, const char *url, const tgt_url *u, conn_open_fn open_fn,
+                    conn_call_fn call, void *arg, cm_buf *err)
 {
+    for (int attempt = 0; attempt < 2; attempt++) {
+        evt__conn *c = conn_find(w, url);
+        bool fresh = !c;
+        if (!c) {
+            c = conn_slot(w, url);
+            if (open_fn(c, u, w->e->cfg.delivery_timeout_ms, err)) {
+                conn_close(c);
+                return CM_EIO;
+            }
+        }
+        int rc = call(c, u, arg, err);
+        if (rc == 0)
+            return 0;
+        conn_close(c);
+        if (rc != TGT_STALE || fresh)
+            return CM_EIO;
+        cm_buf_reset(err); /* a stale connection: try a new one */
+    }
+    return CM_EIO;
+}
+
+/* ----------------------------------------------------------------- redis */
+static void resp_bulk(cm_buf *b, cm_slice s)
+{
+    cm_buf_printf(b, "$%zu\r\n", s.n);
+    cm_buf_append_slice(b, s);
+    cm_buf_append_str(b, "\r\n");
+}
+
+struct redis_arg {
+    const evt__rec *r;
+    cm_slice msg;
+};
+
+static int redis_open(evt__conn *c, const tgt_url *u, int timeout_ms, cm_buf *err)
+{
+    return (c->fd = tcp_connect(u, timeout_ms, err)) < 0 ? CM_EIO : 0;
+}
+
+static int redis_xadd_on(evt__conn *c, const tgt_url *u, void *arg, cm_buf *err)
+{
+    const struct redis_arg *a = arg;
+    const evt__rec *r = a->r;
+    cm_slice msg = a->msg;
     cm_buf req = {0}, line = {0};
     int rc = CM_EIO;
     cm_buf_append_str(&req, "*9\r\n");
@@ -208,8 +252,11 @@ static int redis_xadd_on(evt__conn *c, const tgt_url *u, const evt__rec *r, cm_s
         cm_buf_printf(err, "redis %s:%s: no reply", u->host, u->port);
         rc = TGT_STALE;
     } else if (line.n && line.p[0] == '$') {
-        /* the new entry's id follows on its own line */
-        rc = read_line(c->fd, &c->in, &line) ? TGT_STALE : 0;
+        /* Stored. Its id follows on its own line; without it the
+         * connection is out of step, but the event is delivered. */
+        if (read_line(c->fd, &c->in, &line))
+            conn_close(c);
+        rc = 0;
     } else {
         cm_buf_printf(err, "redis %s:%s: %.*s", u->host, u->port,
                       (int)(line.n > 200 ? 200 : line.n), (const char *)line.p);
@@ -217,32 +264,6 @@ static int redis_xadd_on(evt__conn *c, const tgt_url *u, const evt__rec *r, cm_s
     cm_buf_free(&req);
     cm_buf_free(&line);
     return rc;
-}
-
-/* XADD on the worker's kept-alive connection; a connection that fails
- * before any reply (closed by the server while idle) is reopened once. */
-static int redis_xadd(evt__worker *w, const char *url, const tgt_url *u, const evt__rec *r,
-                      cm_slice msg, cm_buf *err)
-{
-    for (int attempt = 0; attempt < 2; attempt++) {
-        evt__conn *c = conn_find(w, url);
-        bool fresh = !c;
-        if (!c) {
-            c = conn_slot(w, url);
-            if ((c->fd = tcp_connect(u, w->e->cfg.delivery_timeout_ms, err)) < 0) {
-                conn_close(c);
-                return CM_EIO;
-            }
-        }
-        int rc = redis_xadd_on(c, u, r, msg, err);
-        if (rc == 0)
-            return 0;
-        conn_close(c);
-        if (rc != TGT_STALE || fresh)
-            return CM_EIO;
-        cm_buf_reset(err); /* a stale connection: try a new one */
-    }
-    return CM_EIO;
 }
 
 /* ------------------------------------------------------------------ nats */
@@ -278,8 +299,9 @@ out:
 /* PUB then PING; acknowledged by the PONG (the server handles commands in
  * order, so the PONG means the PUB was processed). Answers the server's
  * own PINGs meanwhile. */
-static int nats_pub_on(evt__conn *c, const tgt_url *u, cm_slice msg, cm_buf *err)
+static int nats_pub_on(evt__conn *c, const tgt_url *u, void *arg, cm_buf *err)
 {
+    cm_slice msg = *(const cm_slice *)arg;
     cm_buf req = {0}, line = {0};
     int rc = CM_EIO;
     cm_buf_printf(&req, "PUB %s %zu\r\n", u->path, msg.n);
@@ -318,30 +340,6 @@ out:
     cm_buf_free(&req);
     cm_buf_free(&line);
     return rc;
-}
-
-static int nats_pub(evt__worker *w, const char *url, const tgt_url *u, cm_slice msg,
-                    cm_buf *err)
-{
-    for (int attempt = 0; attempt < 2; attempt++) {
-        evt__conn *c = conn_find(w, url);
-        bool fresh = !c;
-        if (!c) {
-            c = conn_slot(w, url);
-            if (nats_open(c, u, w->e->cfg.delivery_timeout_ms, err)) {
-                conn_close(c);
-                return CM_EIO;
-            }
-        }
-        int rc = nats_pub_on(c, u, msg, err);
-        if (rc == 0)
-            return 0;
-        conn_close(c);
-        if (rc != TGT_STALE || fresh)
-            return CM_EIO;
-        cm_buf_reset(err); /* a stale connection: try a new one */
-    }
-    return CM_EIO;
 }
 
 /* ------------------------------------------------------------------ amqp */
@@ -548,10 +546,12 @@ int evt__deliver(evt__worker *w, const evt__tgt_snap *t, const evt__rec *r, cm_s
         cm_buf_printf(err, "bad target URL");
         return CM_EINVAL;
     }
-    if (!strcmp(t->kind, "redis"))
-        return redis_xadd(w, t->url, &u, r, msg, err);
+    if (!strcmp(t->kind, "redis")) {
+        struct redis_arg a = {r, msg};
+        return conn_run(w, t->url, &u, redis_open, redis_xadd_on, &a, err);
+    }
     if (!strcmp(t->kind, "nats"))
-        return nats_pub(w, t->url, &u, msg, err);
+        return conn_run(w, t->url, &u, nats_open, nats_pub_on, &msg, err);
     if (!strcmp(t->kind, "amqp"))
         return amqp_pub(w, t->url, &u, r, msg, err);
     cm_buf_printf(err, "unknown target kind %s", t->kind);

@@ -433,6 +433,10 @@ typedef struct gw_manifest {
 int gw_manifest_attach(gw_server *srv, const char *bucket, cm_slice key, md_object *obj,
                        gw_manifest *mf);
 void gw_manifest_done(gw_server *srv, gw_manifest *mf, int commit_rc);
+/* attach for the object of request r; on failure logs, drops data_intent
+ * (the object's data intent, 0 for none), sets r's S3 error and returns
+ * the code. */
+int gw_manifest_attach_req(gw_req *r, md_object *obj, gw_manifest *mf, uint64_t data_intent);
 /* Fills an empty metadata store from the settings snapshot and the
  * manifests on the nodes. */
 int gw_rebuild_metadata(gw_server *srv);

@@ -11,16 +11,14 @@
  * `cairn server --rebuild-metadata` reads every manifest back and restores
  * the newest version of each key.
  *
- * Manifest body (little-endian):
- *   OFFSET  SIZE  DESCRIPTION
- *   0       4     magic "CMF1"
- *   4       8     write sequence: orders versions of one key (newest wins)
- *   12      2     bucket name length B
- *   14      B     bucket name
- *   14+B    4     key length K
- *   18+B    K     key
- *   18+B+K  ...   the metadata record (md_object_encode), layout without the
- *                 manifest's own record
+ * Manifest body (integers little-endian, cm_buf_put_* encodings):
+ *   FIELD     SIZE   DESCRIPTION
+ *   magic     4      "CMF1"
+ *   seq       8      write sequence: orders versions of one key (newest wins)
+ *   bucket    4+B    bucket name (u32 length, bytes)
+ *   key       4+K    key (u32 length, bytes)
+ *   record    rest   the metadata record (md_object_encode), layout without
+ *                    the manifest's own record
  */
 #include "gateway/gw_int.h"
 #include <stdio.h>
@@ -42,27 +40,10 @@ static uint64_t next_seq(void)
     return want;
 }
 
-static int put_le(cm_buf *b, uint64_t v, int n)
-{
-    uint8_t p[8];
-    for (int i = 0; i < n; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-    return cm_buf_append(b, p, (size_t)n);
-}
-
-static uint64_t get_le(const uint8_t *p, int n)
-{
-    uint64_t v = 0;
-    for (int i = n - 1; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
-
 static int manifest_encode(cm_buf *b, const char *bucket, cm_slice key, const md_object *obj)
 {
-    size_t bl = strlen(bucket);
-    if (cm_buf_append(b, MF_MAGIC, 4) || put_le(b, next_seq(), 8) || put_le(b, bl, 2) ||
-        cm_buf_append(b, bucket, bl) || put_le(b, key.n, 4) || cm_buf_append_slice(b, key))
+    if (cm_buf_append(b, MF_MAGIC, 4) || cm_buf_put_u64(b, next_seq()) ||
+        cm_buf_put_bytes(b, CM_SLICE_STR(bucket)) || cm_buf_put_bytes(b, key))
         return CM_ENOMEM;
     return md_object_encode(b, obj);
 }
@@ -74,23 +55,27 @@ struct mf_view {
     cm_slice record;
 };
 
+/* Checks magic, then reads the sequence that follows it (both bodies, the
+ * manifest and the settings snapshot, start this way). */
+static int magic_seq(cm_reader *r, const char *magic, uint64_t *seq)
+{
+    if (r->n < 4 || memcmp(r->p, magic, 4))
+        return CM_ECORRUPT;
+    r->p += 4;
+    r->n -= 4;
+    return cm_get_u64(r, seq);
+}
+
 static int manifest_decode(cm_slice body, struct mf_view *v)
 {
-    const uint8_t *p = body.p;
-    size_t n = body.n;
-    if (n < 14 || memcmp(p, MF_MAGIC, 4))
+    cm_reader r = {body.p, body.n};
+    cm_slice bucket;
+    if (magic_seq(&r, MF_MAGIC, &v->seq) || cm_get_bytes(&r, &bucket) ||
+        bucket.n > MD_BUCKET_MAX || cm_get_bytes(&r, &v->key))
         return CM_ECORRUPT;
-    v->seq = get_le(p + 4, 8);
-    size_t bl = (size_t)get_le(p + 12, 2);
-    if (bl > MD_BUCKET_MAX || n < 14 + bl + 4)
-        return CM_ECORRUPT;
-    memcpy(v->bucket, p + 14, bl);
-    v->bucket[bl] = 0;
-    size_t kl = (size_t)get_le(p + 14 + bl, 4);
-    if (n < 18 + bl + kl)
-        return CM_ECORRUPT;
-    v->key = CM_SLICE(p + 18 + bl, kl);
-    v->record = CM_SLICE(p + 18 + bl + kl, n - 18 - bl - kl);
+    memcpy(v->bucket, bucket.p, bucket.n);
+    v->bucket[bucket.n] = 0;
+    v->record = CM_SLICE(r.p, r.n);
     return 0;
 }
 
@@ -131,6 +116,18 @@ fail:
     mf->intent_id = 0;
     cm_buf_free(&mf->layout);
     cm_buf_free(&mf->intent);
+    return rc;
+}
+
+int gw_manifest_attach_req(gw_req *r, md_object *obj, gw_manifest *mf, uint64_t data_intent)
+{
+    int rc = gw_manifest_attach(r->srv, r->bucket, r->key, obj, mf);
+    if (rc) {
+        cm_log(CM_LOG_ERROR, "%s: writing the object manifest failed: %s", r->id, cm_strerror(rc));
+        if (data_intent)
+            md_intent_drop(r->srv->md, data_intent); /* removes the object's data */
+        gw_error(r, gw_s3err_from_cm(rc, S3E_InternalError));
+    }
     return rc;
 }
 
@@ -213,6 +210,7 @@ static int rb_cmp(const void *pa, const void *pb)
 int gw_rebuild_metadata(gw_server *srv)
 {
     struct rb rb = {0};
+    gw_req *fake = NULL;
     md_bucket *bks = NULL;
     size_t nbk = 0, nobj = 0, nold = 0, nbuckets = 0;
     int rc;
@@ -258,6 +256,14 @@ int gw_rebuild_metadata(gw_server *srv)
     }
     if (rb.n)
         qsort(rb.a, rb.n, sizeof *rb.a, rb_cmp);
+    /* Objects are put through a request-less commit: its hook adds each
+     * bucket's storage delta, so usage and metrics count what is restored. */
+    if (!(fake = calloc(1, sizeof *fake))) {
+        rc = CM_ENOMEM;
+        goto out;
+    }
+    fake->srv = srv;
+    fake->op = GW_OP_NotImplementedOp;
     for (size_t i = 0; i < rb.n && rc == 0; i++) {
         struct rb_ent *e = &rb.a[i];
         bool newest = i == 0 || strcmp(e->bucket, rb.a[i - 1].bucket) ||
@@ -286,22 +292,11 @@ int gw_rebuild_metadata(gw_server *srv)
                     nbuckets++;
             }
             o.layout = cm_buf_slice(&layout);
-            /* A request-less commit: the hook adds the bucket's storage
-             * delta, so usage and metrics count the restored objects. */
-            gw_req *fake = calloc(1, sizeof *fake);
-            if (!fake) {
-                rc = CM_ENOMEM;
-            } else {
-                fake->srv = srv;
-                fake->op = GW_OP_NotImplementedOp;
-                snprintf(fake->bucket, sizeof fake->bucket, "%s", e->bucket);
-                md_write_opts wo = {NULL, NULL, gw_commit_hook, fake, 0};
-                if (rc == 0 &&
-                    (rc = md_object_put_ex(srv->md, e->bucket, cm_buf_slice(&e->key), &o, 0,
-                                           &wo)) == 0)
-                    nobj++;
-                free(fake);
-            }
+            snprintf(fake->bucket, sizeof fake->bucket, "%s", e->bucket);
+            md_write_opts wo = {NULL, NULL, gw_commit_hook, fake, 0};
+            if (rc == 0 && (rc = md_object_put_ex(srv->md, e->bucket, cm_buf_slice(&e->key), &o,
+                                                  0, &wo)) == 0)
+                nobj++;
         }
         cm_buf_free(&layout);
         md_object_clear(&o);
@@ -321,6 +316,7 @@ out:
         cm_buf_free(&rb.a[i].mrec);
     }
     free(rb.a);
+    free(fake);
     return rc;
 }
 
@@ -331,25 +327,17 @@ out:
  * the settings changed (every few seconds at most) and at shutdown. */
 #define ST_MAGIC "CST1"
 
-static uint64_t fnv64(cm_slice s)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < s.n; i++)
-        h = (h ^ s.p[i]) * 1099511628211ull;
-    return h;
-}
-
 void gw_settings_sync(gw_server *srv, uint64_t *last_hash)
 {
     cm_buf body = {0};
     if (!cs_store_distributed(srv->cs))
         return;
-    if (cm_buf_append(&body, ST_MAGIC, 4) || put_le(&body, next_seq(), 8) ||
+    if (cm_buf_append(&body, ST_MAGIC, 4) || cm_buf_put_u64(&body, next_seq()) ||
         md_settings_export(srv->md, &body)) {
         cm_log(CM_LOG_WARN, "settings snapshot: cannot export the settings");
         goto out;
     }
-    uint64_t h = fnv64(CM_SLICE(body.p + 12, body.n - 12));
+    uint64_t h = cm_fnv1a(CM_FNV1A_INIT, body.p + 12, body.n - 12); /* past magic and seq */
     if (h == *last_hash)
         goto out;
     int copies = 0, rc = cs_store_settings_put(srv->cs, cm_buf_slice(&body), &copies);
@@ -373,13 +361,14 @@ struct st_best {
 static int st_pick(void *arg, cm_slice body)
 {
     struct st_best *b = arg;
-    if (body.n < 12 || memcmp(body.p, ST_MAGIC, 4))
+    cm_reader r = {body.p, body.n};
+    uint64_t seq;
+    if (magic_seq(&r, ST_MAGIC, &seq))
         return 0;
-    uint64_t seq = get_le(body.p + 4, 8);
     if (b->found && seq <= b->seq)
         return 0;
     cm_buf_reset(&b->body);
-    if (cm_buf_append(&b->body, body.p + 12, body.n - 12))
+    if (cm_buf_append(&b->body, r.p, r.n))
         return CM_ENOMEM;
     b->seq = seq;
     b->found = true;

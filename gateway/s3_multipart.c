@@ -761,11 +761,8 @@ void gw_complete_multipart_upload(gw_req *r)
         goto out;
 
     gw_manifest mf;
-    if ((rc = gw_manifest_attach(r->srv, r->bucket, r->key, &obj, &mf))) {
-        cm_log(CM_LOG_ERROR, "%s: writing the object manifest failed: %s", r->id, cm_strerror(rc));
-        gw_error(r, rc == CM_EUNAVAIL ? S3E_ServiceUnavailable : S3E_InternalError);
+    if (gw_manifest_attach_req(r, &obj, &mf, 0))
         goto out;
-    }
     gw_evt_begin(r, EVT_CREATED_MPU, r->key);
     rc = md_upload_complete_ex(r->srv->md, r->bucket, r->key, id, &obj, a.keep, nwant,
                                &(md_write_opts){cond_wrap_cb, &cw, gw_commit_hook, r,

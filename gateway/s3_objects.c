@@ -397,11 +397,7 @@ void gw_put_object_end(gw_req *r)
     obj.nhdrs = pc->nhdrs;
     add_checksum_hdr(r, &obj.hdrs, &obj.nhdrs);
     gw_manifest mf;
-    if ((rc = gw_manifest_attach(r->srv, r->bucket, r->key, &obj, &mf))) {
-        cm_log(CM_LOG_ERROR, "%s: writing the object manifest failed: %s", r->id, cm_strerror(rc));
-        if (intent)
-            md_intent_drop(r->srv->md, intent);
-        gw_error(r, rc == CM_EUNAVAIL ? S3E_ServiceUnavailable : S3E_InternalError);
+    if (gw_manifest_attach_req(r, &obj, &mf, intent)) {
         objw_free(pc->w);
         r->op_ctx = NULL;
         return;
@@ -1036,13 +1032,8 @@ void gw_copy_object(gw_req *r)
     obj.etag = CM_SLICE(etag, 32);
     obj.mtime_ms = cm_now_ms();
     gw_manifest mf;
-    if ((rc = gw_manifest_attach(r->srv, r->bucket, r->key, &obj, &mf))) {
-        cm_log(CM_LOG_ERROR, "%s: writing the object manifest failed: %s", r->id, cm_strerror(rc));
-        if (intent)
-            md_intent_drop(r->srv->md, intent);
-        gw_error(r, rc == CM_EUNAVAIL ? S3E_ServiceUnavailable : S3E_InternalError);
+    if (gw_manifest_attach_req(r, &obj, &mf, intent))
         goto out;
-    }
     gw_evt_begin(r, EVT_CREATED_COPY, r->key);
     rc = md_object_put_ex(r->srv->md, r->bucket, r->key, &obj, intent,
                           &(md_write_opts){pfn, parg, gw_commit_hook, r, mf.intent_id});

@@ -22,10 +22,7 @@ struct gw_deferred {
 
 static uint64_t layout_hash(cm_slice s)
 {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (size_t i = 0; i < s.n; i++)
-        h = (h ^ s.p[i]) * 1099511628211ull;
-    return h;
+    return cm_fnv1a(CM_FNV1A_INIT, s.p, s.n);
 }
 
 void gw_layout_ref(gw_server *srv, cm_slice layout)

@@ -8,17 +8,11 @@
  * uploads and parts, intents, garbage, the event outbox and change log,
  * usage counters.
  *
- * Encoding: (u32 LE key length, key, u32 LE value length, value)*, in key
- * order. */
+ * Encoding: (key, value)* as cm_buf_put_bytes pairs (u32 LE length, bytes),
+ * in key order. */
 #include "metadata/md_int.h"
 
 static const char *const prefixes[] = {"B", "u", "k", "g", "l", "p", "c", "EN", "EF", "ET", "$L"};
-
-static int put_u32(cm_buf *b, size_t v)
-{
-    uint8_t p[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
-    return cm_buf_append(b, p, 4);
-}
 
 int md_settings_export(md_db_t *db, cm_buf *out)
 {
@@ -33,8 +27,7 @@ int md_settings_export(md_db_t *db, cm_buf *out)
             cm_slice k = md__iter_key(it), v = md__iter_val(it);
             if (k.n < pfx.n || memcmp(k.p, pfx.p, pfx.n) != 0)
                 break;
-            if (put_u32(out, k.n) || cm_buf_append_slice(out, k) || put_u32(out, v.n) ||
-                cm_buf_append_slice(out, v)) {
+            if (cm_buf_put_bytes(out, k) || cm_buf_put_bytes(out, v)) {
                 rc = CM_ENOMEM;
                 break;
             }
@@ -56,16 +49,6 @@ static int allowed(cm_slice k)
     return 0;
 }
 
-static int get_u32(cm_reader *r, size_t *v)
-{
-    if (r->n < 4)
-        return CM_ECORRUPT;
-    *v = (size_t)r->p[0] | (size_t)r->p[1] << 8 | (size_t)r->p[2] << 16 | (size_t)r->p[3] << 24;
-    r->p += 4;
-    r->n -= 4;
-    return 0;
-}
-
 int md_settings_import(md_db_t *db, cm_slice in, size_t *out_n)
 {
     cm_reader r = {in.p, in.n};
@@ -75,30 +58,18 @@ int md_settings_import(md_db_t *db, cm_slice in, size_t *out_n)
 
     /* Validate everything before writing anything. */
     while (r.n > 0) {
-        size_t kl = 0, vl = 0;
-        if ((rc = get_u32(&r, &kl)) || kl > r.n)
+        cm_slice k, v;
+        if (cm_get_bytes(&r, &k) || cm_get_bytes(&r, &v) || !allowed(k))
             return CM_ECORRUPT;
-        cm_slice k = CM_SLICE(r.p, kl);
-        r.p += kl;
-        r.n -= kl;
-        if ((rc = get_u32(&r, &vl)) || vl > r.n || !allowed(k))
-            return CM_ECORRUPT;
-        r.p += vl;
-        r.n -= vl;
     }
     if (!(b = md__batch_new()))
         return CM_ENOMEM;
     r = (cm_reader){in.p, in.n};
     while (r.n > 0) {
-        size_t kl = 0, vl = 0;
-        get_u32(&r, &kl);
-        cm_slice k = CM_SLICE(r.p, kl);
-        r.p += kl;
-        r.n -= kl;
-        get_u32(&r, &vl);
-        md__batch_put(b, k, CM_SLICE(r.p, vl));
-        r.p += vl;
-        r.n -= vl;
+        cm_slice k, v;
+        cm_get_bytes(&r, &k);
+        cm_get_bytes(&r, &v);
+        md__batch_put(b, k, v);
         n++;
     }
     rc = md__batch_commit(db, b, true);

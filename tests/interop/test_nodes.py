@@ -743,13 +743,33 @@ def test_failures(nodes, gw, objs):
         st = r.status
     except NETERR as e:
         st, r = type(e).__name__, e
-    t.ok(st != 200, "(1) a 1 MiB PUT with only k=4 nodes up is refused (needs k+1 durable shards): HTTP %s" % st,
-         repr(r)[:300])
+    t.ok(st == 503, "(1) a 1 MiB PUT with only k=4 nodes up is refused with 503 (needs k+1 durable shards): "
+         "HTTP %s" % st, repr(r)[:300])
     if st == 200:
         objs.add(bucket, k, d)
     else:
         r = gw.raw.request("HEAD", obj_path(bucket, k))
         t.ok(r.status == 404, "(1) ... and stores nothing", repr(r))
+
+    # ---- a small (inline) object still needs 2 durable manifest copies: with one node up it is refused
+    others = [i for i in (0, 2, 3) if nodes[i].alive()]
+    for i in others:
+        nodes[i].kill9()
+    wait_nodes(gw, {i: False for i in others})
+    k = "needs-two-manifest-copies"
+    try:
+        r = gw.raw.request("PUT", obj_path(bucket, k), body=b"small")
+        st = r.status
+    except NETERR as e:
+        st, r = type(e).__name__, e
+    t.ok(st == 503, "(1) a small PUT with one node up is refused with 503 (its manifest needs 2 copies): HTTP %s"
+         % st, repr(r)[:300])
+    r = gw.raw.request("HEAD", obj_path(bucket, k))
+    t.ok(r.status == 404, "(1) ... and stores nothing", repr(r))
+    for i in others:
+        t.ok(nodes[i].start(), "(1) node %d restarts" % i, *nodes[i].tail())
+    st = wait_nodes(gw, {i: True for i in others})
+    t.ok(st is not None and all(st.get(i) is True for i in others), "(1) the gateway sees them up again", repr(st))
 
     # ---- node 4 returns: PUTs work with one node down
     t.ok(nodes[4].start(), "(1) node 4 restarts on its port (%d attempts)" % nodes[4].attempts, *nodes[4].tail())
