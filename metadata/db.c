@@ -505,14 +505,25 @@ int md_intent_drop(md_db_t *db, uint64_t id)
         goto out;
     if (!db->reclaim)
         goto out; /* nothing can free the data yet: md_recover will */
-    if ((rc = db->reclaim(db->reclaim_arg, cm_buf_slice(&v))))
-        goto out;
+    int rrc = db->reclaim(db->reclaim_arg, cm_buf_slice(&v));
     if (!(b = md__batch_new())) {
         rc = CM_ENOMEM;
         goto out;
     }
     md__batch_del(b, cm_buf_slice(&k));
-    rc = md__batch_commit(db, b, true);
+    if (rrc) {
+        /* Not freed (a storage node is down): the intent becomes a garbage
+         * record, which md_gc retries while serving (intents of this run
+         * are never retried before the next start). */
+        md__garbage g = {0};
+        rc = md__garbage_add(db, b, &g, cm_buf_slice(&v));
+        cm_buf_free(&g.keys);
+        cm_buf_free(&g.layouts);
+        if (rc)
+            goto out;
+    }
+    if ((rc = md__batch_commit(db, b, true)) == 0)
+        rc = rrc;
 out:
     md__batch_free(b);
     cm_buf_free(&k);

@@ -50,7 +50,9 @@ uint64_t md_seq_mark(md_db_t *db);
  * batch that commits the data (md_object_put / md_part_put with that id) or
  * by md_intent_drop(); otherwise md_recover reclaims it. */
 int md_intent_add(md_db_t *db, cm_slice intent, uint64_t *out_id);
-/* Reclaims the intent's data (through the reclaim fn) and drops it. */
+/* Reclaims the intent's data (through the reclaim fn) and drops it. If the
+ * reclaim fails, the intent is turned into a garbage record (retried by
+ * md_gc and md_recover) and the reclaim's error is returned. */
 int md_intent_drop(md_db_t *db, uint64_t id);
 
 /* The settings (buckets, users and keys, grants, limits, bucket policies and

@@ -482,6 +482,31 @@ static md_db_t *test_objects(md_db_t *db)
     md_intent_add(db, CM_SLICE_STR("I-5"), &i5);
     ok(i5 > i4, "ids stay unique across a restart");
     md_intent_drop(db, i5);
+
+    /* While serving: md_gc retries garbage, and intents only below the
+     * mark (earlier runs); an intent whose drop could not reclaim becomes
+     * garbage, so md_gc retries it too. */
+    uint64_t mark = md_seq_mark(db), i6, i7;
+    size_t done = 0, left = 0;
+    md_intent_add(db, CM_SLICE_STR("I-6"), &i6);
+    md_intent_add(db, CM_SLICE_STR("I-7"), &i7);
+    ok(i6 >= mark, "intents after the mark have ids >= it");
+    rl_reset();
+    rl.fail = 1;
+    cm_log_level = CM_LOG_ERROR;
+    is_int(md_intent_drop(db, i6), CM_EIO, "drop with a failing reclaim reports it");
+    is_int(md_gc(db, mark, &done, &left), 0, "md_gc with a failing reclaim is not an error");
+    ok(done == 0 && left == 1, "... keeps the failed drop as garbage (and skips I-7)");
+    rl.fail = 0;
+    cm_log_level = lvl;
+    is_int(md_gc(db, mark, &done, &left), 0, "md_gc");
+    ok(done == 1 && left == 0 && rl_count("I-6") == 1 && rl_count("I-7") == 0,
+       "the failed drop is reclaimed; the running intent I-7 is not");
+    is_int(md_intent_drop(db, i6), CM_ENOTFOUND, "the failed drop left no intent behind");
+    rl_reset();
+    md_intent_drop(db, i7);
+    ok(rl_count("I-7") == 1, "I-7 dropped normally");
+    rl_reset();
     md_object_get(db, "obj", CM_SLICE_STR("withintent"), &g);
     ok(cm_slice_eq_str(g.layout, "I-2"), "object survives reopen");
     md_object_clear(&g);
