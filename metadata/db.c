@@ -4,14 +4,45 @@
  * formats and no key layout here. */
 #include "metadata/md_int.h"
 
+#include <errno.h>
 #include <leveldb/c.h>
+#include <pthread.h>
+#include <semaphore.h>
 #include <stdlib.h>
 
 #define CACHE_BYTES ((size_t)64 << 20)  /* block cache */
-#define WRITE_BUFFER ((size_t)16 << 20) /* memtable size before a flush */
+#define WRITE_BUFFER ((size_t)64 << 20) /* memtable size before a flush: fewer, larger
+                                        * level-0 tables, less compaction per write */
 #define BLOOM_BITS 10                   /* bits per key of the bloom filter */
+#define GROUP_BYTES ((size_t)1 << 20)   /* a sync group stops growing past this */
 
-/* Handles owned by one open database; immutable after md__ldb_open. */
+/* One durable write waiting for the committer. */
+struct commit_req {
+    leveldb_writebatch_t *b;
+    size_t bytes; /* approximate batch size, for the group limit */
+    int rc;       /* the group's result */
+    sem_t done;   /* posted by the committer */
+    struct commit_req *next;
+};
+
+/* The committer: durable (sync) writes are queued and one thread writes each
+ * queued group as one LevelDB batch with one log sync, then posts every
+ * writer's own semaphore. LevelDB groups concurrent writers itself, but its
+ * followers sleep on condition variables of the DB mutex and, once woken,
+ * contend for that mutex again; here a writer sleeps once, is woken once, and
+ * never waits for the DB mutex. Writes without sync go to LevelDB directly. */
+struct committer {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* work arrived, or stop */
+    struct commit_req *head, *tail;
+    bool idle; /* the thread waits on cv */
+    bool stop;
+    bool started;
+    pthread_t th;
+};
+
+/* Handles owned by one open database; immutable after md__ldb_open except
+ * the committer's queue (under c.mu) and its merged batch (its own). */
 struct md__ldb {
     leveldb_t *db;
     leveldb_options_t *opts;
@@ -20,6 +51,8 @@ struct md__ldb {
     leveldb_readoptions_t *ropts;
     leveldb_writeoptions_t *wsync;  /* sync = true: every mutation */
     leveldb_writeoptions_t *wasync; /* sync = false: forgetting reclaimed garbage */
+    leveldb_writebatch_t *group;    /* the committer's merged batch */
+    struct committer c;
 };
 
 struct md__iter {
@@ -52,10 +85,15 @@ static int map_err(char *err, const char *what)
     return rc;
 }
 
+static void committer_stop(struct md__ldb *l);
+
 static void ldb_free(struct md__ldb *l)
 {
     if (!l)
         return;
+    committer_stop(l);
+    if (l->group)
+        leveldb_writebatch_destroy(l->group);
     if (l->db)
         leveldb_close(l->db);
     if (l->opts)
@@ -71,6 +109,123 @@ static void ldb_free(struct md__ldb *l)
     if (l->wasync)
         leveldb_writeoptions_destroy(l->wasync);
     free(l);
+}
+
+/* Takes the queued requests, up to GROUP_BYTES (at least one). */
+static struct commit_req *take_group(struct committer *c)
+{
+    struct commit_req *first = c->head, *last = first;
+    size_t bytes = first->bytes;
+
+    while (last->next && bytes + last->next->bytes <= GROUP_BYTES) {
+        last = last->next;
+        bytes += last->bytes;
+    }
+    c->head = last->next;
+    if (!c->head)
+        c->tail = NULL;
+    last->next = NULL;
+    return first;
+}
+
+static void *committer_main(void *arg)
+{
+    struct md__ldb *l = arg;
+    struct committer *c = &l->c;
+
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (!c->head && !c->stop) {
+            c->idle = true;
+            pthread_cond_wait(&c->cv, &c->mu);
+            c->idle = false;
+        }
+        if (!c->head)
+            break; /* stop, and nothing is left */
+        struct commit_req *g = take_group(c);
+        pthread_mutex_unlock(&c->mu);
+
+        leveldb_writebatch_t *b = g->b;
+        if (g->next) {
+            leveldb_writebatch_clear(l->group);
+            for (struct commit_req *r = g; r; r = r->next)
+                leveldb_writebatch_append(l->group, r->b);
+            b = l->group;
+        }
+        char *err = NULL;
+        leveldb_write(l->db, l->wsync, b, &err);
+        int rc = map_err(err, "write");
+        struct commit_req *next;
+        for (struct commit_req *r = g; r; r = next) {
+            next = r->next; /* r is gone once posted */
+            r->rc = rc;
+            sem_post(&r->done);
+        }
+        pthread_mutex_lock(&c->mu);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+static int committer_start(struct md__ldb *l)
+{
+    struct committer *c = &l->c;
+
+    if (!(l->group = leveldb_writebatch_create()))
+        return CM_ENOMEM;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    if (pthread_create(&c->th, NULL, committer_main, l)) {
+        pthread_cond_destroy(&c->cv);
+        pthread_mutex_destroy(&c->mu);
+        return CM_ENOMEM;
+    }
+    c->started = true;
+    return 0;
+}
+
+/* Lets the committer finish what is queued, then joins it. */
+static void committer_stop(struct md__ldb *l)
+{
+    struct committer *c = &l->c;
+
+    if (!c->started)
+        return;
+    pthread_mutex_lock(&c->mu);
+    c->stop = true;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(c->th, NULL);
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->mu);
+    c->started = false;
+}
+
+/* A durable write through the committer. */
+static int committer_write(struct md__ldb *l, leveldb_writebatch_t *b, size_t bytes)
+{
+    struct committer *c = &l->c;
+    struct commit_req r = {.b = b, .bytes = bytes};
+
+    pthread_mutex_lock(&c->mu);
+    if (c->stop) { /* closing: nothing more is written */
+        pthread_mutex_unlock(&c->mu);
+        cm_log(CM_LOG_ERROR, "metadata: write while the database is closing");
+        return CM_EIO;
+    }
+    sem_init(&r.done, 0, 0);
+    if (c->tail)
+        c->tail->next = &r;
+    else
+        c->head = &r;
+    c->tail = &r;
+    if (c->idle)
+        pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    while (sem_wait(&r.done) && errno == EINTR)
+        ;
+    sem_destroy(&r.done);
+    return r.rc;
 }
 
 int md__ldb_open(const char *dir, struct md__ldb **out)
@@ -107,6 +262,8 @@ int md__ldb_open(const char *dir, struct md__ldb **out)
         rc = CM_EIO;
         goto out;
     }
+    if ((rc = committer_start(l)))
+        goto out;
     *out = l;
     l = NULL;
 out:
@@ -145,34 +302,53 @@ int md__exists(md_db_t *db, cm_slice key)
     return rc;
 }
 
+/* A write batch and its approximate size (the committer's group limit). */
+struct md__batch {
+    leveldb_writebatch_t *wb;
+    size_t bytes;
+};
+
 struct md__batch *md__batch_new(void)
 {
-    return (struct md__batch *)leveldb_writebatch_create();
+    struct md__batch *b = malloc(sizeof *b);
+
+    if (!b)
+        return NULL;
+    b->bytes = 0;
+    if (!(b->wb = leveldb_writebatch_create())) {
+        free(b);
+        return NULL;
+    }
+    return b;
 }
 
 void md__batch_free(struct md__batch *b)
 {
-    if (b)
-        leveldb_writebatch_destroy((leveldb_writebatch_t *)b);
+    if (!b)
+        return;
+    leveldb_writebatch_destroy(b->wb);
+    free(b);
 }
 
 void md__batch_put(struct md__batch *b, cm_slice key, cm_slice val)
 {
-    leveldb_writebatch_put((leveldb_writebatch_t *)b, (const char *)key.p, key.n,
-                           (const char *)val.p, val.n);
+    leveldb_writebatch_put(b->wb, (const char *)key.p, key.n, (const char *)val.p, val.n);
+    b->bytes += key.n + val.n + 8;
 }
 
 void md__batch_del(struct md__batch *b, cm_slice key)
 {
-    leveldb_writebatch_delete((leveldb_writebatch_t *)b, (const char *)key.p, key.n);
+    leveldb_writebatch_delete(b->wb, (const char *)key.p, key.n);
+    b->bytes += key.n + 8;
 }
 
 int md__batch_commit(md_db_t *db, struct md__batch *b, bool sync)
 {
     char *err = NULL;
 
-    leveldb_write(db->ldb->db, sync ? db->ldb->wsync : db->ldb->wasync, (leveldb_writebatch_t *)b,
-                  &err);
+    if (sync)
+        return committer_write(db->ldb, b->wb, b->bytes);
+    leveldb_write(db->ldb->db, db->ldb->wasync, b->wb, &err);
     return map_err(err, "write");
 }
 
