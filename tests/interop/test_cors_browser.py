@@ -9,7 +9,6 @@ import http.server
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -78,14 +77,6 @@ PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>cors</title></
 })();
 </script></body></html>
 """
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Quiet(http.server.SimpleHTTPRequestHandler):

@@ -18,9 +18,7 @@ import os
 import random
 import re
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tap import TAP  # noqa: E402
 import s3raw  # noqa: E402
 from s3raw import obj_path  # noqa: E402
+from procs import LIVE, Cairn, reap  # noqa: E402
 
 t = TAP()
 if len(sys.argv) < 2 or not os.access(os.path.join(sys.argv[1], "cairn"), os.X_OK):
@@ -42,70 +41,10 @@ SK = os.environ.get("CAIRN_SECRET_KEY") or os.urandom(20).hex()
 TOP = tempfile.mkdtemp(prefix="cairn-failure.")
 SHARD_RE = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{32}\.[0-9]+$")
 MB = 1 << 20
-LIVE = []
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-class Server:
-    def __init__(self, data, *extra):
-        self.data = data
-        self.extra = list(extra)
-        self.proc = None
-        self.log = os.path.join(TOP, "server-%d.log" % len(LIVE))
-
-    def start(self, timeout=30):
-        self.port = free_port()
-        env = dict(os.environ, CAIRN_ACCESS_KEY=AK, CAIRN_SECRET_KEY=SK)
-        logf = open(self.log, "ab")
-        self.proc = subprocess.Popen([CAIRN, "server", "--data", self.data, "--listen", "127.0.0.1:%d" % self.port]
-                                     + self.extra, stdout=logf, stderr=subprocess.STDOUT, env=env)
-        logf.close()
-        LIVE.append(self)
-        self.raw = s3raw.S3Raw("http://127.0.0.1:%d" % self.port, AK, SK, timeout=60)
-        end = time.time() + timeout
-        while time.time() < end:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                self.raw.send("GET", "/", {"host": self.raw.netloc})
-                return True
-            except OSError:
-                time.sleep(0.1)
-        return False
-
-    def stop(self, sig=signal.SIGTERM, timeout=15):
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-            return "timeout"
-
-    def tail(self, n=12):
-        try:
-            with open(self.log, "rb") as f:
-                return f.read().decode("utf-8", "replace").splitlines()[-n:]
-        except OSError:
-            return []
-
-    def sanitizer_report(self):
-        try:
-            with open(self.log, "rb") as f:
-                txt = f.read().decode("utf-8", "replace")
-        except OSError:
-            return []
-        m = re.search(r"(ERROR: \w+Sanitizer.*|runtime error:.*)", txt)
-        return txt[m.start():].splitlines()[:30] if m else []
+def Server(data, *extra):
+    return Cairn(CAIRN, "server-%d" % len(LIVE), data, os.path.join(TOP, "server-%d.log" % len(LIVE)), AK, SK, extra)
 
 
 def shard_files(data):
@@ -220,9 +159,7 @@ def files_equal(a, b):
 
 
 def check_stop(srv, what):
-    rc = srv.stop()
-    rep = srv.sanitizer_report()
-    t.ok(rc in (0, -signal.SIGTERM) and not rep, "%s: server stops cleanly on SIGTERM (status %s)" % (what, rc), *(rep or srv.tail()))
+    srv.stopped_cleanly(t, what)
 
 
 # ---------------------------------------------------------------- (a) drives
@@ -569,9 +506,6 @@ try:
     with t.block("(e) truncated uploads"):
         test_truncated()
 finally:
-    for s in LIVE:
-        if s.proc and s.proc.poll() is None:
-            s.proc.kill()
-            s.proc.wait(10)
+    reap()
     shutil.rmtree(TOP, ignore_errors=True)
 sys.exit(t.done())

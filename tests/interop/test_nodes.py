@@ -29,7 +29,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tap import TAP  # noqa: E402
 import s3raw  # noqa: E402
 from s3raw import obj_path  # noqa: E402
+from procs import LIVE, Cairn, Proc, free_port, wait_for  # noqa: E402
 
 t = TAP()
 if len(sys.argv) < 2 or not os.access(os.path.join(sys.argv[1], "cairn"), os.X_OK):
@@ -64,120 +64,16 @@ SETTINGS_ID = "f" * 32  # the blob holding the gateway's settings snapshot
 STAT_FIELDS = ("objects", "segments", "shards_checked", "shards_missing", "shards_corrupt",
                "shards_healed", "shards_failed", "manifests", "manifests_healed", "bytes_verified")
 NETERR = (OSError, http.client.HTTPException)
-LIVE = []
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_for(pred, timeout, step=0.25):
-    """Calls pred until it returns something true or timeout seconds pass; returns the last value."""
-    end = time.time() + timeout
-    while True:
-        v = pred()
-        if v or time.time() >= end:
-            return v
-        time.sleep(step)
-
-
-# ------------------------------------------------------------------ processes
-class Proc:
-    """A child process with its own log file (appended to across restarts)."""
-
-    def __init__(self, name, env):
-        self.name = name
-        self.env = dict(os.environ, **env)
-        self.proc = None
-        self.argv = []
-        self.log = os.path.join(TOP, name + ".log")
-        self.paused = False
-
-    def spawn(self):
-        with open(self.log, "ab") as logf:
-            logf.write(b"==== %s start %.3f\n" % (self.name.encode(), time.time()))
-            logf.flush()
-            self.proc = subprocess.Popen(self.argv, stdout=logf, stderr=subprocess.STDOUT, env=self.env)
-        if self not in LIVE:
-            LIVE.append(self)
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill9(self):
-        if self.alive():
-            self.proc.kill()
-        if self.proc is not None:
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-        self.paused = False
-
-    def pause(self):
-        if self.alive():
-            os.kill(self.proc.pid, signal.SIGSTOP)
-            self.paused = True
-
-    def resume(self):
-        if self.alive():
-            os.kill(self.proc.pid, signal.SIGCONT)
-        self.paused = False
-
-    def stop(self, timeout=20):
-        """SIGTERM, bounded. Returns the exit status, "timeout" (then it was killed), or
-        "not running (status N)"."""
-        if self.proc is None:
-            return "never started"
-        if not self.alive():
-            return "not running (status %s)" % self.proc.returncode
-        if self.paused:
-            self.resume()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-            return "timeout"
-
-    def text(self):
-        try:
-            with open(self.log, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-
-    def tail(self, n=15):
-        return ["%s: %s" % (self.name, line[:300]) for line in self.text().splitlines()[-n:]]
-
-    def grep(self, pattern, n=10):
-        rx = re.compile(pattern)
-        return ["%s: %s" % (self.name, line[:300]) for line in self.text().splitlines() if rx.search(line)][-n:]
-
-    def sanitizer_report(self):
-        txt = self.text()
-        m = re.search(r"(ERROR: \w+Sanitizer.*|runtime error:.*)", txt)
-        return txt[m.start():].splitlines()[:30] if m else []
 
 
 def check_stop(p, what):
-    rc = p.stop()
-    rep = p.sanitizer_report()
-    return t.ok(rc in (0, -signal.SIGTERM) and not rep, "%s: %s stops cleanly on SIGTERM (status %s)" % (what, p.name, rc),
-                *(rep or p.tail()))
+    return p.stopped_cleanly(t, what)
 
 
 class Node(Proc):
     def __init__(self, cluster, i):
-        super().__init__("%s-node%d" % (cluster, i), {"CAIRN_CLUSTER_SECRET": SECRET})
+        name = "%s-node%d" % (cluster, i)
+        super().__init__(name, os.path.join(TOP, name + ".log"), {"CAIRN_CLUSTER_SECRET": SECRET})
         self.i = i
         self.port = free_port()
         self.url = "http://127.0.0.1:%d" % self.port
@@ -212,37 +108,21 @@ class Node(Proc):
         return False
 
 
-class Gateway(Proc):
+class Gateway(Cairn):
     def __init__(self, name, data, nodes):
-        super().__init__(name, {"CAIRN_ACCESS_KEY": AK, "CAIRN_SECRET_KEY": SK, "CAIRN_CLUSTER_SECRET": SECRET})
-        self.data = data
+        super().__init__(CAIRN, name, data, os.path.join(TOP, name + ".log"), AK, SK,
+                         env={"CAIRN_CLUSTER_SECRET": SECRET})
         self.nodes = nodes
-        self.port = None
-        self.url = None
-        self.raw = None
+
+    @property
+    def url(self):
+        return self.endpoint
 
     def start(self, *extra, scrub=0, timeout=60):
-        self.port = free_port()
-        self.url = "http://127.0.0.1:%d" % self.port
-        self.argv = [CAIRN, "server", "--data", self.data, "--listen", "127.0.0.1:%d" % self.port,
-                     "--nodes", ",".join(n.url for n in self.nodes), "--ec", "%d+%d" % (K, M),
-                     "--inline-max", str(INLINE_MAX), "--scrub-rate", str(scrub)] + list(extra)
         os.makedirs(self.data, exist_ok=True)
-        self.spawn()
-        self.raw = s3raw.S3Raw(self.url, AK, SK, timeout=120)
-        end = time.time() + timeout
-        while time.time() < end:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                self.raw.send("GET", "/", {"host": self.raw.netloc})
-                return True
-            except NETERR:
-                time.sleep(0.1)
-        return False
-
-    def client(self, timeout=120):
-        return s3raw.S3Raw(self.url, AK, SK, timeout=timeout)
+        return super().start("--nodes", ",".join(n.url for n in self.nodes), "--ec", "%d+%d" % (K, M),
+                             "--inline-max", str(INLINE_MAX), "--scrub-rate", str(scrub), *extra,
+                             timeout=timeout, client_timeout=120)
 
 
 def cluster_stop(procs, what):

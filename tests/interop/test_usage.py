@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,8 +22,8 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tap import TAP  # noqa: E402
-import s3raw  # noqa: E402
 from s3raw import obj_path  # noqa: E402
+from procs import LIVE, Cairn, reap  # noqa: E402
 
 t = TAP()
 if len(sys.argv) < 2 or not os.access(os.path.join(sys.argv[1], "cairn"), os.X_OK):
@@ -36,69 +35,20 @@ ADMIN = os.path.join(BUILD, "cairn-admin")
 AK = "AKUSAGE" + os.urandom(5).hex().upper()
 SK = os.urandom(20).hex()
 TOP = tempfile.mkdtemp(prefix="cairn-usage.")
-LIVE = []
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-class Server:
+class Server(Cairn):
     def __init__(self, name, *extra):
-        self.data = os.path.join(TOP, name)
-        self.extra = list(extra)
-        self.proc = None
-        self.log = os.path.join(TOP, name + ".log")
+        super().__init__(CAIRN, name, os.path.join(TOP, name), os.path.join(TOP, name + ".log"), AK, SK, extra)
 
     def start(self, timeout=30):
-        self.port = free_port()
-        self.endpoint = "http://127.0.0.1:%d" % self.port
-        env = dict(os.environ, CAIRN_ACCESS_KEY=AK, CAIRN_SECRET_KEY=SK)
-        with open(self.log, "ab") as logf:
-            self.proc = subprocess.Popen([CAIRN, "server", "--data", self.data, "--listen",
-                                          "127.0.0.1:%d" % self.port] + self.extra,
-                                         stdout=logf, stderr=subprocess.STDOUT, env=env)
-        LIVE.append(self)
-        self.raw = s3raw.S3Raw(self.endpoint, AK, SK, timeout=60)
-        end = time.time() + timeout
-        while time.time() < end:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                self.raw.send("GET", "/_cairn/health", {"host": self.raw.netloc})
-                return True
-            except OSError:
-                time.sleep(0.1)
-        return False
-
-    def stop(self, sig=signal.SIGTERM, timeout=15):
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-            return "timeout"
+        return super().start(timeout=timeout, probe="/_cairn/health")
 
     def admin(self, *args):
         env = dict(os.environ, CAIRN_ACCESS_KEY=AK, CAIRN_SECRET_KEY=SK,
                    CAIRN_ENDPOINT=self.endpoint)
         p = subprocess.run([ADMIN] + list(args), env=env, capture_output=True, timeout=60)
         return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
-
-    def sanitizer_report(self):
-        try:
-            txt = open(self.log, "rb").read().decode("utf-8", "replace")
-        except OSError:
-            return []
-        m = re.search(r"(ERROR: \w+Sanitizer.*|runtime error:.*)", txt)
-        return txt[m.start():].splitlines()[:30] if m else []
 
 
 class Expect:
@@ -456,7 +406,6 @@ def main():
 try:
     main()
 finally:
-    for s in LIVE:
-        s.stop(signal.SIGKILL)
+    reap()
     shutil.rmtree(TOP, ignore_errors=True)
 sys.exit(t.done())
