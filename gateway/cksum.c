@@ -1,6 +1,7 @@
 /* gateway/cksum.c - payload digests: the S3 x-amz-checksum-* algorithms
  * (CRC32, CRC32C, CRC64NVME over erasure/rs.h's ISA-L kernels; SHA-1 and
- * SHA-256 over OpenSSL EVP) and MD5 for ETags. No HTTP, no S3 errors here. */
+ * SHA-256 over OpenSSL EVP) and MD5 for ETags (erasure/rs.h's multi-stream
+ * MD5, which hashes concurrent uploads together). No HTTP, no S3 errors. */
 #include "gateway/sigv4.h"
 
 #include <strings.h>
@@ -31,8 +32,6 @@ static const EVP_MD *algo_md(enum gw_cksum_algo a)
         return EVP_sha1();
     case GW_CKSUM_SHA256:
         return EVP_sha256();
-    case GW_CKSUM_MD5:
-        return EVP_md5();
     default:
         return NULL;
     }
@@ -49,7 +48,10 @@ int gw_cksum_init(gw_cksum *c, enum gw_cksum_algo algo)
     if (!valid_algo(algo))
         return CM_EINVAL;
     const EVP_MD *md = algo_md(algo);
-    if (md) {
+    if (algo == GW_CKSUM_MD5) {
+        if (!(c->md = rs_md5_new()))
+            return CM_ENOMEM;
+    } else if (md) {
         EVP_MD_CTX *ctx = EVP_MD_CTX_new();
         if (!ctx)
             return CM_ENOMEM;
@@ -75,9 +77,13 @@ int gw_cksum_update(gw_cksum *c, const void *p, size_t n)
     case GW_CKSUM_CRC64NVME:
         c->crc = rs_crc64nvme(c->crc, p, n);
         return 0;
+    case GW_CKSUM_MD5:
+        if (!c->md)
+            return CM_EINVAL;
+        rs_md5_update(c->md, p, n);
+        return 0;
     case GW_CKSUM_SHA1:
     case GW_CKSUM_SHA256:
-    case GW_CKSUM_MD5:
         if (!c->md || !EVP_DigestUpdate(c->md, p, n))
             return CM_EINVAL;
         return 0;
@@ -101,9 +107,14 @@ int gw_cksum_final(gw_cksum *c, uint8_t *digest, size_t *n)
         for (int i = 0; i < 8; i++)
             digest[i] = (uint8_t)(c->crc >> (56 - 8 * i));
         break;
+    case GW_CKSUM_MD5:
+        if (c->md)
+            rs_md5_final(c->md, digest);
+        else
+            rc = CM_EINVAL;
+        break;
     case GW_CKSUM_SHA1:
-    case GW_CKSUM_SHA256:
-    case GW_CKSUM_MD5: {
+    case GW_CKSUM_SHA256: {
         unsigned int len = 0;
         if (!c->md || !EVP_DigestFinal_ex(c->md, digest, &len) || len != size)
             rc = CM_EINVAL;
@@ -130,7 +141,9 @@ int gw_cksum_final_b64(gw_cksum *c, char *out)
 
 void gw_cksum_free(gw_cksum *c)
 {
-    if (c->md)
+    if (c->md && c->algo == GW_CKSUM_MD5)
+        rs_md5_free(c->md);
+    else if (c->md)
         EVP_MD_CTX_free(c->md);
     c->md = NULL;
     c->crc = 0;

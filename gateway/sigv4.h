@@ -268,7 +268,7 @@ enum gw_cksum_algo {
 typedef struct gw_cksum {
     enum gw_cksum_algo algo;
     uint64_t crc; /* CRC algorithms: running value */
-    void *md;     /* hash algorithms: an EVP_MD_CTX (cksum.c only) */
+    void *md;     /* hash algorithms: an EVP_MD_CTX, or for MD5 an rs_md5_t (cksum.c only) */
 } gw_cksum;
 
 /* Starts a digest. Returns 0, CM_EINVAL (bad algo) or CM_ENOMEM. */

@@ -1,10 +1,13 @@
 /* tests/unit/test_rs.c - Reed-Solomon round trips over every erasure pattern
- * of size <= m for small geometries, argument checks, and known-answer
- * values plus chaining for CRC32C, CRC32 and CRC-64/NVME. */
+ * of size <= m for small geometries, argument checks, known-answer values
+ * plus chaining for CRC32C, CRC32 and CRC-64/NVME, and the multi-stream MD5
+ * against OpenSSL (every kernel, odd lengths and splits, many threads). */
 #include "erasure/rs.h"
 #include "common/cm.h"
 #include "tests/unit/tap.h"
 
+#include <openssl/evp.h>
+#include <pthread.h>
 #include <stdlib.h>
 
 /* Small deterministic PRNG so failures reproduce (xorshift64*). */
@@ -168,8 +171,164 @@ static void test_crc(void)
     ok(tail_ok, "CRC-64/NVME bytewise equals slice-by-8 for lengths 0..39");
 }
 
+/* ------------------------------------------------------------ MD5 */
+
+static void ref_md5(const uint8_t *p, size_t n, uint8_t out[16])
+{
+    unsigned int len = 0;
+    EVP_Digest(p, n, out, &len, EVP_md5(), NULL);
+}
+
+/* Per-thread PRNG for the threaded tests (xorshift64*). */
+static uint64_t rng_r(uint64_t *s)
+{
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 0x2545f4914f6cdd1dULL;
+}
+
+/* Hashes p[0..n) fed in pieces of random sizes up to maxpiece (1 if 0);
+ * returns 1 if the digest equals OpenSSL's. */
+static int md5_matches(const uint8_t *p, size_t n, size_t maxpiece, uint64_t *seed)
+{
+    uint8_t got[16], want[16];
+    rs_md5_t *c = rs_md5_new();
+    if (!c)
+        return 0;
+    for (size_t off = 0; off < n;) {
+        size_t piece = maxpiece ? 1 + (size_t)(rng_r(seed) % maxpiece) : n - off;
+        if (piece > n - off)
+            piece = n - off;
+        rs_md5_update(c, p + off, piece);
+        off += piece;
+    }
+    rs_md5_final(c, got);
+    rs_md5_free(c);
+    ref_md5(p, n, want);
+    return memcmp(got, want, 16) == 0;
+}
+
+struct md5_job {
+    const uint8_t *data; /* shared random bytes */
+    size_t max;          /* bytes available */
+    uint64_t seed;
+    int objects;         /* streams hashed one after another */
+    int bad;             /* OUT: mismatches */
+};
+
+/* One thread: objects of random sizes (some a few bytes, some over a MiB),
+ * random piece sizes, every fifth stream freed half way without final. */
+static void *md5_thread(void *arg)
+{
+    struct md5_job *j = arg;
+    for (int o = 0; o < j->objects; o++) {
+        size_t off = (size_t)(rng_r(&j->seed) % 4096);
+        size_t n = (size_t)(rng_r(&j->seed) % (j->max - off));
+        if (o % 3 == 0)
+            n %= 200;
+        size_t piece = 1 + (size_t)(rng_r(&j->seed) % 70000);
+        if (o % 5 == 4) {
+            rs_md5_t *c = rs_md5_new();
+            for (size_t d = 0; c && d < n / 2; d += piece)
+                rs_md5_update(c, j->data + off + d, piece < n / 2 - d ? piece : n / 2 - d);
+            rs_md5_free(c);
+            continue;
+        }
+        j->bad += !md5_matches(j->data + off, n, piece, &j->seed);
+    }
+    return NULL;
+}
+
+static void test_md5_level(int level, const char *name, uint8_t *big, size_t nbig)
+{
+    static const size_t lens[] = {0,        1,         3,         55,         56,
+                                  57,       63,        64,        65,         127,
+                                  128,      1000,      65535,     65536,      65537,
+                                  65536 + 64, 131071,  200000,    262144,     262144 + 65,
+                                  327680 + 1, 1048576 + 13, 3000001};
+    static const size_t pieces[] = {0, 1, 63, 64, 65, 4097, 65536, 100000};
+    uint64_t seed = 0x1234567 + (uint64_t)level;
+    int good = 1;
+
+    if (rs_md5_lanes(level) != 0) {
+        skip(name);
+        return;
+    }
+    for (size_t l = 0; l < sizeof(lens) / sizeof(lens[0]); l++) {
+        if (lens[l] > nbig)
+            continue;
+        for (size_t q = 0; q < sizeof(pieces) / sizeof(pieces[0]); q++) {
+            if (pieces[q] == 1 && lens[l] > 70000)
+                continue; /* byte by byte only for short inputs */
+            if (!md5_matches(big + l, lens[l], pieces[q], &seed)) {
+                printf("# %s: len %zu piece %zu differs\n", name, lens[l], pieces[q]);
+                good = 0;
+            }
+        }
+    }
+    ok(good, "MD5 (%s) equals OpenSSL for odd lengths and splits", name);
+
+    enum { NT = 20 }; /* more than the engine takes in multi-buffer mode */
+    pthread_t th[NT];
+    struct md5_job jobs[NT];
+    int bad = 0, started = 0;
+    for (int i = 0; i < NT; i++) {
+        jobs[i] = (struct md5_job){big, nbig, 0x9e3779b97f4a7c15ULL * (uint64_t)(i + 1) + level,
+                                   i % 2 ? 12 : 6, 0};
+        started += pthread_create(&th[i], NULL, md5_thread, &jobs[i]) == 0;
+    }
+    for (int i = 0; i < started; i++) {
+        pthread_join(th[i], NULL);
+        bad += jobs[i].bad;
+    }
+    ok(started == NT && bad == 0, "MD5 (%s): %d threads hashing together agree with OpenSSL", name,
+       NT);
+}
+
+static void test_md5(void)
+{
+    static const struct {
+        const char *in, *hex;
+    } kat[] = {
+        /* RFC 1321, A.5 */
+        {"", "d41d8cd98f00b204e9800998ecf8427e"},
+        {"a", "0cc175b9c0f1b6a831c399e269772661"},
+        {"abc", "900150983cd24fb0d6963f7d28e17f72"},
+        {"message digest", "f96b697d7cb7938d525a2f31aaf161d0"},
+        {"abcdefghijklmnopqrstuvwxyz", "c3fcd3d76192e4007dfb496cca67e13b"},
+        {"12345678901234567890123456789012345678901234567890123456789012345678901234567890",
+         "57edf4a22be3c955ac49da2e2107b67a"},
+    };
+    size_t nbig = 4u << 20;
+    uint8_t *big = malloc(nbig);
+
+    for (size_t i = 0; i < sizeof(kat) / sizeof(kat[0]); i++) {
+        uint8_t d[16];
+        char hex[33];
+        rs_md5_t *c = rs_md5_new();
+        rs_md5_update(c, kat[i].in, strlen(kat[i].in));
+        rs_md5_final(c, d);
+        rs_md5_free(c);
+        for (int b = 0; b < 16; b++)
+            snprintf(hex + 2 * b, 3, "%02x", d[b]);
+        is_str(hex, kat[i].hex, "MD5(\"%.20s\") (RFC 1321)", kat[i].in);
+    }
+    rs_md5_free(NULL);
+    if (!big) {
+        skip("no memory");
+        return;
+    }
+    fill_random(big, nbig);
+    test_md5_level(0, "scalar", big, nbig);
+    test_md5_level(1, "AVX2 lanes", big, nbig);
+    test_md5_level(2, "AVX-512VL lanes", big, nbig);
+    free(big);
+}
+
 int main(void)
 {
+    test_md5();
     test_crc();
     test_args();
     test_parity_is_not_trivial();
