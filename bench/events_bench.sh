@@ -5,8 +5,13 @@
 # delivery work competing for the CPU), and the end-to-end latency p50/p99 from PUT acknowledgement to
 # webhook receipt. Starts cairn and a receiver on free 127.0.0.1 ports in a temp dir; every
 # process it starts is stopped by the trap.
+# After each delivered phase the bench waits until the receiver has every event, so no phase
+# pays for an earlier one's delivery backlog; it reports that drain time, and per phase the CPU
+# time cairn and the receiver used (from /proc: the receiver shares the cores with cairn).
 # Knobs: EVB_SECONDS per throughput phase (8), EVB_CONC PUT connections (8), EVB_ROUNDS
-# alternations (2), EVB_LAT_N latency samples (1000), EVB_PY python with boto3 (/usr/bin/python3).
+# alternations (2), EVB_LAT_N latency samples (1000), EVB_PY python with boto3 (/usr/bin/python3),
+# EVB_RECV receiver: asyncio (default; a small HTTP/1.1 server on one thread) or threading
+# (http.server's ThreadingHTTPServer, as measured before); both parse every event.
 set -u
 BUILD=${1:?usage: bench/events_bench.sh BUILD_DIR}
 BUILD=$(cd "$BUILD" && pwd)
@@ -36,7 +41,9 @@ PORT=$(free_port)
 RPORT=$(free_port)
 EP=http://127.0.0.1:$PORT
 
-# The receiver: appends "epoch_seconds key" per event to $TMP/recv.log.
+# The receiver: appends "epoch_seconds key" per event to $TMP/recv.log (the time taken when
+# the request was parsed).
+if [ "${EVB_RECV:-asyncio}" = threading ]; then
 cat >"$TMP/recv.py" <<'EOF'
 import json, sys, time, urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -55,6 +62,47 @@ class H(BaseHTTPRequestHandler):
         pass
 ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 EOF
+else
+cat >"$TMP/recv.py" <<'EOF'
+# HTTP/1.1 with keep-alive on asyncio, one thread: request line, headers (Content-Length),
+# body, the event JSON parsed, "200 OK". Lines are flushed every 0.1 s.
+import asyncio, json, sys, time, urllib.parse
+out = open(sys.argv[2], "a", buffering=1 << 16)
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+BAD = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+async def conn(r, w):
+    try:
+        while True:
+            lines = (await r.readuntil(b"\r\n\r\n")).split(b"\r\n")
+            req = lines[0].split(b" ")
+            if len(req) != 3 or not req[2].startswith(b"HTTP/1."):
+                w.write(BAD)
+                break
+            n = 0
+            for h in lines[1:]:
+                k, _, v = h.partition(b":")
+                if k.strip().lower() == b"content-length":
+                    n = int(v)
+            body = await r.readexactly(n) if n else b""
+            now = time.time()
+            for rec in json.loads(body)["Records"]:
+                out.write("%.6f %s\n" % (now, urllib.parse.unquote_plus(rec["s3"]["object"]["key"])))
+            w.write(OK)
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError):
+        pass
+    w.close()
+async def flusher():
+    while True:
+        await asyncio.sleep(0.1)
+        out.flush()
+async def main():
+    srv = await asyncio.start_server(conn, "127.0.0.1", int(sys.argv[1]))
+    asyncio.ensure_future(flusher())
+    async with srv:
+        await srv.serve_forever()
+asyncio.run(main())
+EOF
+fi
 "$PY" "$TMP/recv.py" "$RPORT" "$TMP/recv.log" &
 RECV_PID=$!
 "$BUILD/cairn" server --data "$TMP/data" --listen "127.0.0.1:$PORT" --log-level error \
@@ -82,26 +130,58 @@ EOF
 
 # jget JSON KEY
 jget() { printf '%s\n' "$1" | sed -n "s/.*\"$2\":\"\{0,1\}\([^,\"}]*\).*/\1/p" | head -n 1; }
-put_phase() { # BUCKET PREFIX -> ops/s
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; } # utime + stime
+HZ=$(getconf CLK_TCK)
+SENT=0 # events the receiver should have by now
+put_phase() { # BUCKET PREFIX -> "ops/s cairn-CPU-us-per-PUT receiver-CPU-ms PUTs"
+    c0=$(ticks "$CAIRN_PID")
+    r0=$(ticks "$RECV_PID")
     line=$("$BUILD/cairn-bench" --endpoint "$EP" --bucket "$1" --prefix "$2" --op put --size 4k \
         --concurrency "$CONC" --duration "$SECS" --json 2>>"$TMP/bench.err" | grep '"phase":"run"' | tail -n 1)
-    jget "$line" ops_per_s
+    c1=$(ticks "$CAIRN_PID")
+    r1=$(ticks "$RECV_PID")
+    ops=$(jget "$line" ops)
+    ops=${ops:-0}
+    echo "$(jget "$line" ops_per_s) $(((c1 - c0) * 1000000 / HZ / (ops + 1))) $(((r1 - r0) * 1000 / HZ)) $ops"
+}
+# Waits (up to 120 s) until the receiver logged SENT events; prints the seconds it took.
+drain() {
+    "$PY" - "$TMP/recv.log" "$SENT" <<'EOF'
+import sys, time
+log, want = sys.argv[1], int(sys.argv[2])
+t0 = time.time()
+while time.time() - t0 < 120:
+    try:
+        with open(log, "rb") as f:
+            if sum(1 for _ in f) >= want:
+                break
+    except OSError:
+        pass
+    time.sleep(0.05)
+print("%.1f" % (time.time() - t0))
+EOF
 }
 
-PLAIN=""
-RULE=""
-DOWN=""
+PLAIN="" RULE="" DOWN="" CPU_P="" CPU_R="" CPU_D="" RCV_R="" RCV_O="" DRAIN=""
 r=1
 while [ "$r" -le "$ROUNDS" ]; do
-    PLAIN="$PLAIN $(put_phase evb-plain "p$r-")"
-    RULE="$RULE $(put_phase evb-rule "r$r-")"
-    DOWN="$DOWN $(put_phase evb-down "d$r-")"
+    set -- $(put_phase evb-plain "p$r-")
+    PLAIN="$PLAIN $1" CPU_P="$CPU_P $2" RCV_O="$RCV_O $3"
+    set -- $(put_phase evb-rule "r$r-")
+    RULE="$RULE $1" CPU_R="$CPU_R $2" RCV_R="$RCV_R $3" SENT=$((SENT + $4))
+    d0=$(ticks "$RECV_PID")
+    DRAIN="$DRAIN $(drain)"
+    RCV_R="$RCV_R+$((($(ticks "$RECV_PID") - d0) * 1000 / HZ))"
+    set -- $(put_phase evb-down "d$r-")
+    DOWN="$DOWN $1" CPU_D="$CPU_D $2" RCV_O="$RCV_O $3"
     r=$((r + 1))
 done
-echo "PUT 4 KiB, $CONC connections, ${SECS}s phases, alternating:"
-echo "  without a rule: ops/s per phase:$PLAIN"
-echo "  with a rule:    ops/s per phase:$RULE"
-echo "  rule, target down (outbox writes only): ops/s per phase:$DOWN"
+echo "PUT 4 KiB, $CONC connections, ${SECS}s phases, alternating (receiver: ${EVB_RECV:-asyncio}):"
+echo "  without a rule: ops/s per phase:$PLAIN  (cairn CPU us/PUT:$CPU_P)"
+echo "  with a rule:    ops/s per phase:$RULE  (cairn CPU us/PUT:$CPU_R)"
+echo "    receiver CPU ms, phase+drain:$RCV_R; backlog drained after the phase, s:$DRAIN"
+echo "  rule, target down (outbox writes only): ops/s per phase:$DOWN  (cairn CPU us/PUT:$CPU_D)"
+echo "    receiver CPU ms in the other phases (ideally 0):$RCV_O"
 "$PY" -c "
 import sys
 p=[float(x) for x in '$PLAIN'.split()]; r=[float(x) for x in '$RULE'.split()]; d=[float(x) for x in '$DOWN'.split()]
@@ -117,9 +197,10 @@ from botocore.config import Config
 ep, log, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 s3 = boto3.client("s3", endpoint_url=ep, region_name="us-east-1", config=Config(retries={"max_attempts": 1}))
 body = b"x" * 4096
-acks = {}
+acks, sends = {}, {}
 for i in range(n):
     k = "lat-%06d" % i
+    sends[k] = time.time()
     s3.put_object(Bucket="evb-rule", Key=k, Body=body)
     acks[k] = time.time()
     time.sleep(0.002)
@@ -135,7 +216,13 @@ while time.time() < end and len(got) < n:
 lat = sorted((got[k] - acks[k]) * 1000 for k in got)
 if not lat:
     print("latency: no events received"); sys.exit(1)
-p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
+p = lambda a, q: a[min(len(a) - 1, int(q * len(a)))]
 print("PUT ack -> webhook receipt, %d sequential PUTs (%d received): p50 %.2f ms, p99 %.2f ms, max %.2f ms"
-      % (n, len(lat), p(0.50), p(0.99), lat[-1]))
+      % (n, len(lat), p(lat, 0.50), p(lat, 0.99), lat[-1]))
+# The ack time is taken when boto3 returns, after it parsed the response: an event can arrive
+# before that (negative values). From the request's start it is an upper bound:
+snd = sorted((got[k] - sends[k]) * 1000 for k in got)
+put = sorted((acks[k] - sends[k]) * 1000 for k in got)
+print("  PUT start -> webhook receipt: p50 %.2f ms, p99 %.2f ms (the PUT itself, start -> ack: p50 %.2f ms)"
+      % (p(snd, 0.50), p(snd, 0.99), p(put, 0.50)))
 EOF

@@ -126,8 +126,11 @@ typedef struct evt_config {
     const char *data_dir;    /* function logs go to DIR/logs/functions/NAME.log */
     const char *region;
     const char *endpoint;    /* CAIRN_ENDPOINT for functions */
-    int max_attempts;        /* deliveries before dead-lettering (default 8) */
-    int64_t max_age_ms;      /* dead-letter when older (default 24 h) */
+    int max_attempts;        /* deliveries before dead-lettering (default 8); only real
+                              * attempts count: events waiting behind a down target's
+                              * open breaker gain none (the probe does) */
+    int64_t max_age_ms;      /* dead-letter when older (default 24 h), also while waiting
+                              * behind a down target, without an attempt */
     int backoff_ms;          /* first retry delay (default 500 ms) */
     int backoff_max_ms;      /* cap (default 60 s) */
     int64_t retention_ms;    /* change log retention (default 7 days) */
@@ -135,6 +138,8 @@ typedef struct evt_config {
     int max_depth;           /* recursion guard: events at this depth are dropped (4) */
     int delivery_timeout_ms; /* network targets (default 10 s) */
     int64_t log_max_bytes;   /* a function's log is rotated to NAME.log.1 past this (16 MiB) */
+    int window;              /* pending events held in memory per destination (4096); the
+                              * rest wait in the outbox and are loaded in seq order */
     evt_presign_fn presign;
     evt_session_fn session;
     void (*depth_fn)(void *arg, uint64_t n); /* told the outbox depth when it changes */
@@ -145,7 +150,7 @@ typedef struct evt_config {
 void evt_config_defaults(evt_config *cfg);
 /* Applies "key=value,..." overrides: retries, max-age (s), backoff (ms),
  * backoff-max (ms), retention (s), workers, max-depth, timeout (ms),
- * log-max (bytes).
+ * log-max (bytes), window (events, 16..1000000).
  * CM_EINVAL with *why set (static) on an unknown key or bad value. */
 int evt_config_parse(const char *spec, evt_config *cfg, const char **why);
 /* Retry delay before attempt+1 after `attempt` failures (>= 1): base *
@@ -153,8 +158,8 @@ int evt_config_parse(const char *spec, evt_config *cfg, const char **why);
  * lies in [d/2, d]. Pure; thread-safe. */
 int64_t evt_backoff_ms(const evt_config *cfg, unsigned attempt, uint32_t rnd);
 
-/* Loads definitions, notification configurations and every pending event,
- * and starts the delivery threads. cfg is copied (its strings must outlive
+/* Loads definitions, notification configurations and the first window of
+ * pending events of each destination, and starts the delivery threads. cfg is copied (its strings must outlive
  * the system). Returns 0 and *out or a CM_E* code. */
 int evt_start(const evt_config *cfg, md_db_t *md, evt_t **out);
 /* Stops the threads (waiting for deliveries in flight, killing function
@@ -214,7 +219,10 @@ int evt_changes_json(evt_t *e, const char *bucket, uint64_t since, size_t limit,
 
 /* Counters for tests and metrics. */
 typedef struct evt_stats {
-    uint64_t delivered, failed, dead, dropped_depth, pending;
+    uint64_t delivered, failed, dead, dropped_depth;
+    uint64_t pending;  /* waiting for delivery (in memory or in the outbox only) */
+    uint64_t resident; /* of those, held in memory (bounded by the window) */
+    uint64_t probes;   /* deliveries tried as a down target's probe */
 } evt_stats;
 void evt_get_stats(evt_t *e, evt_stats *out /* OUT */);
 

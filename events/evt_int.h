@@ -65,12 +65,20 @@ typedef struct evt__fn {
     struct evt__fn *next;
 } evt__fn;
 
+/* A target and its circuit breaker (all state fields guarded by evt.lk).
+ * Closed (fails == 0): events go as workers pick them. Open (fails > 0,
+ * now < down_until): nothing is attempted; waiting events are neither
+ * tried nor rewritten. Half-open (fails > 0, down_until passed): one
+ * delivery at a time, the probe; its success closes the breaker, its
+ * failure opens it again for evt_backoff_ms(fails). */
 typedef struct evt__tgt {
     char name[64];
     char kind[16];       /* webhook cloudevents redis nats amqp */
     char *url;
-    int64_t down_until;  /* ms: no attempt before (after a failure); evt.lk */
-    unsigned fails;      /* consecutive failures; evt.lk */
+    int64_t down_until;  /* ms: no attempt before (after a failure) */
+    unsigned fails;      /* consecutive failures: > 0 means the breaker is not closed */
+    int inflight;        /* deliveries to it in progress */
+    char last_err[200];  /* the last failure, for events dead-lettered while it is down */
     struct evt__tgt *next;
 } evt__tgt;
 
@@ -89,13 +97,29 @@ typedef struct evt__pend {
 
 /* The pending events of one destination, in seq order. Picking looks at
  * the first EVT__LOOKAHEAD of them only, and skips the whole queue while
- * its target is down or its function runs at its concurrency. */
+ * its target's breaker is open or its function runs at its concurrency.
+ *
+ * Memory is bounded: a queue holds at most evt_config.window events (plus
+ * the few whose commit raced a refill). Invariant while `spilled`: every
+ * pending event of this destination with seq <= loaded_to is in memory (or
+ * about to be handed over by the commit that wrote it), the others wait in
+ * the outbox only; a refill scans the outbox from loaded_to when the
+ * window drains below half. So the window is always a seq-ordered prefix
+ * of the destination's pending events, and per-key order holds. */
 #define EVT__LOOKAHEAD 1024
+#define EVT__DONE_MAX 64   /* delivered events whose records are deleted in one batch */
+#define EVT__DONE_MS 20    /* ... or after this long */
 typedef struct evt__dq {
     uint8_t kind;        /* enum evt_dest_kind */
     char name[64];
     evt__pend *head, *tail;
-    size_t n;
+    size_t n;            /* events in memory */
+    bool spilled;        /* some pending events of it are in the outbox only */
+    uint64_t loaded_to;  /* while spilled: events with seq <= this are in memory */
+    size_t nspill;       /* about how many wait in the outbox only (stats) */
+    bool refilling;      /* a worker is scanning the outbox for it (lk not held) */
+    evt__pend *incoming; /* events committed during that scan (singly linked) */
+    int64_t next_sweep_ms; /* breaker open: next look for events past max-age */
     struct evt__dq *next;
 } evt__dq;
 
@@ -115,7 +139,8 @@ struct evt {
     pthread_mutex_t lk;
     pthread_cond_t cv;          /* pending list changed, or stopping */
     evt__dq *dqs;               /* one queue per destination with pending events */
-    size_t npend;
+    size_t npend;               /* pending events in memory */
+    size_t nspill;              /* pending events in the outbox only (sum of dq.nspill) */
     size_t ninflight;           /* pending events a worker is delivering now */
     int nwaiting;               /* workers waiting on cv (a signal with none is wasted) */
     evt__fn *fns;
@@ -126,6 +151,10 @@ struct evt {
     pthread_t *threads;
     int nthreads;
     int64_t next_trim_ms;
+    uint64_t done[EVT__DONE_MAX]; /* delivered events whose outbox records are still to
+                                   * be deleted (one batch for many; see done_flush) */
+    size_t ndone;
+    int64_t done_since_ms;      /* when done[0] was noted */
     uint64_t blocked[4 * EVT__LOOKAHEAD]; /* scratch set of tuples for picking */
     uint32_t blocked_gen[4 * EVT__LOOKAHEAD]; /* entry valid when == gen */
     uint32_t gen;
@@ -147,6 +176,8 @@ typedef struct evt__worker {
     evt_t *e;
     int idx;
     void *curl;
+    char *curl_url;              /* webhook URL the handle is set up for (kept between events) */
+    void *curl_hdrs;             /* its header list (struct curl_slist) */
     evt__conn conns[EVT__CONNS]; /* Redis and NATS connections of this worker */
     unsigned next_conn;          /* slot to reuse when all are taken */
     void *amqp;                  /* kept-alive AMQP connection (channel 1 in confirm mode) */

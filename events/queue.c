@@ -183,6 +183,7 @@ void evt_config_defaults(evt_config *cfg)
     cfg->max_depth = 4;
     cfg->delivery_timeout_ms = 10000;
     cfg->log_max_bytes = 16LL << 20;
+    cfg->window = 4096;
 }
 
 int evt_config_parse(const char *spec, evt_config *cfg, const char **why)
@@ -228,9 +229,11 @@ int evt_config_parse(const char *spec, evt_config *cfg, const char **why)
             cfg->delivery_timeout_ms = (int)v;
         else if (!strcmp(item, "log-max") && v >= 4096)
             cfg->log_max_bytes = v;
+        else if (!strcmp(item, "window") && v >= 16 && v <= 1000000)
+            cfg->window = (int)v;
         else {
             *why = "unknown setting or value out of range (retries, max-age, backoff, "
-                   "backoff-max, retention, workers, max-depth, timeout, log-max)";
+                   "backoff-max, retention, workers, max-depth, timeout, log-max, window)";
             return CM_EINVAL;
         }
     }
@@ -448,6 +451,7 @@ int evt_target_put(evt_t *e, const char *name, const char *kind, const char *url
     for (pp = &e->tgts; *pp; pp = &(*pp)->next) {
         if (!strcmp((*pp)->name, name)) {
             evt__tgt *old = *pp;
+            t->inflight = old->inflight; /* a new definition starts with a closed breaker */
             t->next = old->next;
             *pp = t;
             tgt_free(old);
@@ -871,15 +875,20 @@ static evt__dq *dq_get(evt_t *e, const evt__rec *r)
     return q;
 }
 
-/* Inserts p in seq order (usually at the tail). With lk held; false on OOM. */
-static bool pend_insert(evt_t *e, evt__pend *p)
+static size_t window_of(const evt_t *e)
 {
-    evt__dq *q = dq_get(e, &p->r);
-    if (!q)
-        return false;
+    return e->cfg.window > 0 ? (size_t)e->cfg.window : 4096;
+}
+
+/* Inserts p into q in seq order (usually at the tail). With lk held. False,
+ * and p not taken, if q holds an event with p's seq already. */
+static bool pend_insert(evt_t *e, evt__dq *q, evt__pend *p)
+{
     evt__pend *after = q->tail;
     while (after && after->seq > p->seq)
         after = after->prev;
+    if (after && after->seq == p->seq)
+        return false;
     p->dq = q;
     p->prev = after;
     p->next = after ? after->next : q->head;
@@ -911,8 +920,63 @@ static void pend_unlink(evt_t *e, evt__pend *p)
     e->npend--;
 }
 
-/* True if some event of st is for a destination that is not in backoff.
- * With lk held. */
+/* p stays in the outbox only: a refill loads it. With lk held; frees p. */
+static void pend_spill(evt_t *e, evt__dq *q, evt__pend *p)
+{
+    q->nspill++;
+    e->nspill++;
+    pend_free(p);
+}
+
+/* Hands a committed pending event to its queue (takes ownership of p).
+ * With lk held. Keeps the window (evt__dq): an event past a full window,
+ * or past loaded_to of a spilled queue, stays in the outbox only; one
+ * committed while a refill scans goes to `incoming`, sorted out after. */
+static void pend_offer(evt_t *e, evt__pend *p)
+{
+    evt__dq *q = dq_get(e, &p->r);
+    if (!q) { /* stored: delivered after a restart */
+        cm_log(CM_LOG_ERROR, "events: out of memory queueing an event");
+        pend_free(p);
+        return;
+    }
+    if (q->refilling) {
+        p->next = q->incoming;
+        q->incoming = p;
+        return;
+    }
+    if (q->spilled && p->seq > q->loaded_to) {
+        pend_spill(e, q, p);
+        return;
+    }
+    if (!q->spilled && q->n >= window_of(e) && q->tail && p->seq > q->tail->seq) {
+        q->spilled = true;
+        q->loaded_to = q->tail->seq;
+        pend_spill(e, q, p);
+        return;
+    }
+    if (!pend_insert(e, q, p))
+        pend_free(p);
+}
+
+/* A replayed dead letter keeps its (old) seq: into the window if there is
+ * room, else the next refill rescans the outbox from just before it
+ * (events met again that are in memory already are skipped by seq). */
+static void pend_offer_old(evt_t *e, evt__pend *p)
+{
+    evt__dq *q = dq_get(e, &p->r);
+    if (q && !q->refilling && q->n >= window_of(e)) {
+        if (!q->spilled || p->seq - 1 < q->loaded_to)
+            q->loaded_to = p->seq - 1;
+        q->spilled = true;
+        pend_spill(e, q, p);
+        return;
+    }
+    pend_offer(e, p);
+}
+
+/* True if some event of st is for a destination that may be tried now
+ * (not a target whose breaker is open or whose probe is out). With lk held. */
 static bool staged_ready(evt_t *e, const evt_staged *st, int64_t now)
 {
     for (size_t i = 0; i < st->n; i++) {
@@ -920,7 +984,7 @@ static bool staged_ready(evt_t *e, const evt_staged *st, int64_t now)
         if (p->r.dest_kind != EVT_DEST_TARGET)
             return true;
         const evt__tgt *t = tgt_find(e, p->r.dest);
-        if (!t || t->down_until <= now)
+        if (!t || !t->fails || (t->down_until <= now && !t->inflight))
             return true;
     }
     return false;
@@ -932,17 +996,14 @@ void evt_staged_finish(evt_t *e, evt_staged *st, bool committed)
         return;
     if (committed) {
         pthread_mutex_lock(&e->lk);
-        for (size_t i = 0; i < st->n; i++) {
-            if (!pend_insert(e, st->a[i])) { /* stored; delivered after a restart */
-                pend_free(st->a[i]);
-                cm_log(CM_LOG_ERROR, "events: out of memory queueing an event");
-            }
-        }
-        size_t depth = e->npend;
         /* One event: one worker, if one is idle and the event may go now
-         * (a target in backoff is retried by the workers' timed wait; a
-         * busy worker picks the event up before it waits again). */
-        if (e->nwaiting > 0 && staged_ready(e, st, cm_now_ms()))
+         * (a target whose breaker is open is retried by the workers' timed
+         * wait; a busy worker picks the event up before it waits again). */
+        bool wake = e->nwaiting > 0 && staged_ready(e, st, cm_now_ms());
+        for (size_t i = 0; i < st->n; i++)
+            pend_offer(e, st->a[i]);
+        size_t depth = e->npend + e->nspill;
+        if (wake)
             pthread_cond_signal(&e->cv);
         pthread_mutex_unlock(&e->lk);
         if (e->cfg.depth_fn)
@@ -954,9 +1015,41 @@ void evt_staged_finish(evt_t *e, evt_staged *st, bool committed)
     free(st);
 }
 
+/* Destination kind and name of a stored record, without decoding the rest
+ * (name >= 64 bytes). False if unreadable. */
+static bool rec_dest(cm_slice v, uint8_t *kind, char *name)
+{
+    cm_reader rd = {v.p, v.n};
+    uint8_t ver;
+    cm_slice d;
+    if (cm_get_u8(&rd, &ver) || cm_get_u8(&rd, kind) || cm_get_bytes(&rd, &d) || d.n >= 64)
+        return false;
+    memcpy(name, d.p, d.n);
+    name[d.n] = 0;
+    return true;
+}
+
+static evt__dq *dq_find(evt_t *e, uint8_t kind, const char *name)
+{
+    for (evt__dq *q = e->dqs; q; q = q->next)
+        if (q->kind == kind && !strcmp(q->name, name))
+            return q;
+    return NULL;
+}
+
+/* At start (no workers yet): fills each destination's window in seq order
+ * and counts the rest, which stay in the outbox only. */
 static int load_pending(void *arg, uint64_t seq, cm_slice v)
 {
     evt_t *e = arg;
+    uint8_t kind;
+    char name[64];
+    evt__dq *q;
+    if (rec_dest(v, &kind, name) && (q = dq_find(e, kind, name)) && q->spilled) {
+        q->nspill++;
+        e->nspill++;
+        return 0;
+    }
     evt__pend *p = calloc(1, sizeof *p);
     if (!p)
         return CM_ENOMEM;
@@ -968,11 +1061,176 @@ static int load_pending(void *arg, uint64_t seq, cm_slice v)
     }
     p->seq = seq;
     p->tuple = tuple_hash(&p->r);
-    if (!pend_insert(e, p)) {
-        pend_free(p);
-        return CM_ENOMEM;
-    }
+    pend_offer(e, p);
     return 0;
+}
+
+static void done_flush(evt_t *e);
+
+/* ------------------------------------------------------------- the window */
+struct refill_ctx {
+    const evt__dq *q;       /* kind and name only (fixed for its life) */
+    size_t budget, n;
+    evt__pend *head, *tail; /* loaded, in seq order */
+    uint64_t last;          /* the last seq looked at */
+    bool full;              /* stopped at the budget, not at the end */
+};
+
+static int refill_one(void *arg, uint64_t seq, cm_slice v)
+{
+    struct refill_ctx *rc = arg;
+    uint8_t kind;
+    char name[64];
+    if (rc->n >= rc->budget) {
+        rc->full = true;
+        return 1;
+    }
+    rc->last = seq;
+    if (!rec_dest(v, &kind, name) || kind != rc->q->kind || strcmp(name, rc->q->name))
+        return 0;
+    evt__pend *p = calloc(1, sizeof *p);
+    if (!p)
+        return CM_ENOMEM;
+    if (evt__rec_decode(v, &p->r)) {
+        free(p);
+        return 0;
+    }
+    p->seq = seq;
+    p->tuple = tuple_hash(&p->r);
+    if (rc->tail)
+        rc->tail->next = p;
+    else
+        rc->head = p;
+    rc->tail = p;
+    rc->n++;
+    return 0;
+}
+
+/* A spilled queue whose window drained below half, or NULL. With lk held. */
+static evt__dq *refill_due(evt_t *e)
+{
+    for (evt__dq *q = e->dqs; q; q = q->next)
+        if (q->spilled && !q->refilling && q->n < window_of(e) / 2)
+            return q;
+    return NULL;
+}
+
+/* Loads q's next events from the outbox (seq > loaded_to, in order) until
+ * its window is full. Called and returns with lk held; the scan runs
+ * without it, and what commits meanwhile waits on q->incoming. */
+static void refill(evt_t *e, evt__dq *q)
+{
+    q->refilling = true;
+    done_flush(e); /* the scan must not meet delivered events again */
+    struct refill_ctx rc = {q, window_of(e) - q->n, 0, NULL, NULL, q->loaded_to, false};
+    if (q->n >= window_of(e))
+        rc.budget = 0;
+    pthread_mutex_unlock(&e->lk);
+    int r = md_outbox_scan(e->md, false, rc.last, refill_one, &rc);
+    pthread_mutex_lock(&e->lk);
+    size_t added = 0;
+    while (rc.head) {
+        evt__pend *p = rc.head;
+        rc.head = p->next;
+        if (pend_insert(e, q, p))
+            added++;
+        else
+            pend_free(p);
+    }
+    added = added < q->nspill ? added : q->nspill;
+    q->nspill -= added;
+    e->nspill -= added;
+    q->loaded_to = rc.last;
+    if (r == 0 && !rc.full) { /* the end of the outbox: all of q is in memory */
+        e->nspill -= q->nspill;
+        q->nspill = 0;
+        q->spilled = false;
+    } else if (r != 0 && r != 1) {
+        cm_log(CM_LOG_ERROR, "events: cannot load pending events of %s: %s", q->name,
+               cm_strerror(r));
+    }
+    q->refilling = false;
+    evt__pend *in = q->incoming;
+    q->incoming = NULL;
+    while (in) {
+        evt__pend *p = in;
+        in = in->next;
+        pend_offer(e, p);
+    }
+}
+
+/* Max-age while a target stays down: its waiting events are dead-lettered
+ * without an attempt (their attempt count is left as it is; the last
+ * error names the target's). Looks at each open breaker's window at most
+ * once a second. Called and returns with lk held; true if it dropped lk. */
+static bool sweep_expired(evt_t *e, int64_t now)
+{
+    for (evt__dq *q = e->dqs; q; q = q->next) {
+        if (q->kind != EVT_DEST_TARGET || !q->n || now < q->next_sweep_ms)
+            continue;
+        evt__tgt *t = tgt_find(e, q->name);
+        if (!t || !t->fails)
+            continue;
+        q->next_sweep_ms = now + 1000;
+        size_t n = 0;
+        for (evt__pend *p = q->head; p; p = p->next)
+            n += !p->inflight && now - p->r.created_ms >= e->cfg.max_age_ms;
+        if (!n)
+            continue;
+        evt__pend **a = malloc(n * sizeof *a);
+        uint64_t *seqs = malloc(n * sizeof *seqs);
+        cm_slice *recs = calloc(n, sizeof *recs);
+        cm_buf *vals = calloc(n, sizeof *vals);
+        if (!a || !seqs || !recs || !vals) {
+            free(a);
+            free(seqs);
+            free(recs);
+            free(vals);
+            return false;
+        }
+        char why[256];
+        snprintf(why, sizeof why, "target down: %s", t->last_err);
+        size_t k = 0;
+        for (evt__pend *p = q->head, *nx; p && k < n; p = nx) {
+            nx = p->next;
+            if (p->inflight || now - p->r.created_ms < e->cfg.max_age_ms)
+                continue;
+            pend_unlink(e, p);
+            a[k++] = p;
+        }
+        pthread_mutex_unlock(&e->lk);
+        for (size_t i = 0; i < k; i++) {
+            cm_buf_reset(&a[i]->r.err);
+            cm_buf_append_str(&a[i]->r.err, why);
+            evt__rec_encode(&a[i]->r, &vals[i]);
+            seqs[i] = a[i]->seq;
+            recs[i] = cm_buf_slice(&vals[i]);
+        }
+        int rc = md_outbox_bury_many(e->md, seqs, recs, k);
+        if (rc)
+            cm_log(CM_LOG_ERROR, "events: cannot dead-letter %zu expired events of %s: %s", k,
+                   q->name, cm_strerror(rc));
+        else
+            cm_log(CM_LOG_WARN, "events: dead-lettered %zu events for %s older than max-age (%s)",
+                   k, q->name, why);
+        pthread_mutex_lock(&e->lk);
+        for (size_t i = 0; i < k; i++) {
+            cm_buf_free(&vals[i]);
+            if (rc && pend_insert(e, q, a[i])) /* still pending: keep it */
+                continue;
+            pend_free(a[i]);
+        }
+        if (!rc) {
+            e->st.dead += k;
+            q->next_sweep_ms = 0; /* the refilled window may hold more */
+        }
+        free(a);
+        free(seqs);
+        free(recs);
+        free(vals);
+        return true;
+    }
+    return false;
 }
 
 /* ------------------------------------------------------------ dispatcher */
@@ -994,9 +1252,11 @@ static bool blocked_test_add(evt_t *e, uint64_t t)
 
 /* Picks the first pending event that may go now: due, not in flight, its
  * destination ready, and no earlier event of its (destination, key)
- * pending. *wait_ms gets how long until something might be ready. With lk
- * held. Cost: the number of destinations plus the lookahead of the ready
- * ones, however long the backlog. */
+ * pending. A target whose breaker is not closed is ready only for one
+ * delivery at a time (the probe) once its backoff passed. *wait_ms gets
+ * how long until something might be ready. With lk held. Cost: the number
+ * of destinations plus the lookahead of the ready ones, however long the
+ * backlog. */
 static evt__pend *pick(evt_t *e, int64_t now, int64_t *wait_ms)
 {
     *wait_ms = 60000;
@@ -1009,11 +1269,13 @@ static evt__pend *pick(evt_t *e, int64_t now, int64_t *wait_ms)
                 continue; /* a run ending wakes us */
         } else {
             evt__tgt *t = tgt_find(e, q->name);
-            if (t && t->down_until > now) {
+            if (t && t->fails && t->down_until > now) { /* open */
                 if (t->down_until - now < *wait_ms)
                     *wait_ms = t->down_until - now;
                 continue;
             }
+            if (t && t->fails && t->inflight)
+                continue; /* half-open, its probe is out: the prober picks again after */
         }
         if (++e->gen == 0) { /* wrapped: forget every stamp */
             memset(e->blocked_gen, 0, sizeof e->blocked_gen);
@@ -1044,6 +1306,36 @@ static bool log_expired(void *arg, cm_slice rec)
     if (cm_get_u8(&rd, &ver) || cm_get_u32(&rd, &type) || cm_get_u64(&rd, &t))
         return true;
     return (int64_t)t < cutoff;
+}
+
+/* Deletes the outbox records of the delivered events noted in e->done, in
+ * one non-sync batch (a delete lost in a crash means a redelivery, as for
+ * one). Called and returns with lk held; drops it for the write. */
+static void done_flush(evt_t *e)
+{
+    uint64_t a[EVT__DONE_MAX];
+    size_t n = e->ndone;
+    if (!n)
+        return;
+    memcpy(a, e->done, n * sizeof a[0]);
+    e->ndone = 0;
+    pthread_mutex_unlock(&e->lk);
+    int rc = md_outbox_done_many(e->md, a, n);
+    if (rc)
+        cm_log(CM_LOG_WARN, "events: cannot forget %zu delivered events: %s", n, cm_strerror(rc));
+    pthread_mutex_lock(&e->lk);
+}
+
+/* Notes delivered event seq for done_flush. With lk held; may drop it. */
+static void done_note(evt_t *e, uint64_t seq, int64_t now)
+{
+    if (e->ndone == EVT__DONE_MAX)
+        done_flush(e);
+    if (!e->ndone)
+        e->done_since_ms = now;
+    e->done[e->ndone++] = seq;
+    if (e->ndone == EVT__DONE_MAX || now - e->done_since_ms >= EVT__DONE_MS)
+        done_flush(e);
 }
 
 /* Delivers p (not in flight for anyone else); returns 0 when acknowledged. */
@@ -1128,7 +1420,18 @@ static void *worker_main(void *arg)
             pthread_mutex_lock(&e->lk);
             continue;
         }
+        evt__dq *rq = refill_due(e);
+        if (rq) {
+            refill(e, rq);
+            continue;
+        }
+        if (sweep_expired(e, now))
+            continue;
         evt__pend *p = pick(e, now, &wait_ms);
+        if (!p && e->ndone) { /* idle: forget what was delivered before waiting */
+            done_flush(e);
+            continue;
+        }
         if (!p) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
@@ -1146,6 +1449,12 @@ static void *worker_main(void *arg)
             evt__fn *f = fn_find(e, p->r.dest);
             if (f)
                 f->running++; /* claimed under lk: concurrency holds */
+        } else {
+            evt__tgt *t = tgt_find(e, p->r.dest);
+            if (t) {
+                t->inflight++; /* claimed under lk: one probe at a time */
+                e->st.probes += t->fails > 0;
+            }
         }
         pthread_mutex_unlock(&e->lk);
 
@@ -1170,19 +1479,22 @@ static void *worker_main(void *arg)
                        (unsigned long long)p->seq, p->r.dest, p->r.attempts, cm_buf_str(&err));
                 md_outbox_update(e->md, p->seq, cm_buf_slice(&v));
             }
-        } else {
-            md_outbox_done(e->md, p->seq);
         }
 
         pthread_mutex_lock(&e->lk);
         p->inflight = false;
         e->ninflight--;
-        bool recovered = false; /* a target in backoff answered: its backlog may all go */
+        bool recovered = false; /* a probe succeeded: the target's backlog may all go */
+        int64_t down_until = 0;
         if (p->r.dest_kind == EVT_DEST_TARGET) {
             evt__tgt *t = tgt_find(e, p->r.dest);
+            if (t && t->inflight > 0)
+                t->inflight--;
             if (t && rc && rc != CM_ENOTFOUND) {
                 t->fails++;
                 t->down_until = now + evt_backoff_ms(&e->cfg, t->fails, (uint32_t)random());
+                down_until = t->down_until;
+                snprintf(t->last_err, sizeof t->last_err, "%s", cm_buf_str(&err));
             } else if (t) {
                 recovered = t->fails > 0;
                 t->fails = 0;
@@ -1190,15 +1502,22 @@ static void *worker_main(void *arg)
             }
         }
         if (!rc || bury) {
+            uint64_t seq = p->seq;
             pend_unlink(e, p);
-            if (rc)
-                e->st.dead++;
-            else
-                e->st.delivered++;
             pend_free(p);
+            if (rc) {
+                e->st.dead++;
+            } else {
+                e->st.delivered++;
+                done_note(e, seq, now); /* may drop lk: p is gone by then */
+            }
         } else {
             e->st.failed++;
-            p->due_ms = now + evt_backoff_ms(&e->cfg, p->r.attempts, (uint32_t)random());
+            /* A target failure: this event stays the probe, tried again
+             * when the breaker half-opens. */
+            p->due_ms = down_until ? down_until
+                                   : now + evt_backoff_ms(&e->cfg, p->r.attempts,
+                                                          (uint32_t)random());
         }
         /* This worker picks again before it waits, so what this delivery
          * unblocked (the next event of its key, a function slot) is taken
@@ -1209,7 +1528,7 @@ static void *worker_main(void *arg)
         else if (e->nwaiting > 0 && e->npend > e->ninflight + 1)
             pthread_cond_signal(&e->cv);
         if (e->cfg.depth_fn) {
-            size_t depth = e->npend;
+            size_t depth = e->npend + e->nspill;
             pthread_mutex_unlock(&e->lk);
             e->cfg.depth_fn(e->cfg.cb_arg, depth);
             pthread_mutex_lock(&e->lk);
@@ -1242,11 +1561,11 @@ int evt_start(const evt_config *cfg, md_db_t *md, evt_t **out)
         (rc = md_evt_conf_scan(md, MD_EVT_NOTIFY, load_notify, e)) ||
         (rc = md_outbox_scan(md, false, 0, load_pending, e)))
         goto fail;
-    if (e->npend)
-        cm_log(CM_LOG_INFO, "events: %zu events pending delivery", e->npend);
+    if (e->npend + e->nspill)
+        cm_log(CM_LOG_INFO, "events: %zu events pending delivery (%zu loaded)",
+               e->npend + e->nspill, e->npend);
     if (cfg->depth_fn)
-        cfg->depth_fn(cfg->cb_arg, e->npend);
-    e->st.pending = e->npend;
+        cfg->depth_fn(cfg->cb_arg, e->npend + e->nspill);
     srandom((unsigned)cm_mono_ns());
     evt__targets_init();
     e->threads = calloc((size_t)cfg->workers, sizeof *e->threads);
@@ -1289,12 +1608,20 @@ void evt_stop(evt_t *e)
     for (int i = 0; i < e->nthreads; i++)
         pthread_join(e->threads[i], NULL);
     free(e->threads);
+    pthread_mutex_lock(&e->lk);
+    done_flush(e);
+    pthread_mutex_unlock(&e->lk);
     while (e->dqs) {
         evt__dq *q = e->dqs;
         e->dqs = q->next;
         while (q->head) {
             evt__pend *p = q->head;
             pend_unlink(e, p);
+            pend_free(p);
+        }
+        while (q->incoming) {
+            evt__pend *p = q->incoming;
+            q->incoming = p->next;
             pend_free(p);
         }
         free(q);
@@ -1325,7 +1652,8 @@ void evt_get_stats(evt_t *e, evt_stats *out)
 {
     pthread_mutex_lock(&e->lk);
     *out = e->st;
-    out->pending = e->npend;
+    out->pending = e->npend + e->nspill;
+    out->resident = e->npend;
     pthread_mutex_unlock(&e->lk);
 }
 
@@ -1367,6 +1695,11 @@ static int list_one(void *arg, uint64_t seq, cm_slice v)
 int evt_events_json(evt_t *e, bool dead, size_t limit, cm_buf *out)
 {
     struct list_ctx lc = {out, 0, limit ? limit : 1000};
+    if (!dead) { /* delivered events are not pending: their deletes go out first */
+        pthread_mutex_lock(&e->lk);
+        done_flush(e);
+        pthread_mutex_unlock(&e->lk);
+    }
     cm_buf_append_byte(out, '[');
     int rc = md_outbox_scan(e->md, dead, 0, list_one, &lc);
     cm_buf_append_byte(out, ']');
@@ -1436,11 +1769,9 @@ int evt_replay(evt_t *e, const uint64_t *ids, size_t n, size_t *out_n)
         p->seq = ids[i];
         p->tuple = tuple_hash(&p->r);
         pthread_mutex_lock(&e->lk);
-        bool queued = pend_insert(e, p);
+        pend_offer_old(e, p);
         pthread_cond_broadcast(&e->cv);
         pthread_mutex_unlock(&e->lk);
-        if (!queued) /* stored as pending: delivered after a restart */
-            pend_free(p);
         done++;
     }
 out:

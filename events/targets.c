@@ -482,10 +482,34 @@ static size_t discard(char *p, size_t size, size_t n, void *arg)
     return size * n;
 }
 
+/* Sets the handle up for a POST to t with header list hl (the options
+ * that do not change between events of a webhook). */
+static void http_setup(evt__worker *w, const evt__tgt_snap *t, struct curl_slist *hl)
+{
+    CURL *h = w->curl;
+    evt_t *e = w->e;
+    curl_easy_reset(h); /* keeps the connection cache: kept-alive connections stay open */
+    curl_easy_setopt(h, CURLOPT_URL, t->url);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_POST, 1L);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)e->cfg.delivery_timeout_ms);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)e->cfg.delivery_timeout_ms);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "cairn-events/0.1");
+}
+
+static void http_forget(evt__worker *w)
+{
+    free(w->curl_url);
+    w->curl_url = NULL;
+    curl_slist_free_all(w->curl_hdrs);
+    w->curl_hdrs = NULL;
+}
+
 static int http_post(evt__worker *w, const evt__tgt_snap *t, const evt__rec *r, cm_slice msg,
                      cm_buf *err)
 {
-    evt_t *e = w->e;
     CURL *h = w->curl;
     struct curl_slist *hl = NULL;
     cm_buf hdrs = {0};
@@ -494,8 +518,8 @@ static int http_post(evt__worker *w, const evt__tgt_snap *t, const evt__rec *r, 
 
     if (!h && !(h = w->curl = curl_easy_init()))
         return CM_ENOMEM;
-    curl_easy_reset(h);
-    if (!strcmp(t->kind, "cloudevents")) {
+    if (!strcmp(t->kind, "cloudevents")) { /* headers per event */
+        http_forget(w);
         snprintf(id, sizeof id, "%016llX-%s", (unsigned long long)r->evseq,
                  r->dest_kind == EVT_DEST_FUNCTION ? "f" : "t");
         evt_cloudevents_headers(r->bucket, cm_buf_slice(&r->key), r->type, r->time_ms, id, &hdrs);
@@ -506,20 +530,22 @@ static int http_post(evt__worker *w, const evt__tgt_snap *t, const evt__rec *r, 
             hl = curl_slist_append(hl, line);
             line = nl + 1;
         }
-    } else {
-        hl = curl_slist_append(hl, "Content-Type: application/json");
+        hl = curl_slist_append(hl, "Expect:");
+        http_setup(w, t, hl);
+    } else if (!w->curl_url || strcmp(w->curl_url, t->url)) { /* a webhook: set up once */
+        http_forget(w);
+        hl = curl_slist_append(NULL, "Content-Type: application/json");
+        hl = curl_slist_append(hl, "Expect:");
+        if (!hl || !(w->curl_url = strdup(t->url))) {
+            curl_slist_free_all(hl);
+            return CM_ENOMEM;
+        }
+        w->curl_hdrs = hl;
+        hl = NULL;
+        http_setup(w, t, w->curl_hdrs);
     }
-    hl = curl_slist_append(hl, "Expect:");
-    curl_easy_setopt(h, CURLOPT_URL, t->url);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_POST, 1L);
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, (const char *)msg.p);
     curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)msg.n);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)e->cfg.delivery_timeout_ms);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)e->cfg.delivery_timeout_ms);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
-    curl_easy_setopt(h, CURLOPT_USERAGENT, "cairn-events/0.1");
     CURLcode cc = curl_easy_perform(h);
     long status = 0;
     if (cc != CURLE_OK) {
@@ -531,7 +557,10 @@ static int http_post(evt__worker *w, const evt__tgt_snap *t, const evt__rec *r, 
         else
             cm_buf_printf(err, "%s: HTTP %ld", t->kind, status);
     }
-    curl_slist_free_all(hl);
+    if (hl) { /* per-event headers: not kept */
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+        curl_slist_free_all(hl);
+    }
     cm_buf_free(&hdrs);
     return rc;
 }
@@ -568,6 +597,7 @@ void evt__worker_cleanup(evt__worker *w)
     if (w->curl)
         curl_easy_cleanup(w->curl);
     w->curl = NULL;
+    http_forget(w);
     for (int i = 0; i < EVT__CONNS; i++) {
         conn_close(&w->conns[i]);
         cm_buf_free(&w->conns[i].in);

@@ -367,10 +367,15 @@ int md_changelog_add(md_batch_t *b, const char *bucket, uint64_t seq, cm_slice r
 
 /* Forgets a delivered event (non-sync: a lost delete means a redelivery). */
 int md_outbox_done(md_db_t *db, uint64_t seq);
+/* The same for n events (seqs borrowed) in one non-sync batch. */
+int md_outbox_done_many(md_db_t *db, const uint64_t *seqs, size_t n);
 /* Rewrites a pending event in place (attempt count; non-sync). */
 int md_outbox_update(md_db_t *db, uint64_t seq, cm_slice rec);
 /* In one sync batch: drops pending seq and stores rec as dead letter seq. */
 int md_outbox_bury(md_db_t *db, uint64_t seq, cm_slice rec);
+/* The same for n events (seqs[i] with recs[i]) in one sync batch; events
+ * no longer pending are skipped. Inputs borrowed. 0 or an I/O error. */
+int md_outbox_bury_many(md_db_t *db, const uint64_t *seqs, const cm_slice *recs, size_t n);
 /* In one sync batch: drops dead letter seq and stores rec as pending seq.
  * CM_ENOTFOUND if there is no such dead letter. */
 int md_outbox_revive(md_db_t *db, uint64_t seq, cm_slice rec);

@@ -92,6 +92,26 @@ int md_outbox_done(md_db_t *db, uint64_t seq)
     return rc;
 }
 
+int md_outbox_done_many(md_db_t *db, const uint64_t *seqs, size_t n)
+{
+    struct md__batch *b;
+    cm_buf k = {0};
+    int rc = 0;
+
+    if (!n)
+        return 0;
+    if (!(b = md__batch_new()))
+        return CM_ENOMEM;
+    for (size_t i = 0; i < n && !rc; i++)
+        if (!(rc = seq_key(&k, 'Q', seqs[i])))
+            md__batch_del(b, cm_buf_slice(&k));
+    if (!rc)
+        rc = md__batch_commit(db, b, false);
+    md__batch_free(b);
+    cm_buf_free(&k);
+    return rc;
+}
+
 int md_outbox_update(md_db_t *db, uint64_t seq, cm_slice rec)
 {
     cm_buf k = {0};
@@ -121,6 +141,39 @@ out:
 int md_outbox_bury(md_db_t *db, uint64_t seq, cm_slice rec)
 {
     return move(db, 'Q', 'D', seq, rec);
+}
+
+int md_outbox_bury_many(md_db_t *db, const uint64_t *seqs, const cm_slice *recs, size_t n)
+{
+    struct md__batch *b;
+    cm_buf fk = {0}, tk = {0};
+    size_t moved = 0;
+    int rc = 0;
+
+    if (!n)
+        return 0;
+    if (!(b = md__batch_new()))
+        return CM_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        if ((rc = seq_key(&fk, 'Q', seqs[i])) || (rc = seq_key(&tk, 'D', seqs[i])))
+            goto out;
+        if ((rc = md__exists(db, cm_buf_slice(&fk)))) {
+            if (rc != CM_ENOTFOUND)
+                goto out;
+            rc = 0; /* delivered or moved meanwhile */
+            continue;
+        }
+        md__batch_del(b, cm_buf_slice(&fk));
+        md__batch_put(b, cm_buf_slice(&tk), recs[i]);
+        moved++;
+    }
+    if (moved)
+        rc = md__batch_commit(db, b, true);
+out:
+    md__batch_free(b);
+    cm_buf_free(&fk);
+    cm_buf_free(&tk);
+    return rc;
 }
 
 int md_outbox_revive(md_db_t *db, uint64_t seq, cm_slice rec)

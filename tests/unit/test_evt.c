@@ -2,13 +2,17 @@
  * matching (table), overlap, ARNs, the stored config round trip, the S3
  * record JSON and CloudEvents headers (golden), the backoff schedule, and
  * the outbox end to end on a temp database (staging in the change's batch,
- * delivery through the function runner, dead letters, replay, change log).
+ * delivery through the function runner, dead letters, replay, change log),
+ * and the dispatcher's bounds: the in-memory window with 50,000 events
+ * pending for a down target, the circuit breaker (one probe, no rewrites
+ * of waiting events), max-age while down, and refills keeping key order.
  * TAP. */
 #include "common/json.h"
 #include "events/evt_int.h"
 #include "tests/unit/tap.h"
 
 #include <ftw.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -590,6 +594,260 @@ static void test_end_to_end(void)
     nftw(g_dir, rm_fn, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+
+/* ------------------------------------------------- window and breaker */
+/* Stores n pending events for destination (kind, dest) directly in the
+ * outbox (non-sync puts: fast), seqs base.., keys "k<i % nkeys>". */
+#define FILL_BASE (1ull << 19) /* below the ids a reopened database hands out */
+static void fill_outbox(md_db_t *md, uint8_t kind, const char *dest, uint64_t base, size_t n,
+                        size_t nkeys, int64_t created_ms)
+{
+    cm_buf v = {0};
+    evt_change c = {.bucket = "b", .type = EVT_CREATED_PUT, .size = 3,
+                    .etag = CM_SLICE_STR("acbd18db4cc2f85cedef654fccc4a4d8"),
+                    .region = "us-east-1", .principal = "p", .owner = "o",
+                    .source_ip = "127.0.0.1", .request_id = "r", .host_id = "h"};
+    for (size_t i = 0; i < n; i++) {
+        evt__rec r;
+        char key[32];
+        memset(&r, 0, sizeof r);
+        snprintf(key, sizeof key, "k%zu", i % nkeys);
+        r.dest_kind = kind;
+        snprintf(r.dest, sizeof r.dest, "%s", dest);
+        snprintf(r.bucket, sizeof r.bucket, "b");
+        cm_buf_append_str(&r.key, key);
+        r.type = EVT_CREATED_PUT;
+        r.created_ms = created_ms;
+        r.time_ms = created_ms;
+        r.evseq = base + i;
+        evt__rec_set_change(&r, &c, "cfg");
+        cm_buf_reset(&v);
+        evt__rec_encode(&r, &v);
+        md_outbox_update(md, base + i, cm_buf_slice(&v));
+        evt__rec_free(&r);
+    }
+    cm_buf_free(&v);
+}
+
+static int count_attempted(void *arg, uint64_t seq, cm_slice v)
+{
+    evt__rec r;
+    (void)seq;
+    if (evt__rec_decode(v, &r) == 0) {
+        *(size_t *)arg += r.attempts > 0;
+        evt__rec_free(&r);
+    }
+    return 0;
+}
+
+static void set_rule(evt_t *e, const char *arn)
+{
+    const char *why = NULL;
+    evt_notify cfg = {0};
+    evt_rule *r = evt_notify_add(&cfg);
+    snprintf(r->id, sizeof r->id, "w");
+    snprintf(r->arn, sizeof r->arn, "%s", arn);
+    r->events = EVT_CREATED_ALL;
+    snprintf(r->names[r->nnames++], sizeof r->names[0], "s3:ObjectCreated:*");
+    ok(evt_notify_put(e, "b", &cfg, &why) == 0, "rule to %s", arn);
+    evt_notify_clear(&cfg);
+}
+
+static bool all_dead(evt_t *e, void *arg)
+{
+    evt_stats st;
+    evt_get_stats(e, &st);
+    return st.dead >= *(size_t *)arg && st.pending == 0;
+}
+
+static void test_window_down(void)
+{
+    md_db_t *md = NULL;
+    evt_t *e = NULL;
+    evt_config c;
+    evt_stats st;
+    const char *why = NULL;
+    char dir[64], path[128];
+    const size_t nfill = 50000;
+
+    snprintf(dir, sizeof dir, "/tmp/test_evt.XXXXXX");
+    if (!mkdtemp(dir)) {
+        skip("no temp dir");
+        return;
+    }
+    snprintf(path, sizeof path, "%s/meta", dir);
+    ok(md_open(path, &md) == 0, "metadata opens (window)");
+    md_bucket bk = {"b", cm_now_ms(), "us-east-1"};
+    md_bucket_create(md, &bk);
+    evt_config_defaults(&c);
+    c.data_dir = dir;
+    c.region = "us-east-1";
+    c.endpoint = "http://127.0.0.1:1";
+    c.backoff_ms = 20;
+    c.backoff_max_ms = 40;
+    c.max_attempts = 1000;
+    c.workers = 3;
+    ok(evt_start(&c, md, &e) == 0, "events start");
+    ok(evt_target_put(e, "down", "redis", "redis://127.0.0.1:1/s", &why) == 0,
+       "a target nothing listens for");
+    set_rule(e, "arn:cairn:sqs:us-east-1::down");
+    put(md, e, "first", EVT_CREATED_PUT, 0); /* reserves a block of ids */
+    evt_stop(e);
+    e = NULL;
+
+    /* 50,000 pending events for the down target, then a restart (ids of
+     * changes from now on sort after them, as they would). */
+    md_close(md);
+    ok(md_open(path, &md) == 0, "metadata reopens");
+    fill_outbox(md, EVT_DEST_TARGET, "down", FILL_BASE, nfill, 1000, cm_now_ms());
+    ok(evt_start(&c, md, &e) == 0, "events start with %zu pending", nfill);
+    evt_get_stats(e, &st);
+    is_int(st.pending, nfill + 1, "all of them count as pending");
+    ok(st.resident <= (uint64_t)c.window, "at most a window in memory: %llu <= %d",
+       (unsigned long long)st.resident, c.window);
+    /* Changes go on while the target is down. */
+    size_t maxres = st.resident;
+    for (int i = 0; i < 200; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "new%d", i);
+        put(md, e, key, EVT_CREATED_PUT, 0);
+        evt_get_stats(e, &st);
+        if (st.resident > maxres)
+            maxres = st.resident;
+    }
+    usleep(600 * 1000); /* many backoff periods: probes go out */
+    evt_get_stats(e, &st);
+    if (st.resident > maxres)
+        maxres = st.resident;
+    ok(maxres <= (uint64_t)c.window, "still at most a window in memory: %zu", maxres);
+    is_int(st.pending, nfill + 201, "new events are pending too (in the outbox)");
+    ok(st.probes >= 3, "the breaker sent probes (%llu)", (unsigned long long)st.probes);
+    ok(st.failed <= st.probes + (uint64_t)c.workers,
+       "only probes were tried (%llu failed, %llu probes)", (unsigned long long)st.failed,
+       (unsigned long long)st.probes);
+    size_t attempted = 0;
+    md_outbox_scan(md, false, 0, count_attempted, &attempted);
+    ok(attempted <= (size_t)c.workers,
+       "waiting events are not rewritten: %zu records carry attempts", attempted);
+    evt_stop(e);
+    e = NULL;
+
+    /* Max-age while the target stays down: dead-lettered without attempts,
+     * a window at a time. */
+    c.max_age_ms = 60000;
+    c.window = 1000;
+    md_close(md);
+    nftw(dir, rm_fn, 16, FTW_DEPTH | FTW_PHYS);
+    mkdir(dir, 0700);
+    ok(md_open(path, &md) == 0, "metadata opens (max-age)");
+    md_bucket_create(md, &bk);
+    ok(evt_start(&c, md, &e) == 0, "events start");
+    ok(evt_target_put(e, "down", "redis", "redis://127.0.0.1:1/s", &why) == 0, "target");
+    set_rule(e, "arn:cairn:sqs:us-east-1::down");
+    evt_stop(e);
+    e = NULL;
+    fill_outbox(md, EVT_DEST_TARGET, "down", FILL_BASE, 5000, 50, cm_now_ms() - 3600 * 1000);
+    ok(evt_start(&c, md, &e) == 0, "events start with 5000 expired events");
+    size_t want = 5000;
+    ok(wait_for(e, all_dead, &want, 10000), "all dead-lettered by age while the target is down");
+    evt_get_stats(e, &st);
+    ok(st.failed <= st.probes + (uint64_t)c.workers, "with only probes tried (%llu)",
+       (unsigned long long)st.failed);
+    cm_buf b = {0};
+    evt_events_json(e, true, 5000, &b);
+    ok(strstr(cm_buf_str(&b), "\"attempts\":0") && strstr(cm_buf_str(&b), "target down: "),
+       "dead letters say the target was down, attempts untouched");
+    cm_buf_free(&b);
+    evt_stop(e);
+    md_close(md);
+    nftw(dir, rm_fn, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Refills: a small window drains a longer backlog in seq order per key
+ * while new changes keep coming. */
+static bool drained(evt_t *e, void *arg)
+{
+    evt_stats st;
+    evt_get_stats(e, &st);
+    size_t *a = arg; /* a[0] want delivered, a[1] max resident seen, a[2] window */
+    if (st.resident > a[1])
+        a[1] = st.resident;
+    return st.delivered >= a[0] && st.pending == 0;
+}
+
+static void test_window_refill(void)
+{
+    md_db_t *md = NULL;
+    evt_t *e = NULL;
+    evt_config c;
+    const char *why = NULL;
+    char dir[64], path[160], exec[300];
+    const size_t nfill = 600, nlive = 60;
+
+    snprintf(dir, sizeof dir, "/tmp/test_evt.XXXXXX");
+    if (!mkdtemp(dir)) {
+        skip("no temp dir");
+        return;
+    }
+    snprintf(path, sizeof path, "%s/meta", dir);
+    ok(md_open(path, &md) == 0, "metadata opens (refill)");
+    md_bucket bk = {"b", cm_now_ms(), "us-east-1"};
+    md_bucket_create(md, &bk);
+    evt_config_defaults(&c);
+    c.data_dir = dir;
+    c.region = "us-east-1";
+    c.endpoint = "http://127.0.0.1:1";
+    c.workers = 4;
+    c.window = 16;
+    ok(evt_start(&c, md, &e) == 0, "events start");
+    snprintf(exec, sizeof exec, "printf '%%s\\n' \"$(cat)\" >> %s/out", dir); /* one write */
+    ok(evt_function_put(e, "ord", exec, 5, 4, NULL, 0, &why) == 0, "function defined");
+    set_rule(e, "arn:cairn:lambda:us-east-1::function:ord");
+    put(md, e, "first", EVT_CREATED_PUT, 0); /* reserves a block of ids */
+    evt_stop(e);
+    e = NULL;
+    md_close(md);
+    ok(md_open(path, &md) == 0, "metadata reopens");
+    fill_outbox(md, EVT_DEST_FUNCTION, "ord", FILL_BASE, nfill, 7, cm_now_ms());
+    ok(evt_start(&c, md, &e) == 0, "events start with %zu pending, window %d", nfill, c.window);
+    size_t a[3] = {nfill + nlive + 1, 0, (size_t)c.window};
+    for (size_t i = 0; i < nlive; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "live%zu", i % 5);
+        put(md, e, key, EVT_CREATED_PUT, 0);
+        drained(e, a);
+    }
+    ok(wait_for(e, drained, a, 20000), "backlog and new events all delivered");
+    ok(a[1] <= (size_t)c.window + c.workers, "resident stayed near the window: %zu", a[1]);
+    /* Per key, sequencers increase in delivery order. */
+    snprintf(path, sizeof path, "%s/out", dir);
+    FILE *f = fopen(path, "r");
+    char line[8192], last[16][20];
+    size_t n = 0, bad = 0;
+    memset(last, 0, sizeof last);
+    while (f && fgets(line, sizeof line, f)) {
+        const char *k = strstr(line, "\"key\":\""), *q = strstr(line, "\"sequencer\":\"");
+        if (!k || !q)
+            continue;
+        k += 7;
+        q += 13;
+        int slot = k[0] == 'k' ? atoi(k + 1) : k[0] == 'l' ? 8 + atoi(k + 4) : 15;
+        if (slot < 0 || slot >= 16)
+            continue;
+        if (last[slot][0] && strncmp(q, last[slot], 16) <= 0)
+            bad++;
+        memcpy(last[slot], q, 16);
+        n++;
+    }
+    if (f)
+        fclose(f);
+    is_int(n, nfill + nlive + 1, "every event delivered once");
+    is_int(bad, 0, "in sequencer order per key");
+    evt_stop(e);
+    md_close(md);
+    nftw(dir, rm_fn, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 int main(void)
 {
     cm_log_level = CM_LOG_ERROR;
@@ -602,5 +860,7 @@ int main(void)
     test_outbox_record();
     test_backoff();
     test_end_to_end();
+    test_window_down();
+    test_window_refill();
     return done_testing();
 }
