@@ -33,6 +33,7 @@ except ImportError:
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tap import TAP  # noqa: E402
 import s3raw  # noqa: E402
+from procs import free_port  # noqa: E402
 
 t = TAP()
 if len(sys.argv) < 2 or not os.access(os.path.join(sys.argv[1], "cairn"), os.X_OK):
@@ -54,14 +55,6 @@ TOP = tempfile.mkdtemp(prefix="cairn-events.")
 PROCS = []
 RETRIES = 8
 EVENTS_SPEC = "backoff=100,backoff-max=1000,retries=%d,timeout=3000" % RETRIES
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def wait_until(fn, timeout=20, step=0.1):
