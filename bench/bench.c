@@ -47,6 +47,8 @@ static struct {
     bool keys_given;
     bool verify, no_verify, json, prepare, self_test, free_port;
     double wait;  /* --wait: seconds to wait for the endpoint to accept */
+    int sink_port;            /* --sink: run the webhook receiver on this port */
+    const char *sink_log;     /* --sink-log: where it writes "EPOCH KEY" lines */
     enum payload payload;
     int mix;      /* percent of GETs in mixed */
     int max_keys; /* ListObjectsV2 page size */
@@ -871,6 +873,9 @@ static void usage(FILE *f)
 "                        with no --op and no --prepare, only wait\n"
 "  --free-port           print a free 127.0.0.1 TCP port and exit (for scripts)\n"
 "  --self-test           check SigV4 against AWS's published examples and exit\n"
+"  --sink PORT --sink-log FILE\n"
+"                        be a webhook receiver on 127.0.0.1:PORT until SIGTERM: one line\n"
+"                        \"EPOCH_SECONDS KEY\" per event record to FILE (events_bench.sh)\n"
 "  -q, --quiet           fewer messages on stderr\n");
 }
 
@@ -878,7 +883,7 @@ enum {
     O_ENDPOINT = 256, O_AK, O_SK, O_REGION, O_BUCKET, O_OP, O_SIZE, O_CONC, O_DURATION,
     O_COUNT, O_KEYS, O_PREFIX, O_VERIFY, O_NOVERIFY, O_JSON, O_PREPARE, O_PREPCONC, O_PREPDIR,
     O_URLPATH, O_SELFTEST, O_PAYLOAD, O_MIX, O_MAXKEYS, O_WARMUP, O_TIMEOUT, O_LABEL, O_HELP,
-    O_WAIT, O_FREEPORT
+    O_WAIT, O_FREEPORT, O_SINK, O_SINKLOG
 };
 
 static const struct option long_opts[] = {
@@ -910,6 +915,8 @@ static const struct option long_opts[] = {
     {"label", 1, NULL, O_LABEL},
     {"wait", 1, NULL, O_WAIT},
     {"free-port", 0, NULL, O_FREEPORT},
+    {"sink", 1, NULL, O_SINK},
+    {"sink-log", 1, NULL, O_SINKLOG},
     {"quiet", 0, NULL, 'q'},
     {"help", 0, NULL, O_HELP},
     {NULL, 0, NULL, 0},
@@ -985,6 +992,8 @@ static int parse_args(int argc, char **argv)
         case O_LABEL: g.label = optarg; break;
         case O_WAIT: g.wait = atof(optarg); break;
         case O_FREEPORT: g.free_port = true; break;
+        case O_SINK: g.sink_port = atoi(optarg); break;
+        case O_SINKLOG: g.sink_log = optarg; break;
         case 'q': g.quiet = 1; break;
         case O_HELP: usage(stdout); exit(0);
         default: return -1;
@@ -996,6 +1005,13 @@ static int parse_args(int argc, char **argv)
     }
     if (g.self_test || g.free_port)
         return 0;
+    if (g.sink_port || g.sink_log) {
+        if (g.sink_port < 1 || g.sink_port > 65535 || !g.sink_log) {
+            fprintf(stderr, "cairn-bench: --sink needs a port and --sink-log FILE\n");
+            return -1;
+        }
+        return 0;
+    }
     if (g.concurrency < 1 || g.prepare_conc < 1 || g.max_keys < 1 || g.max_keys > 1000 ||
         g.mix < 0 || g.mix > 100 || g.timeout < 1) {
         fprintf(stderr, "cairn-bench: a numeric option is out of range\n");
@@ -1082,6 +1098,8 @@ int main(int argc, char **argv)
     }
     if (g.free_port)
         return print_free_port();
+    if (g.sink_port)
+        return bench_sink_run(g.sink_port, g.sink_log);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     if (g.wait > 0) {

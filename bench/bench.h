@@ -56,6 +56,12 @@ void bench_sha256_hex(const void *p, size_t n, char out[65]);
  * per case to stdout; returns the number of failures. */
 int bench_sig_self_test(void);
 
+/* ----------------------------------------------------------------- sink.c */
+/* Runs the webhook receiver on 127.0.0.1:port, logging "EPOCH_SECONDS KEY"
+ * per event record to log_path, until SIGINT or SIGTERM. Returns the exit
+ * status. */
+int bench_sink_run(int port, const char *log_path);
+
 /* ----------------------------------------------------------------- http.c */
 /* One keep-alive HTTP/1.1 connection to host:port over plain TCP. Owned by one
  * thread; not thread-safe. */
