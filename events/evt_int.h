@@ -114,6 +114,7 @@ typedef struct evt__dq {
     char name[64];
     evt__pend *head, *tail;
     size_t n;            /* events in memory */
+    size_t ninflight;    /* of them, being delivered now */
     bool spilled;        /* some pending events of it are in the outbox only */
     uint64_t loaded_to;  /* while spilled: events with seq <= this are in memory */
     size_t nspill;       /* about how many wait in the outbox only (stats) */

@@ -975,6 +975,29 @@ static void pend_offer_old(evt_t *e, evt__pend *p)
     pend_offer(e, p);
 }
 
+/* True if every event of st goes to a webhook or broker target that a
+ * worker is delivering to right now, with fewer events waiting there than
+ * workers on it: each such worker takes the next event when it is done
+ * (it picks again before it waits), so waking another costs a wake-up per
+ * event for nothing. An event waits at most one delivery that way: the
+ * next one finds the queue longer and wakes a worker. Functions, which may
+ * run long, always wake one. With lk held, before the events are offered. */
+static bool busy_take(evt_t *e, const evt_staged *st)
+{
+    for (size_t i = 0; i < st->n; i++) {
+        const evt__pend *p = st->a[i];
+        if (p->r.dest_kind != EVT_DEST_TARGET)
+            return false;
+        const evt__dq *q = NULL;
+        for (q = e->dqs; q; q = q->next)
+            if (q->kind == p->r.dest_kind && !strcmp(q->name, p->r.dest))
+                break;
+        if (!q || q->ninflight == 0 || q->n - q->ninflight >= q->ninflight)
+            return false;
+    }
+    return st->n > 0;
+}
+
 /* True if some event of st is for a destination that may be tried now
  * (not a target whose breaker is open or whose probe is out). With lk held. */
 static bool staged_ready(evt_t *e, const evt_staged *st, int64_t now)
@@ -999,7 +1022,7 @@ void evt_staged_finish(evt_t *e, evt_staged *st, bool committed)
         /* One event: one worker, if one is idle and the event may go now
          * (a target whose breaker is open is retried by the workers' timed
          * wait; a busy worker picks the event up before it waits again). */
-        bool wake = e->nwaiting > 0 && staged_ready(e, st, cm_now_ms());
+        bool wake = e->nwaiting > 0 && staged_ready(e, st, cm_now_ms()) && !busy_take(e, st);
         for (size_t i = 0; i < st->n; i++)
             pend_offer(e, st->a[i]);
         size_t depth = e->npend + e->nspill;
@@ -1445,6 +1468,7 @@ static void *worker_main(void *arg)
         }
         p->inflight = true;
         e->ninflight++;
+        p->dq->ninflight++;
         if (p->r.dest_kind == EVT_DEST_FUNCTION) {
             evt__fn *f = fn_find(e, p->r.dest);
             if (f)
@@ -1484,6 +1508,7 @@ static void *worker_main(void *arg)
         pthread_mutex_lock(&e->lk);
         p->inflight = false;
         e->ninflight--;
+        p->dq->ninflight--;
         bool recovered = false; /* a probe succeeded: the target's backlog may all go */
         int64_t down_until = 0;
         if (p->r.dest_kind == EVT_DEST_TARGET) {
