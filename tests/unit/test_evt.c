@@ -459,6 +459,29 @@ static bool file_lines(evt_t *e, void *arg)
     return count_lines(path, "\"Records\"") >= *(size_t *)arg;
 }
 
+/* A fresh temp dir (dir, 64 bytes) with metadata in dir/meta holding bucket
+ * "b", and c set to the defaults for it (no endpoint answers). False (and a
+ * skip) when there is no temp dir. */
+static bool fixture(char *dir, const char *what, md_db_t **md, evt_config *c)
+{
+    char path[160];
+
+    snprintf(dir, 64, "/tmp/test_evt.XXXXXX");
+    if (!mkdtemp(dir)) {
+        skip("no temp dir");
+        return false;
+    }
+    snprintf(path, sizeof path, "%s/meta", dir);
+    ok(md_open(path, md) == 0, "metadata opens (%s)", what);
+    md_bucket bk = {"b", cm_now_ms(), "us-east-1"};
+    md_bucket_create(*md, &bk);
+    evt_config_defaults(c);
+    c->data_dir = dir;
+    c->region = "us-east-1";
+    c->endpoint = "http://127.0.0.1:1";
+    return true;
+}
+
 static void test_end_to_end(void)
 {
     md_db_t *md = NULL;
@@ -468,19 +491,8 @@ static void test_end_to_end(void)
     char path[128], exec[256];
     cm_buf b = {0};
 
-    snprintf(g_dir, sizeof g_dir, "/tmp/test_evt.XXXXXX");
-    if (!mkdtemp(g_dir)) {
-        skip("no temp dir");
+    if (!fixture(g_dir, "end to end", &md, &c))
         return;
-    }
-    snprintf(path, sizeof path, "%s/meta", g_dir);
-    ok(md_open(path, &md) == 0, "metadata opens");
-    md_bucket bk = {"b", cm_now_ms(), "us-east-1"};
-    md_bucket_create(md, &bk);
-    evt_config_defaults(&c);
-    c.data_dir = g_dir;
-    c.region = "us-east-1";
-    c.endpoint = "http://127.0.0.1:1";
     c.backoff_ms = 10;
     c.backoff_max_ms = 20;
     c.max_attempts = 3;
@@ -536,7 +548,7 @@ static void test_end_to_end(void)
     ok(put(md, e, "deep", EVT_CREATED_PUT, 2) == 0, "put at the depth limit");
     ok(put(md, e, "fail/x", EVT_CREATED_PUT, 0) == 0, "put fail/x");
     size_t want = 3;
-    ok(wait_for(e, file_lines, &want, 5000), "the function got put, delete and fail/x events");
+    ok(wait_for(e, file_lines, &want, 30000), "the function got put, delete and fail/x events");
     ok(wait_for(e, no_pending, NULL, 5000), "nothing left pending");
     snprintf(path, sizeof path, "%s/out", g_dir);
     ok(count_lines(path, "ObjectRemoved:Delete") == 1, "exactly one delete event");
@@ -588,7 +600,7 @@ static void test_end_to_end(void)
     evt_notify_clear(&got);
     ok(put(md, e, "k2", EVT_CREATED_PUT, 0) == 0, "put k2 after restart");
     want = 4;
-    ok(wait_for(e, file_lines, &want, 5000), "delivered after restart");
+    ok(wait_for(e, file_lines, &want, 30000), "delivered after restart");
     evt_stop(e);
     md_close(md);
     nftw(g_dir, rm_fn, 16, FTW_DEPTH | FTW_PHYS);
@@ -670,19 +682,8 @@ static void test_window_down(void)
     char dir[64], path[128];
     const size_t nfill = 50000;
 
-    snprintf(dir, sizeof dir, "/tmp/test_evt.XXXXXX");
-    if (!mkdtemp(dir)) {
-        skip("no temp dir");
+    if (!fixture(dir, "window", &md, &c))
         return;
-    }
-    snprintf(path, sizeof path, "%s/meta", dir);
-    ok(md_open(path, &md) == 0, "metadata opens (window)");
-    md_bucket bk = {"b", cm_now_ms(), "us-east-1"};
-    md_bucket_create(md, &bk);
-    evt_config_defaults(&c);
-    c.data_dir = dir;
-    c.region = "us-east-1";
-    c.endpoint = "http://127.0.0.1:1";
     c.backoff_ms = 20;
     c.backoff_max_ms = 40;
     c.max_attempts = 1000;
@@ -698,6 +699,7 @@ static void test_window_down(void)
     /* 50,000 pending events for the down target, then a restart (ids of
      * changes from now on sort after them, as they would). */
     md_close(md);
+    snprintf(path, sizeof path, "%s/meta", dir);
     ok(md_open(path, &md) == 0, "metadata reopens");
     fill_outbox(md, EVT_DEST_TARGET, "down", FILL_BASE, nfill, 1000, cm_now_ms());
     ok(evt_start(&c, md, &e) == 0, "events start with %zu pending", nfill);
@@ -739,7 +741,9 @@ static void test_window_down(void)
     md_close(md);
     nftw(dir, rm_fn, 16, FTW_DEPTH | FTW_PHYS);
     mkdir(dir, 0700);
+    snprintf(path, sizeof path, "%s/meta", dir);
     ok(md_open(path, &md) == 0, "metadata opens (max-age)");
+    md_bucket bk = {"b", cm_now_ms(), "us-east-1"};
     md_bucket_create(md, &bk);
     ok(evt_start(&c, md, &e) == 0, "events start");
     ok(evt_target_put(e, "down", "redis", "redis://127.0.0.1:1/s", &why) == 0, "target");
@@ -749,7 +753,7 @@ static void test_window_down(void)
     fill_outbox(md, EVT_DEST_TARGET, "down", FILL_BASE, 5000, 50, cm_now_ms() - 3600 * 1000);
     ok(evt_start(&c, md, &e) == 0, "events start with 5000 expired events");
     size_t want = 5000;
-    ok(wait_for(e, all_dead, &want, 10000), "all dead-lettered by age while the target is down");
+    ok(wait_for(e, all_dead, &want, 60000), "all dead-lettered by age while the target is down");
     evt_get_stats(e, &st);
     ok(st.failed <= st.probes + (uint64_t)c.workers, "with only probes tried (%llu)",
        (unsigned long long)st.failed);
@@ -784,19 +788,8 @@ static void test_window_refill(void)
     char dir[64], path[160], exec[300];
     const size_t nfill = 600, nlive = 60;
 
-    snprintf(dir, sizeof dir, "/tmp/test_evt.XXXXXX");
-    if (!mkdtemp(dir)) {
-        skip("no temp dir");
+    if (!fixture(dir, "refill", &md, &c))
         return;
-    }
-    snprintf(path, sizeof path, "%s/meta", dir);
-    ok(md_open(path, &md) == 0, "metadata opens (refill)");
-    md_bucket bk = {"b", cm_now_ms(), "us-east-1"};
-    md_bucket_create(md, &bk);
-    evt_config_defaults(&c);
-    c.data_dir = dir;
-    c.region = "us-east-1";
-    c.endpoint = "http://127.0.0.1:1";
     c.workers = 4;
     c.window = 16;
     ok(evt_start(&c, md, &e) == 0, "events start");
@@ -807,6 +800,7 @@ static void test_window_refill(void)
     evt_stop(e);
     e = NULL;
     md_close(md);
+    snprintf(path, sizeof path, "%s/meta", dir);
     ok(md_open(path, &md) == 0, "metadata reopens");
     fill_outbox(md, EVT_DEST_FUNCTION, "ord", FILL_BASE, nfill, 7, cm_now_ms());
     ok(evt_start(&c, md, &e) == 0, "events start with %zu pending, window %d", nfill, c.window);
@@ -817,7 +811,7 @@ static void test_window_refill(void)
         put(md, e, key, EVT_CREATED_PUT, 0);
         drained(e, a);
     }
-    ok(wait_for(e, drained, a, 20000), "backlog and new events all delivered");
+    ok(wait_for(e, drained, a, 90000), "backlog and new events all delivered");
     ok(a[1] <= (size_t)c.window + c.workers, "resident stayed near the window: %zu", a[1]);
     /* Per key, sequencers increase in delivery order. */
     snprintf(path, sizeof path, "%s/out", dir);
