@@ -11,7 +11,6 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #define EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 #define MAX_SIGNED_HEADERS_LEN 4096
@@ -214,10 +213,7 @@ static int query_decode(cm_buf *b, cm_slice raw)
 
 static int hmac256(const uint8_t *key, size_t keylen, const void *p, size_t n, uint8_t out[32])
 {
-    unsigned int len = 0;
-    if (!HMAC(EVP_sha256(), key, (int)keylen, p, n, out, &len) || len != 32)
-        return CM_ENOMEM;
-    return 0;
+    return gw_hmac_sha256(key, keylen, p, n, out);
 }
 
 /* --------------------------------------------------------------- parsing */

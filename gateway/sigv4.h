@@ -303,5 +303,11 @@ int gw_cksum_decode_b64(enum gw_cksum_algo a, cm_slice b64,
 
 /* One-shot SHA-256 of p[n] into out[32]. Returns 0 or CM_ENOMEM. */
 int gw_sha256(const void *p, size_t n, uint8_t out[32]);
+/* HMAC-SHA256 (RFC 2104) of p[n] under key[keylen] into out[32]. Returns 0
+ * or CM_ENOMEM. */
+int gw_hmac_sha256(const void *key, size_t keylen, const void *p, size_t n, uint8_t out[32]);
+/* OpenSSL's SHA-256, fetched once (an EVP_MD), for streaming digests. */
+struct evp_md_st;
+const struct evp_md_st *gw_sha256_md(void);
 
 #endif

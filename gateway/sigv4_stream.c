@@ -8,7 +8,6 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #define EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 #define LINE_MAX_LEN 4096   /* a chunk header or trailer line, without CRLF */
@@ -131,16 +130,12 @@ static int chain_sign(const sigv4_stream_t *s, const char *prefix, const char *r
                       uint8_t out[32])
 {
     char prev[65], sts[512];
-    unsigned int len = 0;
     cm_hex_encode(s->seed.signature, 32, prev);
     int n = snprintf(sts, sizeof sts, "%s\n%s\n%s\n%s\n%s", prefix, s->seed.amz_date, s->seed.scope,
                      prev, rest);
     if (n < 0 || (size_t)n >= sizeof sts)
         return CM_EINVAL;
-    if (!HMAC(EVP_sha256(), s->seed.key, 32, (const uint8_t *)sts, (size_t)n, out, &len) ||
-        len != 32)
-        return CM_ENOMEM;
-    return 0;
+    return gw_hmac_sha256(s->seed.key, 32, sts, (size_t)n, out);
 }
 
 /* End of a chunk's data: check its signature and advance the chain. */
@@ -222,7 +217,7 @@ static int chunk_header(sigv4_stream_t *s, const uint8_t *p, size_t n)
         return sfail(s, SIGV4_ERR_SIGNATURE);
     if (s->want >= 0 && size > (uint64_t)s->want - s->total)
         return sfail(s, SIGV4_ERR_INCOMPLETE_BODY);
-    if (s->sign && !EVP_DigestInit_ex(s->md, EVP_sha256(), NULL))
+    if (s->sign && !EVP_DigestInit_ex(s->md, gw_sha256_md(), NULL))
         return s->rc = CM_ENOMEM;
     s->left = size;
     if (size > 0) {
@@ -252,7 +247,7 @@ static int trailer_verify(sigv4_stream_t *s, const uint8_t claimed[32])
     char rest[65];
     memcpy(sorted, s->trv, s->ntrailers * sizeof sorted[0]);
     qsort(sorted, s->ntrailers, sizeof sorted[0], trailer_cmp);
-    if (!EVP_DigestInit_ex(s->md, EVP_sha256(), NULL))
+    if (!EVP_DigestInit_ex(s->md, gw_sha256_md(), NULL))
         return s->rc = CM_ENOMEM;
     for (size_t i = 0; i < s->ntrailers; i++) {
         if (!EVP_DigestUpdate(s->md, sorted[i].name.p, sorted[i].name.n) ||

@@ -1574,8 +1574,43 @@ static void test_cksum(void)
     gw_cksum_free(&c);
 }
 
+/* RFC 4231 test cases 1, 2, 6 and 7 (keys of 20, 4 and 131 bytes). */
+static void test_hmac_rfc4231(void)
+{
+    static const struct {
+        const char *key_hex, *data, *mac_hex;
+    } t[] = {
+        {"0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b", "Hi There",
+         "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"},
+        {"4a656665", "what do ya want for nothing?",
+         "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"},
+        {NULL, "Test Using Larger Than Block-Size Key - Hash Key First",
+         "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"},
+        {NULL,
+         "This is a test using a larger than block-size key and a larger than block-size "
+         "data. The key needs to be hashed before being used by the HMAC algorithm.",
+         "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2"},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        uint8_t key[131], mac[32];
+        char hex[65];
+        size_t kl = 0;
+        if (t[i].key_hex) {
+            kl = strlen(t[i].key_hex) / 2;
+            cm_hex_decode(t[i].key_hex, kl * 2, key);
+        } else {
+            kl = sizeof key;
+            memset(key, 0xaa, kl);
+        }
+        ok(gw_hmac_sha256(key, kl, t[i].data, strlen(t[i].data), mac) == 0, "hmac %zu runs", i);
+        cm_hex_encode(mac, 32, hex);
+        is_str(hex, t[i].mac_hex, "HMAC-SHA256 RFC 4231 case %zu", i);
+    }
+}
+
 int main(void)
 {
+    test_hmac_rfc4231();
     test_vectors();
     test_s3_examples();
     test_canonical_details();
