@@ -201,6 +201,26 @@ class S3Raw:
         return self.send("PUT", path, hdrs, body)
 
 
+def put_multipart(raw, bucket, key, parts, headers=None):
+    """A whole multipart upload of parts (bytes each) through S3Raw raw; headers go on
+    CreateMultipartUpload. Raises RuntimeError on any non-200 answer."""
+    r = raw.request("POST", obj_path(bucket, key), query=[("uploads", None)], headers=headers or {})
+    if r.status != 200:
+        raise RuntimeError("create multipart upload: %r" % r)
+    uid = ET.fromstring(r.body).find("{*}UploadId").text
+    etags = []
+    for i, p in enumerate(parts, 1):
+        r = raw.request("PUT", obj_path(bucket, key), query=[("partNumber", str(i)), ("uploadId", uid)], body=p)
+        if r.status != 200:
+            raise RuntimeError("upload part %d: %r" % (i, r))
+        etags.append(r.headers["etag"])
+    xml = "<CompleteMultipartUpload>%s</CompleteMultipartUpload>" % "".join(
+        "<Part><PartNumber>%d</PartNumber><ETag>%s</ETag></Part>" % (i, e) for i, e in enumerate(etags, 1))
+    r = raw.request("POST", obj_path(bucket, key), query=[("uploadId", uid)], body=xml)
+    if r.status != 200 or b"<Error>" in r.body:
+        raise RuntimeError("complete multipart upload: %r" % r)
+
+
 # ---------------------------------------------------------------- checksums
 def b64_crc32(data):
     return base64.b64encode((zlib.crc32(data) & 0xFFFFFFFF).to_bytes(4, "big")).decode()

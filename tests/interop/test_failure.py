@@ -28,7 +28,7 @@ import xml.etree.ElementTree as ET
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tap import TAP  # noqa: E402
 import s3raw  # noqa: E402
-from s3raw import obj_path  # noqa: E402
+from s3raw import obj_path, put_multipart  # noqa: E402
 from procs import LIVE, Cairn, reap  # noqa: E402
 
 t = TAP()
@@ -87,22 +87,6 @@ def corrupt_drive(data, drive):
             f.write(bytes([b[0] ^ 0x5A]))
         n += 1
     return n
-
-
-def put_multipart(raw, bucket, key, parts):
-    r = raw.request("POST", obj_path(bucket, key), query=[("uploads", None)])
-    uid = ET.fromstring(r.body).find("{*}UploadId").text
-    etags = []
-    for i, p in enumerate(parts, 1):
-        r = raw.request("PUT", obj_path(bucket, key), query=[("partNumber", str(i)), ("uploadId", uid)], body=p)
-        if r.status != 200:
-            raise RuntimeError("upload part %d: %r" % (i, r))
-        etags.append(r.headers["etag"])
-    xml = "<CompleteMultipartUpload>%s</CompleteMultipartUpload>" % "".join(
-        "<Part><PartNumber>%d</PartNumber><ETag>%s</ETag></Part>" % (i, e) for i, e in enumerate(etags, 1))
-    r = raw.request("POST", obj_path(bucket, key), query=[("uploadId", uid)], body=xml)
-    if r.status != 200 or b"<Error>" in r.body:
-        raise RuntimeError("complete: %r" % r)
 
 
 def load_objects(srv, bucket, seed):

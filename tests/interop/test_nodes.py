@@ -332,36 +332,19 @@ def body_for(key, n, salt=0):
     return random.Random("%s|%d|%d" % (key, n, salt)).randbytes(n)
 
 
-def put(raw, bucket, key, data, ctype=None, meta=None):
-    hdrs = {}
-    if ctype:
-        hdrs["content-type"] = ctype
+def object_headers(ctype=None, meta=None):
+    hdrs = {"content-type": ctype} if ctype else {}
     for k, v in (meta or {}).items():
         hdrs["x-amz-meta-" + k] = v
-    return raw.request("PUT", obj_path(bucket, key), headers=hdrs, body=data)
+    return hdrs
+
+
+def put(raw, bucket, key, data, ctype=None, meta=None):
+    return raw.request("PUT", obj_path(bucket, key), headers=object_headers(ctype, meta), body=data)
 
 
 def put_multipart(raw, bucket, key, parts, ctype=None, meta=None):
-    hdrs = {}
-    if ctype:
-        hdrs["content-type"] = ctype
-    for k, v in (meta or {}).items():
-        hdrs["x-amz-meta-" + k] = v
-    r = raw.request("POST", obj_path(bucket, key), query=[("uploads", None)], headers=hdrs)
-    if r.status != 200:
-        raise RuntimeError("create multipart upload: %r" % r)
-    uid = ET.fromstring(r.body).find("{*}UploadId").text
-    etags = []
-    for i, p in enumerate(parts, 1):
-        r = raw.request("PUT", obj_path(bucket, key), query=[("partNumber", str(i)), ("uploadId", uid)], body=p)
-        if r.status != 200:
-            raise RuntimeError("upload part %d: %r" % (i, r))
-        etags.append(r.headers["etag"])
-    xml = "<CompleteMultipartUpload>%s</CompleteMultipartUpload>" % "".join(
-        "<Part><PartNumber>%d</PartNumber><ETag>%s</ETag></Part>" % (i, e) for i, e in enumerate(etags, 1))
-    r = raw.request("POST", obj_path(bucket, key), query=[("uploadId", uid)], body=xml)
-    if r.status != 200 or b"<Error>" in r.body:
-        raise RuntimeError("complete multipart upload: %r" % r)
+    s3raw.put_multipart(raw, bucket, key, parts, object_headers(ctype, meta))
 
 
 # (key, size, content-type, metadata): below, at and above the inline threshold, multi-stripe
