@@ -672,6 +672,24 @@ static bool all_dead(evt_t *e, void *arg)
     return st.dead >= *(size_t *)arg && st.pending == 0;
 }
 
+/* One change through *e (it reserves a block of ids), *e stopped (NULL),
+ * the metadata in dir reopened into *md and n pending events for dest
+ * written to its outbox over nkeys keys, as a restart with a backlog finds
+ * them. */
+static void backlog(md_db_t **md, evt_t **e, const char *dir, uint8_t kind, const char *dest,
+                    size_t n, size_t nkeys)
+{
+    char path[160];
+
+    put(*md, *e, "first", EVT_CREATED_PUT, 0);
+    evt_stop(*e);
+    *e = NULL;
+    md_close(*md);
+    snprintf(path, sizeof path, "%s/meta", dir);
+    ok(md_open(path, md) == 0, "metadata reopens");
+    fill_outbox(*md, kind, dest, FILL_BASE, n, nkeys, cm_now_ms());
+}
+
 static void test_window_down(void)
 {
     md_db_t *md = NULL;
@@ -692,16 +710,9 @@ static void test_window_down(void)
     ok(evt_target_put(e, "down", "redis", "redis://127.0.0.1:1/s", &why) == 0,
        "a target nothing listens for");
     set_rule(e, "arn:cairn:sqs:us-east-1::down");
-    put(md, e, "first", EVT_CREATED_PUT, 0); /* reserves a block of ids */
-    evt_stop(e);
-    e = NULL;
-
     /* 50,000 pending events for the down target, then a restart (ids of
      * changes from now on sort after them, as they would). */
-    md_close(md);
-    snprintf(path, sizeof path, "%s/meta", dir);
-    ok(md_open(path, &md) == 0, "metadata reopens");
-    fill_outbox(md, EVT_DEST_TARGET, "down", FILL_BASE, nfill, 1000, cm_now_ms());
+    backlog(&md, &e, dir, EVT_DEST_TARGET, "down", nfill, 1000);
     ok(evt_start(&c, md, &e) == 0, "events start with %zu pending", nfill);
     evt_get_stats(e, &st);
     is_int(st.pending, nfill + 1, "all of them count as pending");
@@ -796,13 +807,7 @@ static void test_window_refill(void)
     snprintf(exec, sizeof exec, "printf '%%s\\n' \"$(cat)\" >> %s/out", dir); /* one write */
     ok(evt_function_put(e, "ord", exec, 5, 4, NULL, 0, &why) == 0, "function defined");
     set_rule(e, "arn:cairn:lambda:us-east-1::function:ord");
-    put(md, e, "first", EVT_CREATED_PUT, 0); /* reserves a block of ids */
-    evt_stop(e);
-    e = NULL;
-    md_close(md);
-    snprintf(path, sizeof path, "%s/meta", dir);
-    ok(md_open(path, &md) == 0, "metadata reopens");
-    fill_outbox(md, EVT_DEST_FUNCTION, "ord", FILL_BASE, nfill, 7, cm_now_ms());
+    backlog(&md, &e, dir, EVT_DEST_FUNCTION, "ord", nfill, 7);
     ok(evt_start(&c, md, &e) == 0, "events start with %zu pending, window %d", nfill, c.window);
     size_t a[3] = {nfill + nlive + 1, 0, (size_t)c.window};
     for (size_t i = 0; i < nlive; i++) {
