@@ -24,6 +24,16 @@
  * ~30 to ~11 ms, since the journal commit no longer has to write the whole
  * object's data first. */
 #define LB_KICK_BYTES ((uint64_t)1 << 20)
+/* Shard data goes to disk with O_DIRECT: through an aligned staging buffer
+ * of LB_STAGE bytes per shard, written whole at LB_ALIGN-aligned offsets.
+ * Buffered writes copy every byte into newly allocated page-cache pages,
+ * which cost about 1.5-3 CPU-seconds per GiB here (the largest cost of a
+ * large PUT); direct writes about a tenth of that. The bytes that do not
+ * fill an aligned block (the rest of the first block after the header, and
+ * the tail) are written through the page cache, as is everything on a file
+ * system without O_DIRECT. */
+#define LB_ALIGN ((uint64_t)4096)
+#define LB_STAGE ((size_t)512 << 10)
 
 /* The backend: immutable after open, so every op is thread-safe. */
 struct local {
@@ -236,6 +246,10 @@ struct lw {
     int committed;     /* w_commit returned 0 */
     uint64_t kicked;   /* file offset up to which writeback was started */
     uint64_t end;      /* highest offset written */
+    int dfd;           /* the same file opened O_DIRECT, -1 when not used */
+    uint8_t *stage;    /* LB_STAGE bytes, LB_ALIGN-aligned, for dfd */
+    uint64_t sbase;    /* file offset of stage[0] (aligned) */
+    size_t slen;       /* bytes staged */
 };
 
 static int lw_open(struct cs__be *be, int d, const uint8_t id[CS_ID_LEN], int index, int heal,
@@ -253,7 +267,7 @@ static int lw_open(struct cs__be *be, int d, const uint8_t id[CS_ID_LEN], int in
     w->index = index;
     w->heal = heal;
     memcpy(w->id, id, CS_ID_LEN);
-    w->fd = -1;
+    w->fd = w->dfd = -1;
     *out = w;
     return 0;
 }
@@ -284,6 +298,95 @@ static int lw_create(struct lw *w)
         cm_log(CM_LOG_ERROR, "chunkstore: create %s: %s", path, strerror(errno));
         return rc == CM_ENOTFOUND ? CM_EIO : rc;
     }
+    /* Direct I/O where the file system has it; the page cache otherwise. */
+    void *mem = NULL;
+    if (posix_memalign(&mem, LB_ALIGN, LB_STAGE) == 0) {
+        w->dfd = open(path, O_WRONLY | O_CLOEXEC | O_DIRECT);
+        if (w->dfd >= 0)
+            w->stage = mem;
+        else
+            free(mem);
+    }
+    return 0;
+}
+
+/* Stops using direct I/O for this file (the rest goes through w->fd). */
+static void lw_undirect(struct lw *w)
+{
+    if (w->dfd >= 0)
+        close(w->dfd);
+    w->dfd = -1;
+    free(w->stage);
+    w->stage = NULL;
+}
+
+/* Writes the first n bytes of the stage (n aligned, or everything when
+ * tail is set: the unaligned rest through the page cache) and keeps the
+ * remainder at the front of the stage. */
+static int lw_drain(struct lw *w, size_t n, int tail)
+{
+    size_t al = n & ~(size_t)(LB_ALIGN - 1);
+    int rc = 0;
+
+    if (al) {
+        struct iovec v = {w->stage, al};
+        ssize_t r = pwrite(w->dfd, w->stage, al, (off_t)w->sbase);
+        if (r != (ssize_t)al) {
+            /* EINVAL: this file system refuses direct I/O after all. */
+            if (r < 0 && errno != EINVAL)
+                return cm_from_errno(errno);
+            if ((rc = pwritev_all(w->fd, &v, 1, (off_t)w->sbase)) != 0)
+                return rc;
+        }
+    }
+    if (tail && n > al) {
+        struct iovec v = {w->stage + al, n - al};
+        if ((rc = pwritev_all(w->fd, &v, 1, (off_t)(w->sbase + al))) != 0)
+            return rc;
+        al = n;
+    }
+    memmove(w->stage, w->stage + al, w->slen - al);
+    w->slen -= al;
+    w->sbase += al;
+    return 0;
+}
+
+/* Appends through the stage: bytes before the first aligned offset go
+ * through the page cache, the rest is staged and written in whole stages.
+ * A write that does not continue the staged bytes first writes them out. */
+static int lw_append_direct(struct lw *w, uint64_t off, const struct iovec *iov, int niov)
+{
+    int rc;
+
+    if (w->slen && off != w->sbase + w->slen && (rc = lw_drain(w, w->slen, 1)) != 0)
+        return rc;
+    for (int i = 0; i < niov; i++) {
+        const uint8_t *p = iov[i].iov_base;
+        size_t n = iov[i].iov_len;
+        while (n) {
+            if (!w->slen) {
+                uint64_t head = (LB_ALIGN - off % LB_ALIGN) % LB_ALIGN;
+                if (head) { /* up to the next aligned offset: page cache */
+                    struct iovec v = {(void *)p, head < n ? (size_t)head : n};
+                    if ((rc = pwritev_all(w->fd, &v, 1, (off_t)off)) != 0)
+                        return rc;
+                    p += v.iov_len;
+                    n -= v.iov_len;
+                    off += v.iov_len;
+                    continue;
+                }
+                w->sbase = off;
+            }
+            size_t c = LB_STAGE - w->slen < n ? LB_STAGE - w->slen : n;
+            memcpy(w->stage + w->slen, p, c);
+            w->slen += c;
+            p += c;
+            n -= c;
+            off += c;
+            if (w->slen == LB_STAGE && (rc = lw_drain(w, LB_STAGE, 0)) != 0)
+                return rc;
+        }
+    }
     return 0;
 }
 
@@ -311,6 +414,16 @@ static int lw_append(void *h, uint64_t off, const struct iovec *iov, int niov)
         return rc;
     for (int i = 0; i < niov; i++)
         len += iov[i].iov_len;
+    if (w->dfd >= 0) {
+        if ((rc = lw_append_direct(w, off, iov, niov)) != 0) {
+            cm_log(CM_LOG_ERROR, "chunkstore: write shard %d on drive %s: %s", w->index,
+                   w->l->dirs[w->d], cm_strerror(rc));
+            return rc;
+        }
+        if (off + len > w->end)
+            w->end = off + len;
+        return 0;
+    }
     if ((rc = pwritev_all(w->fd, iov, niov, (off_t)off)) != 0) {
         cm_log(CM_LOG_ERROR, "chunkstore: write shard %d on drive %s: %s", w->index,
                w->l->dirs[w->d], cm_strerror(rc));
@@ -333,6 +446,14 @@ static int lw_commit(void *h, const uint8_t hdr[64])
 
     if (w->fd < 0 && (rc = lw_create(w)) != 0)
         return rc;
+    if (w->dfd >= 0) {
+        if (w->slen && (rc = lw_drain(w, w->slen, 1)) != 0) {
+            cm_log(CM_LOG_ERROR, "chunkstore: write shard %d on drive %s: %s", w->index,
+                   w->l->dirs[w->d], cm_strerror(rc));
+            return rc;
+        }
+        lw_undirect(w);
+    }
     if ((rc = pwritev_all(w->fd, &iov, 1, 0)) != 0) {
         cm_log(CM_LOG_ERROR, "chunkstore: write header of shard %d on drive %s: %s", w->index,
                w->l->dirs[w->d], cm_strerror(rc));
@@ -370,6 +491,7 @@ static void lw_close(void *h, int remove)
 
     if (!w)
         return;
+    lw_undirect(w);
     if (w->fd >= 0) {
         close(w->fd);
         /* Only files this handle created: an O_EXCL failure is someone else's. */

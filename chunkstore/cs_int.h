@@ -16,6 +16,7 @@
 #define CS__MAX_BLOCK ((uint32_t)64 << 20) /* largest block_size accepted anywhere */
 #define CS__MAX_DRIVES 65535               /* drive indexes are u16 in layouts */
 #define CS__CRC_LEN 4                      /* per-block CRC32C trailer */
+#define CS__PAR_APPEND ((uint32_t)64 << 10) /* blocks at least this large: appended in parallel */
 
 /* ------------------------------------------------------------ layout.c */
 /* Record types (first byte of each layout/intent record). A new encoding

@@ -63,19 +63,16 @@ static void *pool_main(void *arg)
     return NULL;
 }
 
-/* Runs the n tasks on the pool and returns when all are done: 0, or the
- * first task's (by index) non-zero rc; every task's own result is in its
- * rc. The caller runs any of its tasks no thread has picked up yet, so a
- * busy pool delays a batch but never deadlocks it. */
-static int run_batch(cs_store_t *cs, struct cs__task **tasks, int n)
+/* Queues the n tasks of batch *bp on the pool; batch_wait() collects them.
+ * Tasks and *bp must stay in place until then. */
+static void batch_submit(cs_store_t *cs, struct cs__task **tasks, int n, struct cs__batch *bp)
 {
     struct cs__pool *p = &cs->pool;
-    struct cs__batch b = {n};
-    int rc = 0;
 
+    bp->left = n;
     pthread_mutex_lock(&p->mu);
     for (int i = 0; i < n; i++) {
-        tasks[i]->batch = &b;
+        tasks[i]->batch = bp;
         tasks[i]->next = NULL;
         if (p->tail)
             p->tail->next = tasks[i];
@@ -87,9 +84,20 @@ static int run_batch(cs_store_t *cs, struct cs__task **tasks, int n)
         pthread_cond_broadcast(&p->work);
     else
         pthread_cond_signal(&p->work);
-    while (b.left > 0) {
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* Waits for a submitted batch, running its still-queued tasks itself.
+ * Returns 0 or the first task's (by index) non-zero rc. */
+static int batch_wait(cs_store_t *cs, struct cs__task **tasks, int n, struct cs__batch *bp)
+{
+    struct cs__pool *p = &cs->pool;
+    int rc = 0;
+
+    pthread_mutex_lock(&p->mu);
+    while (bp->left > 0) {
         struct cs__task *t = NULL, *prev = NULL;
-        for (t = p->head; t && t->batch != &b; t = t->next)
+        for (t = p->head; t && t->batch != bp; t = t->next)
             prev = t;
         if (!t) {
             pthread_cond_wait(&p->done, &p->mu);
@@ -104,12 +112,24 @@ static int run_batch(cs_store_t *cs, struct cs__task **tasks, int n)
         pthread_mutex_unlock(&p->mu);
         t->rc = t->fn(t);
         pthread_mutex_lock(&p->mu);
-        b.left--;
+        bp->left--;
     }
     pthread_mutex_unlock(&p->mu);
     for (int i = 0; i < n && rc == 0; i++)
         rc = tasks[i]->rc;
     return rc;
+}
+
+/* Runs the n tasks on the pool and returns when all are done: 0, or the
+ * first task's (by index) non-zero rc; every task's own result is in its
+ * rc. The caller runs any of its tasks no thread has picked up yet, so a
+ * busy pool delays a batch but never deadlocks it. */
+static int run_batch(cs_store_t *cs, struct cs__task **tasks, int n)
+{
+    struct cs__batch b;
+
+    batch_submit(cs, tasks, n, &b);
+    return batch_wait(cs, tasks, n, &b);
 }
 
 /* Runs n independent shard requests: all at once on the pool for a
@@ -366,6 +386,26 @@ static int open_checked(cs_store_t *cs, const struct cs_seg *s, int i, void **ou
 
 /* Owned by one caller thread; pool tasks briefly share it, each touching
  * only its own shard's handle. */
+/* One block + CRC32C appended to one shard, as a pool task. */
+struct append_task {
+    struct cs__task t; /* first: the pool sees only this */
+    void *h;
+    const struct cs__be_ops *ops;
+    const uint8_t *blk;
+    uint32_t blen;
+    uint64_t off;
+};
+
+/* The appends of one stripe in flight while the next stripe fills. */
+struct stripe_io {
+    struct append_task at[CS__MAX_SHARDS];
+    struct cs__task *tasks[CS__MAX_SHARDS];
+    int shard[CS__MAX_SHARDS]; /* at[j] appends to shard shard[j] */
+    int nt;
+    int busy; /* submitted, not yet waited for */
+    struct cs__batch b;
+};
+
 struct cs_writer {
     cs_store_t *cs;
     struct cs_seg seg;             /* id, geometry, drives; size counts bytes accepted */
@@ -376,6 +416,8 @@ struct cs_writer {
     int need;                      /* live shards needed to go on: k+1 (k when m = 0) */
     int opened;                    /* handles were opened (first stripe or finish) */
     uint8_t *buf;                  /* k*block_size stripe, then m*block_size parity */
+    uint8_t *bufs[2];              /* buf is one of these; [1] from the first stripe in flight */
+    struct stripe_io io;           /* the appends of the other buffer's stripe */
     size_t fill;                   /* bytes buffered in the stripe */
     uint64_t nstripes;             /* stripes written so far */
     int failed;                    /* sticky error: only cs_writer_abort() remains */
@@ -435,7 +477,7 @@ int cs_writer_open(cs_store_t *cs, cm_buf *out_intent, cs_writer_t **out)
     rc = CM_ENOMEM;
     if (posix_memalign(&mem, CS_ALIGN, (size_t)n * cs->block_size) != 0)
         goto out;
-    w->buf = mem;
+    w->buf = w->bufs[0] = mem;
     if ((rc = cm_random_bytes(w->seg.id, CS_ID_LEN)) != 0)
         goto out;
     id_hex(w->seg.id, w->idhex);
@@ -477,16 +519,6 @@ static int open_handles(cs_writer_t *w)
     return writer_alive(w);
 }
 
-/* One block + CRC32C appended to one shard, as a pool task. */
-struct append_task {
-    struct cs__task t; /* first: the pool sees only this */
-    void *h;
-    const struct cs__be_ops *ops;
-    const uint8_t *blk;
-    uint32_t blen;
-    uint64_t off;
-};
-
 static int append_main(struct cs__task *t)
 {
     struct append_task *a = (struct append_task *)t;
@@ -497,18 +529,51 @@ static int append_main(struct cs__task *t)
     return a->ops->w_append(a->h, a->off, iov, 2);
 }
 
+/* Drops the shards whose append of the last stripe failed. Returns 0 or
+ * writer_alive()'s error. */
+static int stripe_results(cs_writer_t *w)
+{
+    struct stripe_io *io = &w->io;
+
+    for (int j = 0; j < io->nt; j++)
+        if (io->at[j].t.rc != 0 && !(w->dead & (1u << io->shard[j])))
+            drop_shard(w, io->shard[j], io->at[j].t.rc, "write");
+    io->nt = 0;
+    return writer_alive(w);
+}
+
+/* Waits for the stripe in flight, if any, then stripe_results(). */
+static int stripe_wait(cs_writer_t *w)
+{
+    struct stripe_io *io = &w->io;
+
+    if (!io->busy)
+        return 0;
+    batch_wait(w->cs, io->tasks, io->nt, &io->b);
+    io->busy = 0;
+    return stripe_results(w);
+}
+
 /* Encodes one stripe whose k data blocks of blen bytes start at data (block
- * i at data + i*blen) and appends block + CRC32C to each live shard: one
- * after another for local drives, as one pool batch for nodes. */
-static int write_stripe(cs_writer_t *w, const uint8_t *data, uint32_t blen)
+ * i at data + i*blen; parity goes to w->buf) and appends block + CRC32C to
+ * each live shard, after the stripe in flight (if any) is done. Blocks of
+ * CS__PAR_APPEND bytes or more go to the k+m shards at once on the pool
+ * (local drives write those with direct I/O, which waits for the disk);
+ * smaller local blocks one after another. With async set (data is w->buf),
+ * the appends stay in flight while the caller fills the other buffer, which
+ * becomes w->buf: receiving and hashing the next stripe overlap the disk
+ * writes of this one. */
+static int write_stripe(cs_writer_t *w, const uint8_t *data, uint32_t blen, int async)
 {
     int k = w->seg.k, n = w->seg.k + w->seg.m, rc, nt = 0;
     const struct cs__be_ops *ops = w->cs->be->ops;
     uint8_t *blk[CS__MAX_SHARDS];
-    struct append_task at[CS__MAX_SHARDS];
-    struct cs__task *tasks[CS__MAX_SHARDS];
+    struct stripe_io *io = &w->io;
     uint64_t off = cs__stripe_off(w->seg.block_size, w->nstripes);
+    int par;
 
+    if ((rc = stripe_wait(w)) != 0)
+        return rc;
     if (!w->opened && (rc = open_handles(w)) != 0)
         return rc;
     for (int i = 0; i < k; i++)
@@ -519,23 +584,31 @@ static int write_stripe(cs_writer_t *w, const uint8_t *data, uint32_t blen)
     for (int i = 0; i < n; i++) {
         if (w->dead & (1u << i))
             continue;
-        at[nt] = (struct append_task){
+        io->at[nt] = (struct append_task){
             .t.fn = append_main, .h = w->h[i], .ops = ops, .blk = blk[i], .blen = blen, .off = off};
-        tasks[nt] = &at[nt].t;
+        io->tasks[nt] = &io->at[nt].t;
+        io->shard[nt] = i;
         nt++;
     }
-    run_io(w->cs, tasks, nt);
-    for (int i = 0, j = 0; i < n; i++) {
-        if (w->dead & (1u << i))
-            continue;
-        if (at[j].t.rc != 0)
-            drop_shard(w, i, at[j].t.rc, "write");
-        j++;
-    }
-    if ((rc = writer_alive(w)) != 0)
-        return rc;
+    io->nt = nt;
     w->nstripes++;
-    return 0;
+    par = blen >= CS__PAR_APPEND && nt > 1;
+    if (par && async && data == w->buf && !w->bufs[1]) {
+        void *mem;
+        if (posix_memalign(&mem, CS_ALIGN, (size_t)n * w->seg.block_size) == 0)
+            w->bufs[1] = mem;
+    }
+    if (par && async && data == w->buf && w->bufs[1]) {
+        batch_submit(w->cs, io->tasks, nt, &io->b);
+        io->busy = 1;
+        w->buf = w->buf == w->bufs[0] ? w->bufs[1] : w->bufs[0];
+        return 0;
+    }
+    if (par)
+        run_batch(w->cs, io->tasks, nt);
+    else
+        run_io(w->cs, io->tasks, nt);
+    return stripe_results(w);
 }
 
 int cs_writer_write(cs_writer_t *w, const void *p, size_t n)
@@ -549,7 +622,7 @@ int cs_writer_write(cs_writer_t *w, const void *p, size_t n)
     while (n > 0) {
         if (w->fill == 0 && n >= stripe) {
             /* Whole stripe in the caller's buffer: encode and write from there. */
-            if ((rc = write_stripe(w, q, w->seg.block_size)) != 0)
+            if ((rc = write_stripe(w, q, w->seg.block_size, 0)) != 0)
                 return w->failed = rc;
             q += stripe;
             n -= stripe;
@@ -563,7 +636,7 @@ int cs_writer_write(cs_writer_t *w, const void *p, size_t n)
         n -= c;
         w->seg.size += c;
         if (w->fill == stripe) {
-            if ((rc = write_stripe(w, w->buf, w->seg.block_size)) != 0)
+            if ((rc = write_stripe(w, w->buf, w->seg.block_size, 1)) != 0)
                 return w->failed = rc;
             w->fill = 0;
         }
@@ -588,10 +661,12 @@ static int commit_main(struct cs__task *t)
 
 static void writer_free(cs_writer_t *w)
 {
+    stripe_wait(w); /* nothing may still write from the buffers */
     for (int i = 0; i < CS__MAX_SHARDS; i++)
         if (w->h[i])
             w->cs->be->ops->w_close(w->h[i], 0);
-    free(w->buf);
+    free(w->bufs[0]);
+    free(w->bufs[1]);
     free(w);
 }
 
@@ -612,10 +687,12 @@ int cs_writer_finish(cs_writer_t *w, cm_buf *out_layout)
     if (w->fill > 0) {
         uint32_t blen = (uint32_t)((w->fill + (size_t)k - 1) / (size_t)k);
         memset(w->buf + w->fill, 0, (size_t)k * blen - w->fill);
-        if ((rc = write_stripe(w, w->buf, blen)) != 0)
+        if ((rc = write_stripe(w, w->buf, blen, 0)) != 0)
             return w->failed = rc;
         w->fill = 0;
     }
+    if ((rc = stripe_wait(w)) != 0)
+        return w->failed = rc;
 
     /* Durability: every shard's commit (local: header, fdatasync, directory
      * fsync; node: the same on the node) in flight at once on the pool, for
@@ -665,6 +742,7 @@ void cs_writer_abort(cs_writer_t *w)
 {
     if (!w)
         return;
+    stripe_wait(w); /* before the handles close */
     for (int i = 0; i < CS__MAX_SHARDS; i++) {
         if (w->h[i])
             w->cs->be->ops->w_close(w->h[i], 0);

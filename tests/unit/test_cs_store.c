@@ -1413,7 +1413,11 @@ static void test_parallel_backend(const uint8_t *data)
 int main(void)
 {
     cs_store_t *cs = NULL, *cs2 = NULL;
-    size_t sizes[] = {0, 1, BS - 1, BS, STRIPE, STRIPE + 1, STRIPE * 7 / 2, 20u << 20};
+    /* 4 x 4028: shard files of exactly 4096 bytes (64 + 4028 + 4), the
+     * direct-I/O alignment; one byte per shard more or fewer around it. */
+    size_t sizes[] = {0,           1,     BS - 1,    BS,        STRIPE,
+                      STRIPE + 1,  16112, 16112 - 4, 16112 + 4, STRIPE * 7 / 2,
+                      20u << 20};
     enum { NOBJ = sizeof(sizes) / sizeof(sizes[0]) };
     struct obj objs[NOBJ];
     int rc, all;
