@@ -16,6 +16,7 @@
 #define CS__MAX_BLOCK ((uint32_t)64 << 20) /* largest block_size accepted anywhere */
 #define CS__MAX_DRIVES 65535               /* drive indexes are u16 in layouts */
 #define CS__CRC_LEN 4                      /* per-block CRC32C trailer */
+#define CS__BUFS_KEPT 16 /* stripe buffers a store keeps for reuse when writers finish */
 #define CS__PAR_APPEND ((uint32_t)64 << 10) /* blocks at least this large: appended in parallel */
 
 /* ------------------------------------------------------------ layout.c */
@@ -178,6 +179,9 @@ struct cs_store {
     struct cs__pool pool;
     struct cs__healer heal;
     pthread_mutex_t seg_mu[CS__SEG_LOCKS];
+    pthread_mutex_t bufs_mu;       /* the stripe buffers kept for reuse */
+    void *bufs[CS__BUFS_KEPT];     /* each (k+m)*block_size bytes, CS_ALIGN-aligned */
+    int nbufs;
 };
 
 /* Opens the engine over backend be with geometry (k, m, block_size); takes
