@@ -9,7 +9,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -41,42 +40,13 @@
 #define LB_STAGES_KEPT 48
 
 /* The backend: immutable after open except the stages kept for reuse
- * (under smu), so every op is thread-safe. */
+ * (thread-safe themselves), so every op is thread-safe. */
 struct local {
     struct cs__be be; /* first: the engine holds &be */
     int ndirs;
     char **dirs; /* ndirs malloc()ed drive directories, no trailing '/' */
-    pthread_mutex_t smu;
-    void *stages[LB_STAGES_KEPT];
-    int nstages;
+    cm_bufkeep stages; /* LB_STAGE bytes each, LB_ALIGN-aligned */
 };
-
-/* An aligned LB_STAGE buffer: a kept one, or a new one (NULL on OOM). */
-static void *stage_get(struct local *l)
-{
-    void *p = NULL;
-
-    pthread_mutex_lock(&l->smu);
-    if (l->nstages > 0)
-        p = l->stages[--l->nstages];
-    pthread_mutex_unlock(&l->smu);
-    if (!p && posix_memalign(&p, LB_ALIGN, LB_STAGE) != 0)
-        p = NULL;
-    return p;
-}
-
-static void stage_put(struct local *l, void *p)
-{
-    if (!p)
-        return;
-    pthread_mutex_lock(&l->smu);
-    if (l->nstages < LB_STAGES_KEPT) {
-        l->stages[l->nstages++] = p;
-        p = NULL;
-    }
-    pthread_mutex_unlock(&l->smu);
-    free(p);
-}
 
 static const struct cs__be_ops local_ops;
 
@@ -335,13 +305,13 @@ static int lw_create(struct lw *w)
         return rc == CM_ENOTFOUND ? CM_EIO : rc;
     }
     /* Direct I/O where the file system has it; the page cache otherwise. */
-    void *mem = stage_get(w->l);
+    void *mem = cm_bufkeep_get(&w->l->stages);
     if (mem) {
         w->dfd = open(path, O_WRONLY | O_CLOEXEC | O_DIRECT);
         if (w->dfd >= 0)
             w->stage = mem;
         else
-            stage_put(w->l, mem);
+            cm_bufkeep_put(&w->l->stages, mem);
     }
     return 0;
 }
@@ -352,7 +322,7 @@ static void lw_undirect(struct lw *w)
     if (w->dfd >= 0)
         close(w->dfd);
     w->dfd = -1;
-    stage_put(w->l, w->stage);
+    cm_bufkeep_put(&w->l->stages, w->stage);
     w->stage = NULL;
 }
 
@@ -985,9 +955,7 @@ static void l_close(struct cs__be *be)
         for (int i = 0; i < l->ndirs; i++)
             free(l->dirs[i]);
     free(l->dirs);
-    for (int i = 0; i < l->nstages; i++)
-        free(l->stages[i]);
-    pthread_mutex_destroy(&l->smu);
+    cm_bufkeep_destroy(&l->stages);
     free(l);
 }
 
@@ -1028,7 +996,8 @@ int cs__be_local_open(const char *const *dirs, int ndirs, struct cs__be **out)
     if (!(l = calloc(1, sizeof(*l))))
         return CM_ENOMEM;
     l->be.ops = &local_ops;
-    pthread_mutex_init(&l->smu, NULL);
+    if (cm_bufkeep_init(&l->stages, LB_STAGE, LB_ALIGN, LB_STAGES_KEPT) != 0)
+        goto out;
     if (!(l->dirs = calloc((size_t)ndirs, sizeof(char *))))
         goto out;
     l->ndirs = ndirs;

@@ -179,9 +179,7 @@ struct cs_store {
     struct cs__pool pool;
     struct cs__healer heal;
     pthread_mutex_t seg_mu[CS__SEG_LOCKS];
-    pthread_mutex_t bufs_mu;       /* the stripe buffers kept for reuse */
-    void *bufs[CS__BUFS_KEPT];     /* each (k+m)*block_size bytes, CS_ALIGN-aligned */
-    int nbufs;
+    cm_bufkeep bufs; /* stripe buffers kept for reuse: (k+m)*block_size, CS_ALIGN-aligned */
 };
 
 /* Opens the engine over backend be with geometry (k, m, block_size); takes

@@ -188,8 +188,10 @@ int cs__store_open_be(struct cs__be *be, int k, int m, size_t block_size, cs_sto
     cs->heal.tailp = &cs->heal.head;
     for (int i = 0; i < CS__SEG_LOCKS; i++)
         pthread_mutex_init(&cs->seg_mu[i], NULL);
-    pthread_mutex_init(&cs->bufs_mu, NULL);
     cs->inited = 1;
+    rc = CM_ENOMEM;
+    if (cm_bufkeep_init(&cs->bufs, (size_t)(k + m) * block_size, CS_ALIGN, CS__BUFS_KEPT) != 0)
+        goto out;
     rc = CM_EINVAL;
     if (cs->ndrives < 1 || cs->ndrives > CS__MAX_DRIVES || k + m > cs->ndrives)
         goto out;
@@ -276,9 +278,7 @@ void cs_store_close(cs_store_t *cs)
         pthread_cond_destroy(&cs->heal.idle);
         for (int i = 0; i < CS__SEG_LOCKS; i++)
             pthread_mutex_destroy(&cs->seg_mu[i]);
-        for (int i = 0; i < cs->nbufs; i++)
-            free(cs->bufs[i]);
-        pthread_mutex_destroy(&cs->bufs_mu);
+        cm_bufkeep_destroy(&cs->bufs);
     }
     if (cs->be)
         cs->be->ops->close(cs->be);
@@ -431,35 +431,6 @@ struct cs_writer {
 
 static void heal_enqueue(cs_store_t *cs, const struct cs_seg *s, uint32_t mask);
 
-/* A stripe buffer ((k+m)*block_size, CS_ALIGN-aligned): a kept one, or a
- * new one (NULL on OOM). Kept buffers need no page faults, and the process
- * does not keep what it freed in malloc's per-thread arenas. */
-static void *stripe_buf_get(cs_store_t *cs)
-{
-    void *p = NULL;
-
-    pthread_mutex_lock(&cs->bufs_mu);
-    if (cs->nbufs > 0)
-        p = cs->bufs[--cs->nbufs];
-    pthread_mutex_unlock(&cs->bufs_mu);
-    if (!p && posix_memalign(&p, CS_ALIGN, (size_t)(cs->k + cs->m) * cs->block_size) != 0)
-        p = NULL;
-    return p;
-}
-
-static void stripe_buf_put(cs_store_t *cs, void *p)
-{
-    if (!p)
-        return;
-    pthread_mutex_lock(&cs->bufs_mu);
-    if (cs->nbufs < CS__BUFS_KEPT) {
-        cs->bufs[cs->nbufs++] = p;
-        p = NULL;
-    }
-    pthread_mutex_unlock(&cs->bufs_mu);
-    free(p);
-}
-
 /* Drops shard i from the writer after an error: no more appends to it;
  * what it wrote is removed (best effort: a heal replaces it anyway). */
 static void drop_shard(cs_writer_t *w, int i, int rc, const char *what)
@@ -508,7 +479,7 @@ int cs_writer_open(cs_store_t *cs, cm_buf *out_intent, cs_writer_t **out)
     w->seg.block_size = cs->block_size;
     w->need = cs->m > 0 ? cs->k + 1 : cs->k;
     rc = CM_ENOMEM;
-    if (!(mem = stripe_buf_get(cs)))
+    if (!(mem = cm_bufkeep_get(&cs->bufs)))
         goto out;
     w->buf = w->bufs[0] = mem;
     if ((rc = cm_random_bytes(w->seg.id, CS_ID_LEN)) != 0)
@@ -627,7 +598,7 @@ static int write_stripe(cs_writer_t *w, const uint8_t *data, uint32_t blen, int 
     w->nstripes++;
     par = blen >= CS__PAR_APPEND && nt > 1;
     if (par && async && data == w->buf && !w->bufs[1])
-        w->bufs[1] = stripe_buf_get(w->cs); /* NULL: this stripe is written at once */
+        w->bufs[1] = cm_bufkeep_get(&w->cs->bufs); /* NULL: this stripe is written at once */
     if (par && async && data == w->buf && w->bufs[1]) {
         batch_submit(w->cs, io->tasks, nt, &io->b);
         io->busy = 1;
@@ -695,8 +666,8 @@ static void writer_free(cs_writer_t *w)
     for (int i = 0; i < CS__MAX_SHARDS; i++)
         if (w->h[i])
             w->cs->be->ops->w_close(w->h[i], 0);
-    stripe_buf_put(w->cs, w->bufs[0]);
-    stripe_buf_put(w->cs, w->bufs[1]);
+    cm_bufkeep_put(&w->cs->bufs, w->bufs[0]);
+    cm_bufkeep_put(&w->cs->bufs, w->bufs[1]);
     free(w);
 }
 

@@ -4,6 +4,7 @@
 #ifndef CM_H
 #define CM_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -89,6 +90,21 @@ void cm_pool_free(cm_pool *pool); /* NULL is a no-op */
 void *cm_pool_alloc(cm_pool *pool, size_t n); /* zeroed; NULL on OOM */
 char *cm_pool_strndup(cm_pool *pool, const void *p, size_t n);
 int cm_pool_cleanup_add(cm_pool *pool, void (*fn)(void *), void *arg);
+
+/* Large buffers of one size and alignment kept for reuse: up to max freed
+ * buffers are held instead of going back to malloc (which would keep them
+ * in its per-thread arenas anyway), and reused memory needs no page faults.
+ * Thread-safe; init and destroy are not. */
+typedef struct cm_bufkeep {
+    pthread_mutex_t mu;
+    size_t size, align;
+    int max, n;
+    void **kept;
+} cm_bufkeep;
+int cm_bufkeep_init(cm_bufkeep *k, size_t size, size_t align, int max); /* 0 or CM_ENOMEM */
+void *cm_bufkeep_get(cm_bufkeep *k);         /* a kept or new buffer; NULL on OOM */
+void cm_bufkeep_put(cm_bufkeep *k, void *p); /* NULL is a no-op */
+void cm_bufkeep_destroy(cm_bufkeep *k);      /* frees the kept buffers */
 
 /* ---------------------------------------------------------------- logging */
 enum { CM_LOG_ERROR = 0, CM_LOG_WARN = 1, CM_LOG_INFO = 2, CM_LOG_DEBUG = 3 };

@@ -1,5 +1,6 @@
 /* common/pool.c - per-request arenas: allocations freed together, cleanups
- * run in reverse order when the pool is freed. */
+ * run in reverse order when the pool is freed; and large buffers kept for
+ * reuse (cm_bufkeep). */
 #include "common/cm.h"
 #include <stdlib.h>
 
@@ -86,4 +87,54 @@ int cm_pool_cleanup_add(cm_pool *pool, void (*fn)(void *), void *arg)
     c->next = pool->cleanups;
     pool->cleanups = c;
     return 0;
+}
+
+int cm_bufkeep_init(cm_bufkeep *k, size_t size, size_t align, int max)
+{
+    memset(k, 0, sizeof *k);
+    if (!(k->kept = calloc(max > 0 ? (size_t)max : 1, sizeof *k->kept)))
+        return CM_ENOMEM;
+    pthread_mutex_init(&k->mu, NULL);
+    k->size = size;
+    k->align = align;
+    k->max = max;
+    return 0;
+}
+
+void *cm_bufkeep_get(cm_bufkeep *k)
+{
+    void *p = NULL;
+
+    pthread_mutex_lock(&k->mu);
+    if (k->n > 0)
+        p = k->kept[--k->n];
+    pthread_mutex_unlock(&k->mu);
+    if (!p && posix_memalign(&p, k->align, k->size) != 0)
+        p = NULL;
+    return p;
+}
+
+void cm_bufkeep_put(cm_bufkeep *k, void *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&k->mu);
+    if (k->n < k->max) {
+        k->kept[k->n++] = p;
+        p = NULL;
+    }
+    pthread_mutex_unlock(&k->mu);
+    free(p);
+}
+
+void cm_bufkeep_destroy(cm_bufkeep *k)
+{
+    if (!k->kept)
+        return;
+    for (int i = 0; i < k->n; i++)
+        free(k->kept[i]);
+    free(k->kept);
+    k->kept = NULL;
+    k->n = 0;
+    pthread_mutex_destroy(&k->mu);
 }

@@ -126,11 +126,33 @@ static void test_slices_pool(void)
     is_str(cm_strerror(CM_ENOTFOUND), "not found", "strerror");
 }
 
+static void test_bufkeep(void)
+{
+    cm_bufkeep k;
+    is_int(cm_bufkeep_init(&k, 8192, 4096, 2), 0, "bufkeep: init");
+    void *a = cm_bufkeep_get(&k), *b = cm_bufkeep_get(&k), *c = cm_bufkeep_get(&k);
+    ok(a && b && c && a != b && b != c && a != c, "bufkeep: three distinct buffers");
+    ok(((uintptr_t)a | (uintptr_t)b | (uintptr_t)c) % 4096 == 0, "bufkeep: aligned");
+    memset(c, 7, 8192); /* the whole size is usable */
+    cm_bufkeep_put(&k, a);
+    cm_bufkeep_put(&k, b);
+    cm_bufkeep_put(&k, c); /* over max: freed */
+    cm_bufkeep_put(&k, NULL);
+    is_int(k.n, 2, "bufkeep: keeps at most max");
+    void *d = cm_bufkeep_get(&k), *e = cm_bufkeep_get(&k);
+    ok((d == a || d == b) && (e == a || e == b) && d != e, "bufkeep: kept buffers are reused");
+    cm_bufkeep_put(&k, d);
+    cm_bufkeep_put(&k, e);
+    cm_bufkeep_destroy(&k);
+    is_int(k.n, 0, "bufkeep: destroy frees the kept ones");
+}
+
 int main(void)
 {
     test_buf_codec();
     test_encodings();
     test_times();
     test_slices_pool();
+    test_bufkeep();
     return done_testing();
 }
