@@ -251,7 +251,7 @@ struct lw {
     int newdir;        /* this handle created the fan-out dir: fsync the drive dir too */
     int committed;     /* w_commit returned 0 */
     uint64_t kicked;   /* file offset up to which writeback was started */
-    uint64_t end;      /* highest offset written */
+    uint64_t end;      /* highest offset written through fd (for lw_kick) */
     int dfd;           /* the same file opened O_DIRECT, -1 when not used */
     uint8_t *stage;    /* LB_STAGE bytes, LB_ALIGN-aligned, for dfd */
     uint64_t sbase;    /* file offset of stage[0] (aligned) */
@@ -326,12 +326,12 @@ static void lw_undirect(struct lw *w)
     w->stage = NULL;
 }
 
-/* Writes the first n bytes of the stage (n aligned, or everything when
- * tail is set: the unaligned rest through the page cache) and keeps the
- * remainder at the front of the stage. */
-static int lw_drain(struct lw *w, size_t n, int tail)
+/* Writes out the staged bytes: the aligned part direct, an unaligned rest
+ * (only at the end, or before a write that does not continue the stage)
+ * through the page cache. */
+static int lw_drain(struct lw *w)
 {
-    size_t al = n & ~(size_t)(LB_ALIGN - 1);
+    size_t al = w->slen & ~(size_t)(LB_ALIGN - 1);
     int rc = 0;
 
     if (al) {
@@ -345,15 +345,13 @@ static int lw_drain(struct lw *w, size_t n, int tail)
                 return rc;
         }
     }
-    if (tail && n > al) {
-        struct iovec v = {w->stage + al, n - al};
+    if (w->slen > al) {
+        struct iovec v = {w->stage + al, w->slen - al};
         if ((rc = pwritev_all(w->fd, &v, 1, (off_t)(w->sbase + al))) != 0)
             return rc;
-        al = n;
     }
-    memmove(w->stage, w->stage + al, w->slen - al);
-    w->slen -= al;
-    w->sbase += al;
+    w->sbase += w->slen;
+    w->slen = 0;
     return 0;
 }
 
@@ -364,7 +362,7 @@ static int lw_append_direct(struct lw *w, uint64_t off, const struct iovec *iov,
 {
     int rc;
 
-    if (w->slen && off != w->sbase + w->slen && (rc = lw_drain(w, w->slen, 1)) != 0)
+    if (w->slen && off != w->sbase + w->slen && (rc = lw_drain(w)) != 0)
         return rc;
     for (int i = 0; i < niov; i++) {
         const uint8_t *p = iov[i].iov_base;
@@ -389,7 +387,7 @@ static int lw_append_direct(struct lw *w, uint64_t off, const struct iovec *iov,
             p += c;
             n -= c;
             off += c;
-            if (w->slen == LB_STAGE && (rc = lw_drain(w, LB_STAGE, 0)) != 0)
+            if (w->slen == LB_STAGE && (rc = lw_drain(w)) != 0)
                 return rc;
         }
     }
@@ -418,23 +416,17 @@ static int lw_append(void *h, uint64_t off, const struct iovec *iov, int niov)
 
     if (w->fd < 0 && (rc = lw_create(w)) != 0)
         return rc;
-    for (int i = 0; i < niov; i++)
-        len += iov[i].iov_len;
-    if (w->dfd >= 0) {
-        if ((rc = lw_append_direct(w, off, iov, niov)) != 0) {
-            cm_log(CM_LOG_ERROR, "chunkstore: write shard %d on drive %s: %s", w->index,
-                   w->l->dirs[w->d], cm_strerror(rc));
-            return rc;
-        }
-        if (off + len > w->end)
-            w->end = off + len;
-        return 0;
-    }
-    if ((rc = pwritev_all(w->fd, iov, niov, (off_t)off)) != 0) {
+    rc = w->dfd >= 0 ? lw_append_direct(w, off, iov, niov)
+                     : pwritev_all(w->fd, iov, niov, (off_t)off);
+    if (rc != 0) {
         cm_log(CM_LOG_ERROR, "chunkstore: write shard %d on drive %s: %s", w->index,
                w->l->dirs[w->d], cm_strerror(rc));
         return rc;
     }
+    if (w->dfd >= 0)
+        return 0;
+    for (int i = 0; i < niov; i++)
+        len += iov[i].iov_len;
     if (off + len > w->end)
         w->end = off + len;
     lw_kick(w);
@@ -453,7 +445,7 @@ static int lw_commit(void *h, const uint8_t hdr[64])
     if (w->fd < 0 && (rc = lw_create(w)) != 0)
         return rc;
     if (w->dfd >= 0) {
-        if (w->slen && (rc = lw_drain(w, w->slen, 1)) != 0) {
+        if (w->slen && (rc = lw_drain(w)) != 0) {
             cm_log(CM_LOG_ERROR, "chunkstore: write shard %d on drive %s: %s", w->index,
                    w->l->dirs[w->d], cm_strerror(rc));
             return rc;

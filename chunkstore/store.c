@@ -388,8 +388,6 @@ static int open_checked(cs_store_t *cs, const struct cs_seg *s, int i, void **ou
 
 /* ----------------------------------------------------------------- writer */
 
-/* Owned by one caller thread; pool tasks briefly share it, each touching
- * only its own shard's handle. */
 /* One block + CRC32C appended to one shard, as a pool task. */
 struct append_task {
     struct cs__task t; /* first: the pool sees only this */
@@ -410,6 +408,8 @@ struct stripe_io {
     struct cs__batch b;
 };
 
+/* Owned by one caller thread; pool tasks briefly share it, each touching
+ * only its own shard's handle. */
 struct cs_writer {
     cs_store_t *cs;
     struct cs_seg seg;             /* id, geometry, drives; size counts bytes accepted */
@@ -563,7 +563,7 @@ static int stripe_wait(cs_writer_t *w)
  * each live shard, after the stripe in flight (if any) is done. Blocks of
  * CS__PAR_APPEND bytes or more go to the k+m shards at once on the pool
  * (local drives write those with direct I/O, which waits for the disk);
- * smaller local blocks one after another. With async set (data is w->buf),
+ * smaller local blocks one after another. With async set (data must be w->buf),
  * the appends stay in flight while the caller fills the other buffer, which
  * becomes w->buf: receiving and hashing the next stripe overlap the disk
  * writes of this one. */
@@ -597,9 +597,9 @@ static int write_stripe(cs_writer_t *w, const uint8_t *data, uint32_t blen, int 
     io->nt = nt;
     w->nstripes++;
     par = blen >= CS__PAR_APPEND && nt > 1;
-    if (par && async && data == w->buf && !w->bufs[1])
+    if (par && async && !w->bufs[1])
         w->bufs[1] = cm_bufkeep_get(&w->cs->bufs); /* NULL: this stripe is written at once */
-    if (par && async && data == w->buf && w->bufs[1]) {
+    if (par && async && w->bufs[1]) {
         batch_submit(w->cs, io->tasks, nt, &io->b);
         io->busy = 1;
         w->buf = w->buf == w->bufs[0] ? w->bufs[1] : w->bufs[0];
