@@ -163,8 +163,7 @@ struct evt {
     char log_dir[4096];         /* DIR/logs/functions */
 };
 
-/* Per-thread delivery state (targets.c): reusable HTTP handle. */
-/* A kept-alive connection of one worker to a Redis or NATS server
+/* A kept-alive connection of one worker to an HTTP, Redis or NATS server
  * (targets.c): reused while it works, reopened once when it does not. */
 #define EVT__CONNS 4
 typedef struct evt__conn {
@@ -176,10 +175,10 @@ typedef struct evt__conn {
 typedef struct evt__worker {
     evt_t *e;
     int idx;
-    void *curl;
+    void *curl;                  /* https targets: a libcurl handle */
     char *curl_url;              /* webhook URL the handle is set up for (kept between events) */
     void *curl_hdrs;             /* its header list (struct curl_slist) */
-    evt__conn conns[EVT__CONNS]; /* Redis and NATS connections of this worker */
+    evt__conn conns[EVT__CONNS]; /* HTTP, Redis and NATS connections of this worker */
     unsigned next_conn;          /* slot to reuse when all are taken */
     void *amqp;                  /* kept-alive AMQP connection (channel 1 in confirm mode) */
     char amqp_url[512];          /* the target URL it was opened for */
@@ -192,10 +191,20 @@ typedef struct evt__tgt_snap {
     char *url;
 } evt__tgt_snap;
 
-/* Delivers r (its message msg, from evt__rec_message) to target t. 0 on acknowledgement; otherwise an error code
- * with a message appended to err. */
-int evt__deliver(evt__worker *w, const evt__tgt_snap *t, const evt__rec *r, cm_slice msg,
-                 cm_buf *err);
+/* Delivers the n events r[i] (messages msg[i], from evt__rec_message) to
+ * target t, in order. rc[i] is 0 when the target acknowledged r[i], an
+ * error code when the attempt failed (a message appended to err for the
+ * first failure), or EVT__UNTRIED when it was not attempted because an
+ * earlier one failed (the target is down: its breaker decides when next).
+ * n > 1 only for targets evt__target_pipelines says yes to; at most
+ * EVT__BATCH. */
+#define EVT__UNTRIED 1
+#define EVT__BATCH 32
+void evt__deliver(evt__worker *w, const evt__tgt_snap *t, const evt__rec *const *r,
+                  const cm_slice *msg, size_t n, int *rc, cm_buf *err);
+/* True if events for a target of kind and url are delivered many at once
+ * (plain-HTTP webhooks and CloudEvents sinks: pipelined). */
+bool evt__target_pipelines(const char *kind, const char *url);
 void evt__worker_cleanup(evt__worker *w);
 /* Global set-up of the HTTP client; called once by evt_start. */
 void evt__targets_init(void);

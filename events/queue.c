@@ -1361,41 +1361,47 @@ static void done_note(evt_t *e, uint64_t seq, int64_t now)
         done_flush(e);
 }
 
-/* Delivers p (not in flight for anyone else); returns 0 when acknowledged. */
-static int deliver(evt__worker *w, evt__pend *p, cm_buf *err)
+/* Runs function p->r.dest for p (not in flight for anyone else); 0 when
+ * it acknowledged the event. */
+static int deliver_fn(evt__worker *w, evt__pend *p, cm_buf *err)
 {
     evt_t *e = w->e;
     int rc;
-    if (p->r.dest_kind == EVT_DEST_FUNCTION) {
-        evt__fn *snap = NULL;
-        pthread_mutex_lock(&e->lk);
-        evt__fn *f = fn_find(e, p->r.dest);
-        if (f)
-            snap = fn_new(f->name, f->exec, f->timeout_s, f->concurrency,
-                          (const char *const *)f->env, f->nenv);
-        pthread_mutex_unlock(&e->lk);
-        if (!f) {
-            cm_buf_printf(err, "no function named %s", p->r.dest);
-            return CM_ENOTFOUND;
-        }
-        cm_buf tmp = {0};
-        cm_slice msg;
-        rc = !snap ? CM_ENOMEM : evt__rec_message(&p->r, &tmp, &msg);
-        if (rc && snap)
-            cm_buf_printf(err, "cannot build the event message: %s", cm_strerror(rc));
-        else
-            rc = evt__run(e, snap, &p->r, msg, err);
-        cm_buf_free(&tmp);
-        fn_free(snap);
-        pthread_mutex_lock(&e->lk);
-        if ((f = fn_find(e, p->r.dest)) && f->running > 0)
-            f->running--;
-        pthread_mutex_unlock(&e->lk);
-        return rc;
+    evt__fn *snap = NULL;
+    pthread_mutex_lock(&e->lk);
+    evt__fn *f = fn_find(e, p->r.dest);
+    if (f)
+        snap = fn_new(f->name, f->exec, f->timeout_s, f->concurrency,
+                      (const char *const *)f->env, f->nenv);
+    pthread_mutex_unlock(&e->lk);
+    if (!f) {
+        cm_buf_printf(err, "no function named %s", p->r.dest);
+        return CM_ENOTFOUND;
     }
+    cm_buf tmp = {0};
+    cm_slice msg;
+    rc = !snap ? CM_ENOMEM : evt__rec_message(&p->r, &tmp, &msg);
+    if (rc && snap)
+        cm_buf_printf(err, "cannot build the event message: %s", cm_strerror(rc));
+    else
+        rc = evt__run(e, snap, &p->r, msg, err);
+    cm_buf_free(&tmp);
+    fn_free(snap);
+    pthread_mutex_lock(&e->lk);
+    if ((f = fn_find(e, p->r.dest)) && f->running > 0)
+        f->running--;
+    pthread_mutex_unlock(&e->lk);
+    return rc;
+}
+
+/* Delivers the n events b[] (in flight for this worker only, all for one
+ * target) in one call to the target: rc[i] as evt__deliver sets it. */
+static void deliver_tgt(evt__worker *w, evt__pend *const *b, size_t n, int *rc, cm_buf *err)
+{
+    evt_t *e = w->e;
     evt__tgt_snap t = {{0}, {0}, NULL};
     pthread_mutex_lock(&e->lk);
-    evt__tgt *tg = tgt_find(e, p->r.dest);
+    evt__tgt *tg = tgt_find(e, b[0]->r.dest);
     if (tg) {
         memcpy(t.name, tg->name, sizeof t.name);
         memcpy(t.kind, tg->kind, sizeof t.kind);
@@ -1403,19 +1409,54 @@ static int deliver(evt__worker *w, evt__pend *p, cm_buf *err)
     }
     pthread_mutex_unlock(&e->lk);
     if (!tg) {
-        cm_buf_printf(err, "no target named %s", p->r.dest);
-        return CM_ENOTFOUND;
+        cm_buf_printf(err, "no target named %s", b[0]->r.dest);
+        for (size_t i = 0; i < n; i++)
+            rc[i] = CM_ENOTFOUND;
+        return;
     }
-    cm_buf tmp = {0};
-    cm_slice msg;
-    rc = !t.url ? CM_ENOMEM : evt__rec_message(&p->r, &tmp, &msg);
-    if (rc && t.url)
-        cm_buf_printf(err, "cannot build the event message: %s", cm_strerror(rc));
-    else
-        rc = evt__deliver(w, &t, &p->r, msg, err);
-    cm_buf_free(&tmp);
+    cm_buf tmp[EVT__BATCH];
+    cm_slice msg[EVT__BATCH];
+    const evt__rec *r[EVT__BATCH];
+    int brc = t.url ? 0 : CM_ENOMEM;
+    memset(tmp, 0, sizeof tmp);
+    for (size_t i = 0; i < n && !brc; i++) {
+        r[i] = &b[i]->r;
+        brc = evt__rec_message(&b[i]->r, &tmp[i], &msg[i]);
+    }
+    if (brc) {
+        cm_buf_printf(err, "cannot build the event message: %s", cm_strerror(brc));
+        for (size_t i = 0; i < n; i++)
+            rc[i] = brc;
+    } else {
+        evt__deliver(w, &t, r, msg, n, rc, err);
+    }
+    for (size_t i = 0; i < n; i++)
+        cm_buf_free(&tmp[i]);
     free(t.url);
-    return rc;
+}
+
+/* After pick() returned p: p and, when its destination is a target that
+ * takes many events at once and its breaker is closed, the next events of
+ * p's queue that may go now, each the first pending one of its key (pick's
+ * scan goes on where it stopped, with the same blocked tuples). Into b[];
+ * returns how many. With lk held. */
+static size_t pick_batch(evt_t *e, evt__pend *p, int64_t now, evt__pend **b)
+{
+    size_t n = 0;
+    b[n++] = p;
+    if (p->r.dest_kind != EVT_DEST_TARGET)
+        return n;
+    const evt__tgt *t = tgt_find(e, p->r.dest);
+    if (!t || t->fails || !evt__target_pipelines(t->kind, t->url))
+        return n;
+    size_t seen = 0;
+    for (evt__pend *x = p->next; x && n < EVT__BATCH && seen < EVT__LOOKAHEAD;
+         x = x->next, seen++) {
+        if (blocked_test_add(e, x->tuple) || x->inflight || x->due_ms > now)
+            continue;
+        b[n++] = x;
+    }
+    return n;
 }
 
 static void *worker_main(void *arg)
@@ -1466,9 +1507,15 @@ static void *worker_main(void *arg)
             e->nwaiting--;
             continue;
         }
-        p->inflight = true;
-        e->ninflight++;
-        p->dq->ninflight++;
+        evt__pend *b[EVT__BATCH];
+        int rc[EVT__BATCH];
+        uint64_t ok_seq[EVT__BATCH];
+        size_t nb = pick_batch(e, p, now, b), nok = 0;
+        for (size_t i = 0; i < nb; i++) {
+            b[i]->inflight = true;
+            b[i]->dq->ninflight++;
+        }
+        e->ninflight += nb;
         if (p->r.dest_kind == EVT_DEST_FUNCTION) {
             evt__fn *f = fn_find(e, p->r.dest);
             if (f)
@@ -1476,74 +1523,92 @@ static void *worker_main(void *arg)
         } else {
             evt__tgt *t = tgt_find(e, p->r.dest);
             if (t) {
-                t->inflight++; /* claimed under lk: one probe at a time */
+                t->inflight += (int)nb; /* claimed under lk: one probe at a time */
                 e->st.probes += t->fails > 0;
             }
         }
         pthread_mutex_unlock(&e->lk);
 
         cm_buf_reset(&err);
-        int rc = deliver(w, p, &err);
+        if (p->r.dest_kind == EVT_DEST_FUNCTION)
+            rc[0] = deliver_fn(w, p, &err);
+        else
+            deliver_tgt(w, b, nb, rc, &err);
         now = cm_now_ms();
-        bool bury = false;
-        if (rc) {
-            p->r.attempts++;
-            cm_buf_reset(&p->r.err);
-            cm_buf_append_slice(&p->r.err, cm_buf_slice(&err));
-            bury = (int)p->r.attempts >= e->cfg.max_attempts ||
-                   now - p->r.created_ms >= e->cfg.max_age_ms;
+        bool bury[EVT__BATCH], failed = false, acked = false;
+        for (size_t i = 0; i < nb; i++) {
+            evt__pend *x = b[i];
+            bury[i] = false;
+            acked |= rc[i] == 0;
+            if (!rc[i] || rc[i] == EVT__UNTRIED)
+                continue;
+            failed |= rc[i] != CM_ENOTFOUND;
+            x->r.attempts++;
+            cm_buf_reset(&x->r.err);
+            cm_buf_append_slice(&x->r.err, cm_buf_slice(&err));
+            bury[i] = (int)x->r.attempts >= e->cfg.max_attempts ||
+                      now - x->r.created_ms >= e->cfg.max_age_ms;
             cm_buf_reset(&v);
-            evt__rec_encode(&p->r, &v);
-            if (bury) {
+            evt__rec_encode(&x->r, &v);
+            if (bury[i]) {
                 cm_log(CM_LOG_WARN, "events: dead-lettered event %llu for %s after %u attempts: %s",
-                       (unsigned long long)p->seq, p->r.dest, p->r.attempts, cm_buf_str(&err));
-                md_outbox_bury(e->md, p->seq, cm_buf_slice(&v));
+                       (unsigned long long)x->seq, x->r.dest, x->r.attempts, cm_buf_str(&err));
+                md_outbox_bury(e->md, x->seq, cm_buf_slice(&v));
             } else {
                 cm_log(CM_LOG_INFO, "events: delivery of %llu to %s failed (attempt %u): %s",
-                       (unsigned long long)p->seq, p->r.dest, p->r.attempts, cm_buf_str(&err));
-                md_outbox_update(e->md, p->seq, cm_buf_slice(&v));
+                       (unsigned long long)x->seq, x->r.dest, x->r.attempts, cm_buf_str(&err));
+                md_outbox_update(e->md, x->seq, cm_buf_slice(&v));
             }
         }
 
         pthread_mutex_lock(&e->lk);
-        p->inflight = false;
-        e->ninflight--;
-        p->dq->ninflight--;
         bool recovered = false; /* a probe succeeded: the target's backlog may all go */
         int64_t down_until = 0;
         if (p->r.dest_kind == EVT_DEST_TARGET) {
+            /* One breaker step per call to the target, however many events
+             * it carried: a failure opens it, success alone closes it. */
             evt__tgt *t = tgt_find(e, p->r.dest);
-            if (t && t->inflight > 0)
-                t->inflight--;
-            if (t && rc && rc != CM_ENOTFOUND) {
+            if (t)
+                t->inflight = t->inflight > (int)nb ? t->inflight - (int)nb : 0;
+            if (t && failed) {
                 t->fails++;
                 t->down_until = now + evt_backoff_ms(&e->cfg, t->fails, (uint32_t)random());
                 down_until = t->down_until;
                 snprintf(t->last_err, sizeof t->last_err, "%s", cm_buf_str(&err));
-            } else if (t) {
+            } else if (t && acked) {
                 recovered = t->fails > 0;
                 t->fails = 0;
                 t->down_until = 0;
             }
         }
-        if (!rc || bury) {
-            uint64_t seq = p->seq;
-            pend_unlink(e, p);
-            pend_free(p);
-            if (rc) {
-                e->st.dead++;
+        /* Every event of the batch is settled before done_note may drop lk:
+         * none may be picked again, or freed, while another worker could. */
+        for (size_t i = 0; i < nb; i++) {
+            evt__pend *x = b[i];
+            x->inflight = false;
+            e->ninflight--;
+            x->dq->ninflight--;
+            if (rc[i] == EVT__UNTRIED) {
+                if (x->due_ms < down_until)
+                    x->due_ms = down_until;
+            } else if (!rc[i] || bury[i]) {
+                if (rc[i])
+                    e->st.dead++;
+                else
+                    e->st.delivered++, ok_seq[nok++] = x->seq;
+                pend_unlink(e, x);
+                pend_free(x);
             } else {
-                e->st.delivered++;
-                done_note(e, seq, now); /* may drop lk: p is gone by then */
+                e->st.failed++;
+                /* A target failure: this event stays the probe, tried again
+                 * when the breaker half-opens. */
+                x->due_ms = down_until ? down_until
+                                       : now + evt_backoff_ms(&e->cfg, x->r.attempts,
+                                                              (uint32_t)random());
             }
-        } else {
-            e->st.failed++;
-            /* A target failure: this event stays the probe, tried again
-             * when the breaker half-opens. */
-            p->due_ms = down_until ? down_until
-                                   : now + evt_backoff_ms(&e->cfg, p->r.attempts,
-                                                          (uint32_t)random());
         }
+        for (size_t i = 0; i < nok; i++)
+            done_note(e, ok_seq[i], now); /* may drop lk */
         /* This worker picks again before it waits, so what this delivery
          * unblocked (the next event of its key, a function slot) is taken
          * care of. Wake others only for work beyond that: a recovered

@@ -1,5 +1,6 @@
 /* events/targets.c - delivery to network targets: HTTP webhooks and
- * CloudEvents binary mode (libcurl), Redis streams (XADD over RESP on a
+ * CloudEvents binary mode (pipelined HTTP/1.1 on kept-alive connections;
+ * libcurl for https), Redis streams (XADD over RESP on a
  * plain TCP socket), NATS (PUB then PING/PONG on the text protocol) and
  * AMQP 0-9-1 exchanges (librabbitmq, with publisher confirms). Each call
  * returns 0 only once the target acknowledged the event. */
@@ -475,6 +476,280 @@ static int amqp_pub(evt__worker *w, const char *url, const tgt_url *u, const evt
 }
 
 /* ------------------------------------------------------------------- http */
+/* Plain http:// webhooks and CloudEvents sinks go over the worker's
+ * kept-alive connection with HTTP/1.1 pipelining: the requests of a batch
+ * are written at once and the answers read in order, so a burst of events
+ * costs the target and cairn one wake-up each instead of one per event.
+ * Each event is still its own POST (one S3 event message, one CloudEvent).
+ * https:// goes through libcurl, one event at a time. */
+
+/* host[:port] and request target of an http:// URL; CM_EINVAL otherwise. */
+typedef struct http_url {
+    tgt_url conn;      /* host and port to connect to */
+    char hostport[300]; /* the Host header */
+    char target[1024];  /* path and query ("/" when the URL has none) */
+    char auth[400];     /* "Basic ..." for user:pass@, else "" */
+} http_url;
+
+static int http_url_split(const char *url, http_url *h)
+{
+    memset(h, 0, sizeof *h);
+    if (strncmp(url, "http://", 7))
+        return CM_EINVAL;
+    const char *p = url + 7;
+    size_t n = strcspn(p, "/?#");
+    const char *rest = p + n;
+    const char *at = memchr(p, '@', n);
+    if (at) {
+        char ui[256];
+        size_t un = (size_t)(at - p);
+        if (un >= sizeof ui || !memchr(p, ':', un))
+            return CM_EINVAL;
+        memcpy(ui, p, un);
+        ui[un] = 0;
+        char b64[4 * ((sizeof ui + 2) / 3) + 1];
+        cm_base64_encode(ui, un, b64);
+        snprintf(h->auth, sizeof h->auth, "Basic %s", b64);
+        n -= un + 1;
+        p = at + 1;
+    }
+    if (n == 0 || n >= sizeof h->hostport)
+        return CM_EINVAL;
+    memcpy(h->hostport, p, n);
+    h->hostport[n] = 0;
+    const char *hend = p + n, *colon = NULL;
+    if (p[0] == '[') { /* [v6]:port */
+        const char *rb = memchr(p, ']', n);
+        if (!rb)
+            return CM_EINVAL;
+        snprintf(h->conn.host, sizeof h->conn.host, "%.*s", (int)(rb - p - 1), p + 1);
+        colon = rb + 1 < hend && rb[1] == ':' ? rb + 1 : NULL;
+    } else {
+        colon = memchr(p, ':', n);
+        snprintf(h->conn.host, sizeof h->conn.host, "%.*s",
+                 (int)((colon ? colon : hend) - p), p);
+    }
+    if (colon) {
+        size_t pn = (size_t)(hend - colon - 1);
+        if (pn == 0 || pn >= sizeof h->conn.port)
+            return CM_EINVAL;
+        snprintf(h->conn.port, sizeof h->conn.port, "%.*s", (int)pn, colon + 1);
+    } else {
+        snprintf(h->conn.port, sizeof h->conn.port, "80");
+    }
+    size_t tn = strcspn(rest, "#");
+    if (tn + 2 > sizeof h->target || memchr(rest, ' ', tn) || !h->conn.host[0])
+        return CM_EINVAL;
+    snprintf(h->target, sizeof h->target, "%s%.*s", rest[0] == '/' ? "" : "/", (int)tn, rest);
+    return 0;
+}
+
+/* Consumes n bytes of c's input (buffered, then from the socket). */
+static int http_skip(evt__conn *c, uint64_t n)
+{
+    while (n) {
+        if (c->in.n) {
+            size_t k = c->in.n < n ? c->in.n : (size_t)n;
+            memmove(c->in.p, c->in.p + k, c->in.n - k);
+            c->in.n -= k;
+            n -= k;
+            continue;
+        }
+        uint8_t buf[4096];
+        ssize_t r = recv(c->fd, buf, sizeof buf, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        cm_buf_append(&c->in, buf, (size_t)r);
+    }
+    return 0;
+}
+
+/* Reads one final response from c: *status, the body consumed. *closing is
+ * set when the server ends the connection after it (Connection: close,
+ * HTTP/1.0 without keep-alive, or a body that runs to the end). -1 when
+ * no whole response came (EOF, timeout, garbage). */
+static int http_read_response(evt__conn *c, int *status, bool *closing)
+{
+    cm_buf line = {0};
+    int rc = -1;
+    for (;;) {
+        int major = 0, minor = 0, st = 0;
+        if (read_line(c->fd, &c->in, &line) ||
+            sscanf(cm_buf_str(&line), "HTTP/%d.%d %3d", &major, &minor, &st) != 3 || st < 100)
+            goto out;
+        bool close_it = major == 1 && minor == 0, chunked = false, has_len = false;
+        uint64_t len = 0;
+        for (;;) {
+            if (read_line(c->fd, &c->in, &line))
+                goto out;
+            if (!line.n)
+                break;
+            const char *h = cm_buf_str(&line), *v = strchr(h, ':');
+            if (!v)
+                continue;
+            size_t hn = (size_t)(v - h);
+            for (v++; *v == ' ' || *v == '\t'; v++)
+                ;
+            if (hn == 14 && !strncasecmp(h, "Content-Length", 14)) {
+                char *end;
+                len = strtoull(v, &end, 10);
+                has_len = end != v;
+            } else if (hn == 17 && !strncasecmp(h, "Transfer-Encoding", 17)) {
+                chunked = strcasestr(v, "chunked") != NULL;
+            } else if (hn == 10 && !strncasecmp(h, "Connection", 10)) {
+                if (strcasestr(v, "close"))
+                    close_it = true;
+                else if (strcasestr(v, "keep-alive"))
+                    close_it = false;
+            }
+        }
+        if (st < 200) /* 1xx: informational, the final answer follows */
+            continue;
+        if (st == 204 || st == 304) {
+            /* no body */
+        } else if (chunked) {
+            for (;;) {
+                if (read_line(c->fd, &c->in, &line))
+                    goto out;
+                char *end;
+                uint64_t cn = strtoull(cm_buf_str(&line), &end, 16);
+                if (end == cm_buf_str(&line))
+                    goto out;
+                if (cn == 0)
+                    break;
+                if (http_skip(c, cn + 2))
+                    goto out;
+            }
+            do { /* trailers, up to the empty line */
+                if (read_line(c->fd, &c->in, &line))
+                    goto out;
+            } while (line.n);
+        } else if (has_len) {
+            if (http_skip(c, len))
+                goto out;
+        } else { /* the body runs to the end of the connection */
+            uint8_t buf[4096];
+            ssize_t r;
+            while ((r = recv(c->fd, buf, sizeof buf, 0)) > 0 || (r < 0 && errno == EINTR))
+                ;
+            if (r < 0)
+                goto out;
+            close_it = true;
+        }
+        *status = st;
+        *closing = close_it;
+        rc = 0;
+        break;
+    }
+out:
+    cm_buf_free(&line);
+    return rc;
+}
+
+/* Appends the POST of event r (message msg) to req. */
+static void http_request(cm_buf *req, const evt__tgt_snap *t, const http_url *h,
+                         const evt__rec *r, cm_slice msg)
+{
+    cm_buf_printf(req, "POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: cairn-events/0.1\r\n",
+                  h->target, h->hostport);
+    if (h->auth[0])
+        cm_buf_printf(req, "Authorization: %s\r\n", h->auth);
+    if (!strcmp(t->kind, "cloudevents")) {
+        cm_buf ce = {0};
+        char id[40];
+        snprintf(id, sizeof id, "%016llX-%s", (unsigned long long)r->evseq,
+                 r->dest_kind == EVT_DEST_FUNCTION ? "f" : "t");
+        evt_cloudevents_headers(r->bucket, cm_buf_slice(&r->key), r->type, r->time_ms, id, &ce);
+        for (size_t i = 0; i < ce.n; i++) { /* lines end in LF there */
+            if (ce.p[i] == '\n')
+                cm_buf_append_byte(req, '\r');
+            cm_buf_append_byte(req, ce.p[i]);
+        }
+        cm_buf_free(&ce);
+    } else {
+        cm_buf_append_str(req, "Content-Type: application/json\r\n");
+    }
+    cm_buf_printf(req, "Content-Length: %zu\r\n\r\n", msg.n);
+    cm_buf_append_slice(req, msg);
+}
+
+/* At most this many request bytes are written before answers are read:
+ * the target's answers (small) then always fit its socket buffer, so
+ * neither side can block on a full one while the other does. */
+#define HTTP_PIPE_BYTES (256 * 1024)
+
+/* Delivers n events to the http:// target t over the worker's kept-alive
+ * connection, pipelined; rc[i] for each (0 on a 2xx answer). A connection
+ * that ends before answering everything is replaced and the unanswered
+ * events are sent again; a kept connection that answers nothing is retried
+ * once on a new one (it may have been closed by the target while idle). */
+static void http_pipeline(evt__worker *w, const evt__tgt_snap *t, const http_url *h,
+                          const evt__rec *const *r, const cm_slice *msg, size_t n, int *rc,
+                          cm_buf *err)
+{
+    int tmo = w->e->cfg.delivery_timeout_ms;
+    cm_buf req = {0};
+    size_t done = 0;
+    bool retried = false;
+    while (done < n) {
+        evt__conn *c = conn_find(w, t->url);
+        bool fresh = !c;
+        if (!c) {
+            c = conn_slot(w, t->url);
+            cm_buf cerr = {0};
+            if ((c->fd = tcp_connect(&h->conn, tmo, &cerr)) < 0) {
+                conn_close(c);
+                cm_buf_printf(err, "%s: %s", t->kind, cm_buf_str(&cerr));
+                cm_buf_free(&cerr);
+                rc[done++] = CM_EIO;
+                while (done < n) /* not sent: the breaker decides when to try them */
+                    rc[done++] = EVT__UNTRIED;
+                break;
+            }
+            cm_buf_free(&cerr);
+        }
+        size_t upto = done;
+        cm_buf_reset(&req);
+        while (upto < n && (upto == done || req.n + msg[upto].n < HTTP_PIPE_BYTES))
+            http_request(&req, t, h, r[upto], msg[upto]), upto++;
+        size_t got = 0;
+        bool closing = false;
+        if (!send_all(c->fd, req.p, req.n)) {
+            while (done + got < upto && !closing) {
+                int st = 0;
+                if (http_read_response(c, &st, &closing))
+                    break;
+                if (st >= 200 && st < 300) {
+                    rc[done + got] = 0;
+                } else {
+                    rc[done + got] = CM_EIO;
+                    if (!err->n)
+                        cm_buf_printf(err, "%s: HTTP %d", t->kind, st);
+                }
+                got++;
+            }
+        }
+        if (done + got < upto || closing)
+            conn_close(c);
+        done += got;
+        if (got)
+            continue;
+        if (!fresh && !retried) { /* a stale kept connection: once more on a new one */
+            retried = true;
+            continue;
+        }
+        if (!err->n)
+            cm_buf_printf(err, "%s: no answer from %s", t->kind, h->hostport);
+        while (done < upto) /* sent, unanswered: an attempt each */
+            rc[done++] = CM_EIO;
+        while (done < n)
+            rc[done++] = EVT__UNTRIED;
+    }
+    cm_buf_free(&req);
+}
+
 static size_t discard(char *p, size_t size, size_t n, void *arg)
 {
     (void)p;
@@ -507,8 +782,9 @@ static void http_forget(evt__worker *w)
     w->curl_hdrs = NULL;
 }
 
-static int http_post(evt__worker *w, const evt__tgt_snap *t, const evt__rec *r, cm_slice msg,
-                     cm_buf *err)
+/* One event to an https:// target, through libcurl (TLS). */
+static int https_post(evt__worker *w, const evt__tgt_snap *t, const evt__rec *r, cm_slice msg,
+                      cm_buf *err)
 {
     CURL *h = w->curl;
     struct curl_slist *hl = NULL;
@@ -565,12 +841,13 @@ static int http_post(evt__worker *w, const evt__tgt_snap *t, const evt__rec *r, 
     return rc;
 }
 
-int evt__deliver(evt__worker *w, const evt__tgt_snap *t, const evt__rec *r, cm_slice msg,
-                 cm_buf *err)
+/* One event to t (https webhooks, AMQP, and Redis and NATS singly). */
+static int deliver_one(evt__worker *w, const evt__tgt_snap *t, const evt__rec *r, cm_slice msg,
+                       cm_buf *err)
 {
     tgt_url u;
     if (!strcmp(t->kind, "webhook") || !strcmp(t->kind, "cloudevents"))
-        return http_post(w, t, r, msg, err);
+        return https_post(w, t, r, msg, err);
     if (url_split(t->url, &u)) {
         cm_buf_printf(err, "bad target URL");
         return CM_EINVAL;
@@ -585,6 +862,37 @@ int evt__deliver(evt__worker *w, const evt__tgt_snap *t, const evt__rec *r, cm_s
         return amqp_pub(w, t->url, &u, r, msg, err);
     cm_buf_printf(err, "unknown target kind %s", t->kind);
     return CM_EINVAL;
+}
+
+bool evt__target_pipelines(const char *kind, const char *url)
+{
+    return (!strcmp(kind, "webhook") || !strcmp(kind, "cloudevents")) &&
+           !strncmp(url, "http://", 7);
+}
+
+void evt__deliver(evt__worker *w, const evt__tgt_snap *t, const evt__rec *const *r,
+                  const cm_slice *msg, size_t n, int *rc, cm_buf *err)
+{
+    http_url h;
+    if (evt__target_pipelines(t->kind, t->url)) {
+        if (http_url_split(t->url, &h)) {
+            cm_buf_printf(err, "bad target URL");
+            for (size_t i = 0; i < n; i++)
+                rc[i] = CM_EINVAL;
+            return;
+        }
+        http_pipeline(w, t, &h, r, msg, n, rc, err);
+        return;
+    }
+    size_t i = 0;
+    for (; i < n; i++) {
+        if ((rc[i] = deliver_one(w, t, r[i], msg[i], err)) != 0) {
+            i++;
+            break;
+        }
+    }
+    for (; i < n; i++) /* after a failure: left to the breaker */
+        rc[i] = EVT__UNTRIED;
 }
 
 void evt__targets_init(void)
