@@ -212,6 +212,16 @@ mp=sum(p)/len(p); mr=sum(r)/len(r); md=sum(d)/len(d)
 print('  mean: %.0f without, %.0f with a delivered rule (%+.1f%%), %.0f outbox only (%+.1f%%)'
       % (mp, mr, 100*(mr-mp)/mp, md, 100*(md-mp)/mp))
 "
+# Events per call to the webhook: pipelining carries several when they arrive faster than
+# one round trip to the receiver.
+"$BUILD/cairn-admin" --endpoint "$EP" events pending --json 2>/dev/null | "$PY" -c '
+import json, sys
+try:
+    st = json.load(sys.stdin)["stats"]
+    print("  events per delivery call: %.2f (%d delivered in %d calls)"
+          % (st["delivered"] / max(st["calls"], 1), st["delivered"], st["calls"]))
+except Exception:
+    pass'
 # Let the throughput phases' events drain before timing single events.
 sleep 2
 "$PY" - "$EP" "$TMP/recv.log" "$LAT_N" <<'EOF'

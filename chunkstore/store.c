@@ -43,6 +43,7 @@ static void *pool_main(void *arg)
 {
     struct cs__pool *p = arg;
 
+    pthread_setname_np(pthread_self(), "cs-pool"); /* in top -H, perf, gdb */
     pthread_mutex_lock(&p->mu);
     for (;;) {
         while (!p->head && !p->stop)

@@ -223,6 +223,7 @@ typedef struct evt_stats {
     uint64_t pending;  /* waiting for delivery (in memory or in the outbox only) */
     uint64_t resident; /* of those, held in memory (bounded by the window) */
     uint64_t probes;   /* deliveries tried as a down target's probe */
+    uint64_t calls;    /* calls to targets and functions (one may carry many events) */
 } evt_stats;
 void evt_get_stats(evt_t *e, evt_stats *out /* OUT */);
 

@@ -977,7 +977,8 @@ static void pend_offer_old(evt_t *e, evt__pend *p)
 
 /* True if every event of st goes to a webhook or broker target that a
  * worker is delivering to right now, with fewer events waiting there than
- * workers on it: each such worker takes the next event when it is done
+ * those workers take next (a batch each for a target that pipelines, one
+ * otherwise): each such worker takes the next events when it is done
  * (it picks again before it waits), so waking another costs a wake-up per
  * event for nothing. An event waits at most one delivery that way: the
  * next one finds the queue longer and wakes a worker. Functions, which may
@@ -992,7 +993,13 @@ static bool busy_take(evt_t *e, const evt_staged *st)
         for (q = e->dqs; q; q = q->next)
             if (q->kind == p->r.dest_kind && !strcmp(q->name, p->r.dest))
                 break;
-        if (!q || q->ninflight == 0 || q->n - q->ninflight >= q->ninflight)
+        if (!q || q->ninflight == 0)
+            return false;
+        /* A worker delivering to a pipelining target takes up to a batch
+         * next time round; others, one event. */
+        const evt__tgt *t = tgt_find(e, p->r.dest);
+        size_t take = t && evt__target_pipelines(t->kind, t->url) ? EVT__BATCH : 1;
+        if (q->n - q->ninflight >= take * q->ninflight)
             return false;
     }
     return st->n > 0;
@@ -1439,15 +1446,18 @@ static void deliver_tgt(evt__worker *w, evt__pend *const *b, size_t n, int *rc, 
  * takes many events at once and its breaker is closed, the next events of
  * p's queue that may go now, each the first pending one of its key (pick's
  * scan goes on where it stopped, with the same blocked tuples). Into b[];
- * returns how many. With lk held. */
-static size_t pick_batch(evt_t *e, evt__pend *p, int64_t now, evt__pend **b)
+ * returns how many; *piped tells whether the target pipelines. With lk
+ * held. */
+static size_t pick_batch(evt_t *e, evt__pend *p, int64_t now, evt__pend **b, bool *piped)
 {
     size_t n = 0;
     b[n++] = p;
+    *piped = false;
     if (p->r.dest_kind != EVT_DEST_TARGET)
         return n;
     const evt__tgt *t = tgt_find(e, p->r.dest);
-    if (!t || t->fails || !evt__target_pipelines(t->kind, t->url))
+    *piped = t && evt__target_pipelines(t->kind, t->url);
+    if (!t || t->fails || !*piped)
         return n;
     size_t seen = 0;
     for (evt__pend *x = p->next; x && n < EVT__BATCH && seen < EVT__LOOKAHEAD;
@@ -1466,6 +1476,7 @@ static void *worker_main(void *arg)
     cm_buf err = {0}, v = {0};
     sigset_t pipe_set;
 
+    pthread_setname_np(pthread_self(), "events"); /* in top -H, perf, gdb */
     /* A function that closes its stdin early must not SIGPIPE the server. */
     sigemptyset(&pipe_set);
     sigaddset(&pipe_set, SIGPIPE);
@@ -1510,12 +1521,14 @@ static void *worker_main(void *arg)
         evt__pend *b[EVT__BATCH];
         int rc[EVT__BATCH];
         uint64_t ok_seq[EVT__BATCH];
-        size_t nb = pick_batch(e, p, now, b), nok = 0;
+        bool piped;
+        size_t nb = pick_batch(e, p, now, b, &piped), nok = 0;
         for (size_t i = 0; i < nb; i++) {
             b[i]->inflight = true;
             b[i]->dq->ninflight++;
         }
         e->ninflight += nb;
+        e->st.calls++;
         if (p->r.dest_kind == EVT_DEST_FUNCTION) {
             evt__fn *f = fn_find(e, p->r.dest);
             if (f)
@@ -1612,10 +1625,11 @@ static void *worker_main(void *arg)
         /* This worker picks again before it waits, so what this delivery
          * unblocked (the next event of its key, a function slot) is taken
          * care of. Wake others only for work beyond that: a recovered
-         * target's backlog, or more events pending than workers on them. */
+         * target's backlog, or more events pending than the workers on them
+         * and this one's next pick (a batch, for a pipelining target) take. */
         if (recovered)
             pthread_cond_broadcast(&e->cv);
-        else if (e->nwaiting > 0 && e->npend > e->ninflight + 1)
+        else if (e->nwaiting > 0 && e->npend > e->ninflight + (piped ? EVT__BATCH : 1))
             pthread_cond_signal(&e->cv);
         if (e->cfg.depth_fn) {
             size_t depth = e->npend + e->nspill;

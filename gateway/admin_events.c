@@ -178,11 +178,11 @@ void gw_admin_events(gw_req *r, cm_slice rest)
         rc = evt_events_json(e, dead, param_num(r, "limit", 1000), &b);
         cm_buf_printf(&b, ",\"stats\":{\"pending\":%llu,\"resident\":%llu,\"delivered\":%llu,"
                           "\"failed\":%llu,\"probes\":%llu,\"dead\":%llu,"
-                          "\"droppedByDepth\":%llu}}\n",
+                          "\"droppedByDepth\":%llu,\"calls\":%llu}}\n",
                       (unsigned long long)st.pending, (unsigned long long)st.resident,
                       (unsigned long long)st.delivered, (unsigned long long)st.failed,
                       (unsigned long long)st.probes, (unsigned long long)st.dead,
-                      (unsigned long long)st.dropped_depth);
+                      (unsigned long long)st.dropped_depth, (unsigned long long)st.calls);
         if (rc)
             reply_rc(r, rc, NULL, "not found");
         else

@@ -133,6 +133,7 @@ static void *committer_main(void *arg)
     struct md__ldb *l = arg;
     struct committer *c = &l->c;
 
+    pthread_setname_np(pthread_self(), "md-commit"); /* in top -H, perf, gdb */
     pthread_mutex_lock(&c->mu);
     for (;;) {
         while (!c->head && !c->stop) {
