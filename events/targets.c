@@ -2,8 +2,9 @@
  * CloudEvents binary mode (pipelined HTTP/1.1 on kept-alive connections;
  * libcurl for https), Redis streams (XADD over RESP on a
  * plain TCP socket), NATS (PUB then PING/PONG on the text protocol) and
- * AMQP 0-9-1 exchanges (librabbitmq, with publisher confirms). Each call
- * returns 0 only once the target acknowledged the event. */
+ * AMQP 0-9-1 exchanges (librabbitmq, with publisher confirms; mandatory,
+ * so an event no queue gets is a failure). Each call returns 0 only once
+ * the target acknowledged the event. */
 #include "events/evt_int.h"
 
 #include <curl/curl.h>
@@ -396,9 +397,38 @@ static void amqp_drop(evt__worker *w)
     w->amqp_url[0] = 0;
 }
 
+/* Reads past the content a basic.return carries (a header frame, then body
+ * frames up to its body size) so that the next frame is the confirm.
+ * amqp_read_message would do it, but it waits without a time limit and
+ * copies the body, which is our own event. 0, or -1 when the connection is
+ * not usable any more. */
+static int amqp_skip_content(amqp_connection_state_t conn, const struct timeval *tv)
+{
+    amqp_frame_t f;
+    if (amqp_simple_wait_frame_noblock(conn, &f, tv) != AMQP_STATUS_OK ||
+        f.channel != 1 || f.frame_type != AMQP_FRAME_HEADER)
+        return -1;
+    uint64_t left = f.payload.properties.body_size;
+    while (left > 0) {
+        if (amqp_simple_wait_frame_noblock(conn, &f, tv) != AMQP_STATUS_OK ||
+            f.channel != 1 || f.frame_type != AMQP_FRAME_BODY ||
+            f.payload.body_fragment.len > left)
+            return -1;
+        left -= f.payload.body_fragment.len;
+    }
+    return 0;
+}
+
 /* Publishes on conn and waits for the broker's confirm. 0 on ack; TGT_STALE
  * when the connection failed before any answer; CM_EIO otherwise. *keep
- * tells whether the connection is still usable afterwards. */
+ * tells whether the connection is still usable afterwards.
+ *
+ * Mandatory: a broker confirms a message it routed to no queue just as one
+ * it queued, so without it an exchange with nothing bound (or no binding
+ * for this bucket's routing key) drops every event while cairn counts them
+ * delivered. With it, RabbitMQ sends basic.return (with the message) before
+ * the basic.ack, and the event fails like a target that is down: retried
+ * with backoff, then dead-lettered. */
 static int amqp_publish_on(amqp_connection_state_t conn, const tgt_url *u, const evt__rec *r,
                            cm_slice msg, const struct timeval *tv, cm_buf *err, bool *keep)
 {
@@ -408,15 +438,21 @@ static int amqp_publish_on(amqp_connection_state_t conn, const tgt_url *u, const
     props.content_type = amqp_cstring_bytes("application/json");
     props.delivery_mode = 2; /* persistent */
     amqp_bytes_t body = {msg.n, (void *)msg.p};
+    bool returned = false; /* basic.return came: answered, unroutable (err says so) */
     *keep = false;
+    /* The frames of the previous publish live in the connection's pools
+     * until released: on a kept-alive connection they would pile up. */
+    amqp_maybe_release_buffers(conn);
     if (amqp_basic_publish(conn, 1, amqp_cstring_bytes(u->path), amqp_cstring_bytes(r->bucket),
-                           0, 0, &props, body) != AMQP_STATUS_OK) {
+                           1, 0, &props, body) != AMQP_STATUS_OK) {
         cm_buf_printf(err, "amqp: publish to %s failed", u->path);
         return TGT_STALE;
     }
     for (;;) {
         amqp_frame_t f;
         if (amqp_simple_wait_frame_noblock(conn, &f, tv) != AMQP_STATUS_OK) {
+            if (returned) /* it was answered: a new connection would not help */
+                return CM_EIO;
             cm_buf_printf(err, "amqp: no confirm from %s:%s", u->host, u->port);
             return TGT_STALE;
         }
@@ -424,22 +460,43 @@ static int amqp_publish_on(amqp_connection_state_t conn, const tgt_url *u, const
             continue;
         if (f.payload.method.id == AMQP_BASIC_ACK_METHOD) {
             *keep = true;
-            return 0;
+            return returned ? CM_EIO : 0;
         }
         if (f.payload.method.id == AMQP_BASIC_NACK_METHOD) {
-            cm_buf_printf(err, "amqp: %s refused the event", u->path);
+            if (!returned)
+                cm_buf_printf(err, "amqp: %s refused the event", u->path);
             *keep = true;
             return CM_EIO;
         }
+        if (f.payload.method.id == AMQP_BASIC_RETURN_METHOD) {
+            amqp_basic_return_t *rt = f.payload.method.decoded;
+            if (rt->reply_code == AMQP_NO_ROUTE)
+                cm_buf_printf(err, "amqp: unroutable: no queue bound to exchange \"%.*s\" "
+                                   "for routing key \"%.*s\"",
+                              (int)rt->exchange.len, (const char *)rt->exchange.bytes,
+                              (int)rt->routing_key.len, (const char *)rt->routing_key.bytes);
+            else
+                cm_buf_printf(err, "amqp: returned by exchange \"%.*s\": %u %.*s",
+                              (int)rt->exchange.len, (const char *)rt->exchange.bytes,
+                              (unsigned)rt->reply_code, (int)rt->reply_text.len,
+                              (const char *)rt->reply_text.bytes);
+            returned = true;
+            if (amqp_skip_content(conn, tv))
+                return CM_EIO;
+            continue; /* the confirm follows */
+        }
         if (f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD) {
             amqp_channel_close_t *c = f.payload.method.decoded;
-            cm_buf_printf(err, "amqp: channel closed: %.*s", (int)c->reply_text.len,
-                          (const char *)c->reply_text.bytes);
+            if (!returned)
+                cm_buf_printf(err, "amqp: channel closed: %.*s", (int)c->reply_text.len,
+                              (const char *)c->reply_text.bytes);
             amqp_channel_close_ok_t ok = {0};
             amqp_send_method(conn, 1, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
             return CM_EIO;
         }
         if (f.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD) {
+            if (returned) /* answered first: not a stale connection */
+                return CM_EIO;
             cm_buf_printf(err, "amqp: %s:%s closed the connection", u->host, u->port);
             return TGT_STALE;
         }

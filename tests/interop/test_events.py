@@ -4,7 +4,8 @@
 # (awkward keys), and all of them after being down for a while; kill -9 after N acknowledged
 # PUTs still yields exactly N events; CloudEvents binary mode; real redis-server, nats-server
 # and rabbitmq-server (each skipped when not installed), Redis and RabbitMQ also restarted under
-# the delivery workers (RabbitMQ by kill -9, with PUTs while it is down: no event lost); an exec
+# the delivery workers (RabbitMQ by kill -9, with PUTs while it is down: no event lost); an event
+# no queue is bound for is retried and dead-lettered, not counted delivered; an exec
 # function that reads the object through its presigned URL and writes a derived object; a
 # failing function is retried, dead-lettered and replayed; the recursion guard stops a function
 # writing into its own bucket.
@@ -601,6 +602,7 @@ def brokers():
             conn.close()
             t.eq(sorted(key_of(e["Records"][0]) for e in got), ["a 0", "a 1", "a 2"],
                  "a queue bound to the exchange gets the 3 events")
+            amqp_unroutable(port, connect, os.path.join(d, "log", node + ".log"))
             amqp_restart(rmq, argv, env, d, port, connect)
 
 
@@ -617,6 +619,88 @@ def group_alive(pgid):
         if int(st[2]) == pgid and st[0] != "Z":
             return True
     return False
+
+
+def amqp_unroutable(port, connect, rlog):
+    """Events are published mandatory: a broker confirms a message that no queue gets (here a
+    direct exchange with nothing bound for the routing key, the bucket name) after returning
+    it, and cairn must count that as a failure, not a delivery. The event stays pending with
+    the error and is retried; once a queue is bound, the retry gets there, once. When the
+    attempts run out it is dead-lettered like for a target that is down, and replayed. The
+    returned message is read off the connection, which stays open for the next attempt."""
+    def evts(which, bucket):
+        return [e for e in admin_json("events", which)["events"] if e["bucket"] == bucket]
+
+    def delivered():
+        return admin_json("events", "pending")["stats"]["delivered"]
+
+    def accepted():  # AMQP connections the broker accepted so far
+        with open(rlog, "rb") as f:
+            return f.read().count(b"accepting AMQP connection")
+
+    conn = connect()
+    ch = conn.channel()
+    ch.exchange_declare("cairn-direct", exchange_type="direct", durable=True)
+    q = ch.queue_declare("", exclusive=True).method.queue
+    got = []
+
+    def drain():
+        while True:
+            m, props, body = ch.basic_get(q, auto_ack=True)
+            if not m:
+                return got
+            got.append(key_of(json.loads(body)["Records"][0]))
+
+    admin("target", "add", "amqd", "--amqp", "amqp://127.0.0.1:%d/cairn-direct" % port)
+    for b in ("evt-unrouted", "evt-unrouted-2"):
+        srv.s3.create_bucket(Bucket=b)
+        notif(b, "queue", "arn:cairn:sqs:us-east-1::amqd", ["s3:ObjectCreated:*"])
+
+    # Retried while no queue is bound, then delivered by a retry once one is.
+    d0 = delivered()
+    srv.s3.put_object(Bucket="evt-unrouted", Key="nobody home", Body=b"u")
+    pend = wait_until(lambda: [e for e in evts("pending", "evt-unrouted") if e["attempts"] >= 2], 15)
+    want = 'amqp: unroutable: no queue bound to exchange "cairn-direct" for routing key "evt-unrouted"'
+    t.ok(pend and pend[0]["key"] == "nobody home" and pend[0]["lastError"] == want,
+         "an unroutable event stays pending, retried, with the broker's return as its error", pend)
+    t.ok("last error: " + want in admin("events", "pending").stdout, "events pending shows the error (table)")
+    t.eq(delivered(), d0, "the broker's confirm of a returned event does not count as delivered")
+    t.eq(drain(), [], "and nothing reached any queue")
+    ch.queue_bind(q, "cairn-direct", routing_key="evt-unrouted")
+    wait_until(lambda: drain(), 15)
+    t.eq(got, ["nobody home"], "with a queue bound, a retry delivers it")
+    t.ok(wait_until(lambda: not evts("pending", "evt-unrouted"), 5), "and it is no longer pending")
+    t.eq(delivered(), d0 + 1, "counted delivered once")
+    dead = evts("dead", "evt-unrouted")
+    t.eq(dead, [], "not dead-lettered")
+    if dead:
+        admin("events", "replay", *[str(e["id"]) for e in dead])
+
+    # Out of attempts: dead-lettered with the same error; replayed once a queue is bound.
+    n0 = accepted()
+    srv.s3.put_object(Bucket="evt-unrouted-2", Key="still nobody", Body=b"u")
+    dead = wait_until(lambda: evts("dead", "evt-unrouted-2"), 30, 0.25)
+    want = want.replace('"evt-unrouted"', '"evt-unrouted-2"')
+    t.ok(dead and dead[0]["key"] == "still nobody" and dead[0]["attempts"] == RETRIES
+         and dead[0]["lastError"] == want,
+         "after %d unroutable attempts it is dead-lettered" % RETRIES, dead)
+    time.sleep(0.5)  # the broker's log is written a moment later
+    t.ok(accepted() - n0 <= 4, "the %d attempts reused the delivery workers' connections (at most one new "
+         "per worker of 4, not one per attempt)" % RETRIES, accepted() - n0)
+    t.eq(evts("pending", "evt-unrouted-2"), [], "and no longer pending")
+    t.eq(drain(), ["nobody home"], "it reached no queue")
+    ch.queue_bind(q, "cairn-direct", routing_key="evt-unrouted-2")
+    if dead:
+        out = admin("events", "replay", str(dead[0]["id"])).stdout
+        t.ok("replayed 1" in out, "events replay re-sends it", out)
+    wait_until(lambda: len(drain()) >= 2, 15)
+    time.sleep(1.5)  # more than backoff-max: a second copy would be here by now
+    drain()
+    t.eq(got, ["nobody home", "still nobody"], "the replayed event reaches the queue bound since, each event once")
+    t.ok(wait_until(lambda: not evts("dead", "evt-unrouted-2") and not evts("pending", "evt-unrouted-2"), 5),
+         "and it left the dead letters")
+    conn.close()
+    admin("target", "remove", "amqd")
 
 
 def amqp_restart(rmq, argv, env, cwd, port, connect):
