@@ -719,7 +719,7 @@ def amqp_restart(rmq, argv, env, cwd, port, connect):
     conn.close()
     # RabbitMQ's metadata log (mnesia) reaches the disk lazily: a binding made just before a
     # kill -9 can be gone after the restart (seen under disk load), and cairn's events would
-    # then be confirmed yet routed nowhere. Flush it first.
+    # then be returned as unroutable and retried until dead-lettered. Flush it first.
     ctl = os.path.join(os.path.dirname(argv[0]), "rabbitmqctl")
     try:
         p = subprocess.run([ctl, "-q", "eval", "mnesia:sync_log()."], env=env, cwd=cwd, capture_output=True,
