@@ -50,6 +50,8 @@ struct local {
 
 static const struct cs__be_ops local_ops;
 
+ssize_t (*cs__seam_direct_pwrite)(int fd, const void *p, size_t n, off_t off) = pwrite;
+
 static int cm_from_errno(int e)
 {
     switch (e) {
@@ -336,7 +338,7 @@ static int lw_drain(struct lw *w)
 
     if (al) {
         struct iovec v = {w->stage, al};
-        ssize_t r = pwrite(w->dfd, w->stage, al, (off_t)w->sbase);
+        ssize_t r = cs__seam_direct_pwrite(w->dfd, w->stage, al, (off_t)w->sbase);
         if (r != (ssize_t)al) {
             /* EINVAL: this file system refuses direct I/O after all. */
             if (r < 0 && errno != EINVAL)

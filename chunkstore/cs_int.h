@@ -290,5 +290,12 @@ int cs__be_local_shard_path(const struct cs__be *be, int drive, const uint8_t id
                             int index, int tmp, char *out, size_t n);
 int cs__be_local_blob_path(const struct cs__be *be, int drive, const uint8_t id[CS_ID_LEN],
                            char *out, size_t n);
+/* TEST SEAM: the pwrite() that writes a full direct-I/O stage (be_local.c
+ * lw_drain), pwrite itself unless a test changes it. No file system a test
+ * can reach makes an aligned O_DIRECT write return EINVAL or a short count,
+ * so test_cs_store.c points this at a function that does, to reach the
+ * buffered fallback. Set only while no writer is open. One indirect call per
+ * LB_STAGE bytes. */
+extern ssize_t (*cs__seam_direct_pwrite)(int fd, const void *p, size_t n, off_t off);
 
 #endif

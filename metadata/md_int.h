@@ -78,6 +78,9 @@ void md__batch_free(struct md__batch *b); /* NULL is a no-op */
 void md__batch_put(struct md__batch *b, cm_slice key, cm_slice val);
 void md__batch_del(struct md__batch *b, cm_slice key);
 int md__batch_commit(md_db_t *db, struct md__batch *b, bool sync);
+/* For tests: how many sync writes wait in the committer's queue now and how
+ * many groups it has taken since open. Takes the committer's mutex. */
+void md__commit_stats(md_db_t *db, size_t *queued, uint64_t *groups);
 
 /* Iterators over an implicit snapshot taken at creation. Key and value
  * slices are valid until the next move or md__iter_free. Every seek and

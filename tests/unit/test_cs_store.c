@@ -5,7 +5,9 @@
  * by layout and by intent, recover, list; manifests, cs_layout_check,
  * degraded writes, placement around down drives; the engine over a
  * fault-injecting parallel backend (be_local wrapped: batched I/O, drives
- * down, deferred heals, epoch); plus the private encodings. */
+ * down, deferred heals, epoch); the local backend's fallbacks from
+ * O_DIRECT to buffered writes (a ramfs that refuses O_DIRECT, and direct
+ * writes that fail with EINVAL or write short); plus the private encodings. */
 #include "chunkstore/cs_int.h"
 #include "common/cm.h"
 #include "tests/unit/tap.h"
@@ -15,9 +17,12 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define NDRIVES 6
@@ -1410,6 +1415,348 @@ static void test_parallel_backend(const uint8_t *data)
     cm_buf_free(&sc.rec);
 }
 
+/* ------------------------------------------- direct I/O and its fallbacks */
+/* be_local writes shard data with O_DIRECT and falls back to the page cache
+ * when opening with O_DIRECT fails or a direct write returns EINVAL or a
+ * short count. Either way the shard files must come out exactly as direct
+ * writes make them. */
+
+/* Opens a 4+2 store over NDRIVES drives root/<name>0.. (paths in p, dv). */
+static int open_store_at(const char *name, char p[NDRIVES][300], const char *dv[NDRIVES],
+                         cs_store_t **out)
+{
+    for (int d = 0; d < NDRIVES; d++) {
+        snprintf(p[d], 300, "%s/%s%d", root, name, d);
+        dv[d] = p[d];
+    }
+    return cs_store_open_local(dv, NDRIVES, K, M, BS, out);
+}
+
+/* 1 if every shard of the layout (one segment) has its length and passes a
+ * deep check (header and every block's CRC32C) with nothing to heal. */
+static int shards_valid(cs_store_t *cs, const cm_buf *layout, uint64_t size)
+{
+    struct cs_check_stats st = {0};
+
+    return layout_intact(cs, layout) && cs_layout_check(cs, cm_buf_slice(layout), 1, &st) == 0 &&
+           st.shards_checked == K + M && st.shards_missing == 0 && st.shards_corrupt == 0 &&
+           st.shards_healed == 0 && st.shards_failed == 0 &&
+           st.bytes_verified == (K + M) * cs__shard_len(size, K, BS);
+}
+
+/* 1 if shard i of layouts a and b (one segment each, same data) hold the
+ * same bytes after the header (which names the segment). */
+static int shards_same(cs_store_t *cs, const cm_buf *a, const cm_buf *b)
+{
+    int same = 1;
+
+    for (int j = 0; j < K + M && same; j++) {
+        size_t na, nb;
+        uint8_t *pa = shard_read(cs, a, j, &na), *pb = shard_read(cs, b, j, &nb);
+        same = pa && pb && na == nb && na >= CS__HDR_LEN &&
+               memcmp(pa + CS__HDR_LEN, pb + CS__HDR_LEN, na - CS__HDR_LEN) == 0;
+        free(pa);
+        free(pb);
+    }
+    return same;
+}
+
+/* 1 if this process can open a file in dir with O_DIRECT; 0 if the file
+ * system refuses (EINVAL); -1 on another error. */
+static int takes_odirect(const char *dir)
+{
+    char path[400];
+    int fd, rc;
+
+    snprintf(path, sizeof(path), "%s/odirect-probe", dir);
+    if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644)) < 0)
+        return -1;
+    close(fd);
+    fd = open(path, O_WRONLY | O_DIRECT);
+    rc = fd >= 0 ? 1 : errno == EINVAL ? 0 : -1;
+    if (fd >= 0)
+        close(fd);
+    unlink(path);
+    return rc;
+}
+
+/* Stands in for pwrite() on direct-I/O stages (cs__seam_direct_pwrite). */
+enum { DP_PASS, DP_EINVAL, DP_EINVAL_ODD, DP_SHORT, DP_EIO };
+static atomic_int dp_mode, dp_calls, dp_faults;
+
+static ssize_t dp_pwrite(int fd, const void *p, size_t n, off_t off)
+{
+    int c = atomic_fetch_add(&dp_calls, 1);
+
+    switch (atomic_load(&dp_mode)) {
+    case DP_EINVAL_ODD: /* every other stage refused: direct and buffered mixed */
+        if (c % 2 == 0)
+            break;
+        /* fall through */
+    case DP_EINVAL: /* the file system refuses direct writes after all */
+        atomic_fetch_add(&dp_faults, 1);
+        errno = EINVAL;
+        return -1;
+    case DP_SHORT: /* nothing written, the first aligned half written, all */
+        if (c % 3 == 2)
+            break;
+        atomic_fetch_add(&dp_faults, 1);
+        return c % 3 == 0 ? 0 : pwrite(fd, p, (n / 2) & ~(size_t)4095, off);
+    case DP_EIO:
+        atomic_fetch_add(&dp_faults, 1);
+        errno = EIO;
+        return -1;
+    }
+    return pwrite(fd, p, n, off);
+}
+
+/* Sizes: shards of 69 bytes (no aligned block: all through the page
+ * cache), exactly 4096, three stripes, and ~1.6 MiB (three full stages and
+ * a tail). */
+static const size_t fb_sizes[] = {1, 16112, 3 * STRIPE + 5, 24 * STRIPE + 12345};
+#define NFB (sizeof(fb_sizes) / sizeof(fb_sizes[0]))
+
+static void test_direct_fallback(const uint8_t *data)
+{
+    static const struct {
+        int mode;
+        const char *name;
+    } modes[] = {{DP_EINVAL, "direct writes refused (EINVAL)"},
+                 {DP_EINVAL_ODD, "every other direct write refused"},
+                 {DP_SHORT, "direct writes short (0 bytes or half)"}};
+    static char fpath[NDRIVES][300];
+    const char *fdv[NDRIVES];
+    struct obj ref[NFB], o[NFB];
+    cs_store_t *fcs = NULL;
+    int all, rc, nfiles;
+
+    if (open_store_at("fb", fpath, fdv, &fcs) != 0) {
+        ok(0, "fallback: open a store");
+        return;
+    }
+    if (takes_odirect(fpath[0]) != 1) {
+        skip("fallback: the temp dir refuses O_DIRECT, so no direct write to fail");
+        cs_store_close(fcs);
+        return;
+    }
+    cs__seam_direct_pwrite = dp_pwrite;
+    atomic_store(&dp_mode, DP_PASS);
+    atomic_store(&dp_calls, 0);
+    all = 1;
+    for (size_t i = 0; i < NFB; i++) {
+        ref[i] = (struct obj){.size = fb_sizes[i], .data = (uint8_t *)data};
+        all &= put(fcs, &ref[i]) == 0 && shards_valid(fcs, &ref[i].layout, ref[i].size);
+    }
+    ok(all && atomic_load(&dp_calls) > 0, "fallback: reference puts with direct writes (%d)",
+       atomic_load(&dp_calls));
+
+    for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
+        int put_ok = 1, read_ok = 1, valid = 1, same = 1;
+        atomic_store(&dp_mode, modes[m].mode);
+        atomic_store(&dp_faults, 0);
+        for (size_t i = 0; i < NFB; i++) {
+            o[i] = (struct obj){.size = fb_sizes[i], .data = (uint8_t *)data};
+            if (put(fcs, &o[i]) != 0) {
+                put_ok = 0;
+                continue;
+            }
+            read_ok &= check_obj(fcs, &o[i], 5);
+            valid &= shards_valid(fcs, &o[i].layout, o[i].size);
+            same &= shards_same(fcs, &o[i].layout, &ref[i].layout);
+        }
+        ok(put_ok && atomic_load(&dp_faults) > 0, "fallback, %s: %d faults, every put succeeds",
+           modes[m].name, atomic_load(&dp_faults));
+        ok(read_ok, "fallback, %s: every object reads back exactly", modes[m].name);
+        ok(valid, "fallback, %s: shard lengths, headers and block CRCs are right", modes[m].name);
+        ok(same, "fallback, %s: shard files hold the bytes direct writes gave", modes[m].name);
+        for (size_t i = 0; i < NFB; i++) {
+            cs_layout_delete(fcs, cm_buf_slice(&o[i].layout));
+            cm_buf_free(&o[i].layout);
+        }
+    }
+
+    /* Any other error is an error, not a reason to fall back. */
+    atomic_store(&dp_mode, DP_EIO);
+    atomic_store(&dp_faults, 0);
+    struct obj bad = {.size = fb_sizes[NFB - 1], .data = (uint8_t *)data};
+    rc = put(fcs, &bad);
+    ok(rc != 0 && atomic_load(&dp_faults) > 0,
+       "fallback: a direct write failing with EIO fails the put (%s)", cm_strerror(rc));
+    cm_buf_free(&bad.layout);
+    atomic_store(&dp_mode, DP_PASS);
+    cs__seam_direct_pwrite = pwrite;
+
+    for (size_t i = 0; i < NFB; i++) {
+        cs_layout_delete(fcs, cm_buf_slice(&ref[i].layout));
+        cm_buf_free(&ref[i].layout);
+    }
+    nfiles = 0;
+    for (int d = 0; d < NDRIVES; d++)
+        nfiles += count_files(fpath[d], 0);
+    is_int(nfiles, 0, "fallback: nothing left on the drives (the failed put removed its files)");
+    cs_store_close(fcs);
+}
+
+/* A file system without O_DIRECT, for real: a ramfs (no direct_IO; opening
+ * with O_DIRECT gives EINVAL), mounted in a private mount namespace of a
+ * child process (a user namespace too when not root). Skipped where
+ * namespaces or the mount are not allowed. The child continues this TAP
+ * stream and hands its counters back through a pipe. */
+static int write_str(const char *path, const char *s)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC), rc = -1;
+
+    if (fd >= 0) {
+        rc = write(fd, s, strlen(s)) == (ssize_t)strlen(s) ? 0 : -1;
+        close(fd);
+    }
+    return rc;
+}
+
+/* Mounts a fresh ramfs on dir, visible to this process only. Needs a
+ * single-threaded caller (unshare). Returns NULL or why not. */
+static const char *enter_ramfs(const char *dir)
+{
+    char map[64];
+    unsigned uid = (unsigned)geteuid(), gid = (unsigned)getegid();
+
+    if (uid != 0) {
+        if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0)
+            return "no user namespace";
+        snprintf(map, sizeof(map), "0 %u 1", uid);
+        if (write_str("/proc/self/setgroups", "deny") != 0 ||
+            write_str("/proc/self/uid_map", map) != 0)
+            return "cannot map the user id";
+        snprintf(map, sizeof(map), "0 %u 1", gid);
+        if (write_str("/proc/self/gid_map", map) != 0)
+            return "cannot map the group id";
+    } else if (unshare(CLONE_NEWNS) != 0) {
+        return "no mount namespace";
+    }
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+        return "cannot make the mounts private";
+    if (mount("ramfs", dir, "ramfs", 0, NULL) != 0)
+        return "cannot mount a ramfs";
+    return NULL;
+}
+
+/* Stands in for pwrite() on direct-I/O stages: counts calls (there must be
+ * none when O_DIRECT cannot be opened). */
+static ssize_t count_pwrite(int fd, const void *p, size_t n, off_t off)
+{
+    atomic_fetch_add(&dp_calls, 1);
+    return pwrite(fd, p, n, off);
+}
+
+static void ramfs_child(void)
+{
+    static char rpath[NDRIVES][300];
+    const char *rdv[NDRIVES], *why;
+    char mnt[300], msg[200];
+    struct obj o[NFB];
+    cs_store_t *rcs = NULL;
+    uint8_t *data = malloc(fb_sizes[NFB - 1]);
+    int all = 1, r;
+
+    snprintf(mnt, sizeof(mnt), "%s/ramfs", root);
+    if ((why = enter_ramfs(mnt)) != NULL) {
+        snprintf(msg, sizeof(msg), "no O_DIRECT: %s here", why);
+        skip(msg);
+        free(data);
+        return;
+    }
+    if ((r = takes_odirect(mnt)) != 0) {
+        skip(r > 0 ? "no O_DIRECT: this kernel's ramfs takes O_DIRECT"
+                   : "no O_DIRECT: ramfs probe failed");
+        free(data);
+        return;
+    }
+    ok(1, "no O_DIRECT: a ramfs that refuses it (EINVAL)");
+    fill_random(data, fb_sizes[NFB - 1]);
+    if (open_store_at("ramfs/d", rpath, rdv, &rcs) != 0) {
+        ok(0, "no O_DIRECT: open a store on the ramfs");
+        free(data);
+        return;
+    }
+    cs__seam_direct_pwrite = count_pwrite;
+    atomic_store(&dp_calls, 0);
+    for (size_t i = 0; i < NFB; i++) {
+        o[i] = (struct obj){.size = fb_sizes[i], .data = data};
+        all &= put(rcs, &o[i]) == 0;
+    }
+    ok(all, "no O_DIRECT: every put succeeds");
+    is_int(atomic_load(&dp_calls), 0, "no O_DIRECT: no direct write was tried");
+    all = 1;
+    for (size_t i = 0; i < NFB; i++)
+        all &= check_obj(rcs, &o[i], 5);
+    ok(all, "no O_DIRECT: every object reads back exactly");
+    all = 1;
+    for (size_t i = 0; i < NFB; i++)
+        all &= shards_valid(rcs, &o[i].layout, o[i].size);
+    ok(all, "no O_DIRECT: shard lengths, headers and block CRCs are right");
+
+    /* A heal writes through the same fallback ("<name>.tmp", renamed). */
+    const struct obj *big = &o[NFB - 1];
+    struct cs_seg s = first_seg(&big->layout);
+    struct cs_check_stats st = {0};
+    size_t n0;
+    uint8_t *orig = shard_read(rcs, &big->layout, 1, &n0);
+    char path[600];
+    cs__shard_path(rcs, s.drives[1], s.id, 1, 0, path, sizeof(path));
+    ok(orig && unlink(path) == 0 && cs_layout_check(rcs, cm_buf_slice(&big->layout), 0, &st) == 0 &&
+           st.shards_healed == 1 && shard_is(rcs, &big->layout, 1, orig, n0),
+       "no O_DIRECT: a lost shard is healed to its original bytes");
+    free(orig);
+    for (size_t i = 0; i < NFB; i++) {
+        cs_layout_delete(rcs, cm_buf_slice(&o[i].layout));
+        cm_buf_free(&o[i].layout);
+    }
+    cs__seam_direct_pwrite = pwrite;
+    cs_store_close(rcs);
+    free(data);
+}
+
+/* Runs ramfs_child() in a child process. Call while single-threaded. */
+static void test_no_odirect(void)
+{
+    char mnt[300];
+    int fds[2], cnt[2], st = 0;
+    ssize_t got = 0;
+    pid_t pid;
+
+    snprintf(mnt, sizeof(mnt), "%s/ramfs", root);
+    if (mkdir(mnt, 0755) != 0 || pipe(fds) != 0) {
+        ok(0, "no O_DIRECT: set up");
+        return;
+    }
+    fflush(stdout);
+    if ((pid = fork()) == 0) {
+        close(fds[0]);
+        ramfs_child();
+        cnt[0] = tap__n;
+        cnt[1] = tap__fail;
+        fflush(stdout); /* skip() does not flush, and _exit() drops stdio buffers */
+        _exit(write(fds[1], cnt, sizeof(cnt)) == sizeof(cnt) ? 0 : 1);
+    }
+    close(fds[1]);
+    if (pid > 0) {
+        while (got < (ssize_t)sizeof(cnt)) {
+            ssize_t r = read(fds[0], (char *)cnt + got, sizeof(cnt) - (size_t)got);
+            if (r <= 0)
+                break;
+            got += r;
+        }
+        waitpid(pid, &st, 0);
+    }
+    close(fds[0]);
+    if (pid > 0 && got == (ssize_t)sizeof(cnt) && WIFEXITED(st) && WEXITSTATUS(st) == 0) {
+        tap__n = cnt[0]; /* the child's ok lines continued our numbering */
+        tap__fail = cnt[1];
+    } else {
+        ok(0, "no O_DIRECT: the child process failed (status %d)", st);
+    }
+}
+
 int main(void)
 {
     cs_store_t *cs = NULL, *cs2 = NULL;
@@ -1433,6 +1780,7 @@ int main(void)
         drives[d] = drive_path[d];
     }
 
+    test_no_odirect(); /* first: it forks, and unshare wants one thread */
     test_encodings();
     test_placement();
     test_place_up();
@@ -1819,6 +2167,7 @@ int main(void)
     is_int(count_all_files(0) + count_blobs(drives, NDRIVES, 0), 0,
            "the store is empty at the end");
     test_parallel_backend(big->data);
+    test_direct_fallback(big->data);
 
     for (int i = 0; i < NOBJ; i++) {
         free(objs[i].data);

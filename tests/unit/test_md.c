@@ -1,11 +1,15 @@
 /* tests/unit/test_md.c - unit tests of metadata/: key encoding order, record
  * codecs, buckets, objects (precondition, garbage, intents, recovery),
  * listings (prefix, delimiter, start_after, paging, seeking past common
- * prefixes), multipart uploads, reopen, and concurrent sync puts. TAP. */
+ * prefixes), multipart uploads, reopen, concurrent sync puts, and failing
+ * group writes of the committer (log write errors, a full disk). TAP. */
 #include "metadata/md_int.h"
 #include "tests/unit/tap.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <ftw.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -945,6 +949,251 @@ static void test_crash(void)
     md_close(db);
 }
 
+/* ------------------------------------------------------- commit errors */
+/* Failing group writes of the committer, made real beneath LevelDB rather
+ * than through a seam. LevelDB (1.23) appends each group to its log with
+ * write(2) on one descriptor and then fdatasync(2)s it; the test finds that
+ * descriptor in /proc/self/fd and points it elsewhere with dup2():
+ *  - a pipe whose buffer is full stalls the committer inside a write, so
+ *    later writers queue up behind it (a relay then copies the stalled
+ *    bytes into the real log, so that write lands where LevelDB put it);
+ *  - a read-only descriptor of the same log fails write(2) with EBADF while
+ *    fdatasync(2) still succeeds;
+ *  - /dev/full fails write(2) with ENOSPC, as a full disk does.
+ * What must hold: every writer of a failed group gets an error; nothing
+ * hangs; writes acknowledged before the failure survive a reopen; and the
+ * store refuses writes until it is reopened (see committer_main). */
+
+/* One raw sync write of key -> "v" through the committer. */
+struct cw {
+    md_db_t *db;
+    char key[16];
+    int rc;
+    int done; /* atomic: rc is set */
+};
+
+static int raw_put(md_db_t *db, const char *key, size_t vlen, bool sync)
+{
+    static const char val[1024];
+    struct md__batch *b = md__batch_new();
+    int rc;
+
+    if (!b)
+        return CM_ENOMEM;
+    md__batch_put(b, CM_SLICE_STR(key), CM_SLICE(val, vlen < sizeof val ? vlen : sizeof val));
+    rc = md__batch_commit(db, b, sync);
+    md__batch_free(b);
+    return rc;
+}
+
+static void *commit_thread(void *arg)
+{
+    struct cw *w = arg;
+
+    w->rc = raw_put(w->db, w->key, 1, true);
+    __atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/* Finds the one "*.log" file directly under dir that this process has open
+ * (LevelDB's write-ahead log): its descriptor, or -1; its path in out. */
+static int wal_fd(const char *dir, char *out, size_t n)
+{
+    char real[PATH_MAX], link[PATH_MAX + 1], p[300];
+    struct dirent *e;
+    DIR *d;
+    int fd = -1, found = 0;
+    size_t rn;
+
+    if (!realpath(dir, real) || !(d = opendir("/proc/self/fd")))
+        return -1;
+    rn = strlen(real);
+    while ((e = readdir(d)) != NULL) {
+        snprintf(p, sizeof p, "/proc/self/fd/%s", e->d_name);
+        ssize_t len = readlink(p, link, sizeof link - 1);
+        if (len <= 0)
+            continue;
+        link[len] = 0;
+        if ((size_t)len > rn + 5 && (size_t)len < n && !strncmp(link, real, rn) &&
+            link[rn] == '/' && !strchr(link + rn + 1, '/') && !strcmp(link + len - 4, ".log")) {
+            fd = atoi(e->d_name);
+            memcpy(out, link, (size_t)len + 1);
+            found++;
+        }
+    }
+    closedir(d);
+    return found == 1 ? fd : -1;
+}
+
+/* Waits (up to 10 s) until the committer has queued requests waiting and
+ * has taken groups groups since open. */
+static int wait_commit(md_db_t *db, size_t queued, uint64_t groups)
+{
+    for (int i = 0; i < 10000; i++) {
+        size_t q;
+        uint64_t g;
+        md__commit_stats(db, &q, &g);
+        if (q == queued && g == groups)
+            return 1;
+        usleep(1000);
+    }
+    return 0;
+}
+
+static md_db_t *commit_reopen(md_db_t *db, const char *path)
+{
+    md_db_t *n = NULL;
+    md_close(db);
+    return md_open(path, &n) ? NULL : n;
+}
+
+#define NQUEUED 7
+
+static void test_commit_errors(void)
+{
+    char path[128], logpath[PATH_MAX], key[32], junk[4096] = {0}, buf[4096];
+    struct cw x = {0}, w[NQUEUED];
+    pthread_t tx, tw[NQUEUED];
+    md_db_t *db = NULL;
+    size_t q, filled = 0, skipped = 0;
+    uint64_t g0;
+    int p[2], logfd, saved, ro, all, relay_ok = 1, acked = 0, post[64] = {0};
+    ssize_t r;
+
+    snprintf(path, sizeof path, "%s/commit", g_dir);
+    is_int(md_open(path, &db), 0, "commit errors: open a fresh store");
+    if (!db)
+        return;
+    all = 1;
+    for (int i = 0; i < 20; i++) {
+        snprintf(key, sizeof key, "zpre%02d", i);
+        all &= raw_put(db, key, 100, true) == 0;
+    }
+    ok(all, "commit errors: 20 sync writes before any fault");
+    if ((logfd = wal_fd(path, logpath, sizeof logpath)) < 0 || pipe(p) != 0) {
+        skip("LevelDB's log descriptor not found in /proc/self/fd");
+        md_close(db);
+        return;
+    }
+    alarm(120); /* a hang below kills the test rather than stalling make check */
+
+    /* 1. The committer stalls in X's log write (a full pipe stands in for
+     * the log), and NQUEUED writers queue behind it. */
+    fcntl(p[1], F_SETFL, O_NONBLOCK);
+    while ((r = write(p[1], junk, sizeof junk)) > 0)
+        filled += (size_t)r;
+    fcntl(p[1], F_SETFL, 0);
+    saved = dup(logfd);
+    dup2(p[1], logfd);
+    close(p[1]);
+    md__commit_stats(db, &q, &g0);
+    x.db = db;
+    snprintf(x.key, sizeof x.key, "zx");
+    pthread_create(&tx, NULL, commit_thread, &x);
+    ok(wait_commit(db, 0, g0 + 1), "commit errors: the committer takes X and stalls in its write");
+    for (int i = 0; i < NQUEUED; i++) {
+        w[i] = (struct cw){.db = db};
+        snprintf(w[i].key, sizeof w[i].key, "zw%d", i);
+        pthread_create(&tw[i], NULL, commit_thread, &w[i]);
+    }
+    ok(wait_commit(db, NQUEUED, g0 + 1) && !__atomic_load_n(&x.done, __ATOMIC_ACQUIRE),
+       "commit errors: %d writers queue behind it", NQUEUED);
+
+    /* 2. The log becomes read-only (write(2) fails, fdatasync(2) works),
+     * then the relay lets X's write finish into the real log: X succeeds,
+     * and the next group, all NQUEUED writers, fails in LevelDB. */
+    ro = open(logpath, O_RDONLY | O_CLOEXEC);
+    dup2(ro, logfd);
+    close(ro);
+    while ((r = read(p[0], buf, sizeof buf)) > 0) { /* EOF: X's write returned */
+        size_t off = 0;
+        if (skipped < filled) {
+            off = filled - skipped < (size_t)r ? filled - skipped : (size_t)r;
+            skipped += off;
+        }
+        if ((size_t)r > off && write(saved, buf + off, (size_t)r - off) != r - (ssize_t)off)
+            relay_ok = 0;
+    }
+    close(p[0]);
+    pthread_join(tx, NULL);
+    all = 1;
+    for (int i = 0; i < NQUEUED; i++) {
+        pthread_join(tw[i], NULL);
+        all &= w[i].rc == CM_EIO;
+    }
+    ok(relay_ok && x.rc == 0, "commit errors: X, stalled before the fault, succeeds");
+    ok(all, "commit errors: each of the %d queued writers gets CM_EIO", NQUEUED);
+    ok(wait_commit(db, 0, g0 + 2), "commit errors: they failed as one group, none left");
+
+    /* 3. The fault is gone: writes are still refused (the log's state is
+     * unknown to LevelDB's log writer), reads work. */
+    dup2(saved, logfd);
+    close(saved);
+    is_int(raw_put(db, "zafter", 1, true), CM_EIO, "commit errors: a later sync write is refused");
+    is_int(raw_put(db, "zafter", 1, false), CM_EIO, "commit errors: a later async write too");
+    is_int(md__exists(db, CM_SLICE_STR("zx")), 0, "commit errors: reads work; X is there");
+    is_int(md__exists(db, CM_SLICE_STR("zw3")), CM_ENOTFOUND,
+           "commit errors: a failed write is not");
+    for (int i = 0; i < 64; i++) { /* 64 KiB: past the log's 32 KiB blocks */
+        snprintf(key, sizeof key, "zpost%02d", i);
+        post[i] = raw_put(db, key, 1024, true) == 0;
+        acked += post[i];
+    }
+    is_int(acked, 0, "commit errors: 64 more writes are all refused");
+
+    /* 4. Reopened, the store has everything acknowledged and nothing else,
+     * and takes writes again. */
+    db = commit_reopen(db, path);
+    ok(db != NULL, "commit errors: reopen");
+    if (!db)
+        goto out;
+    all = md__exists(db, CM_SLICE_STR("zx")) == 0;
+    for (int i = 0; i < 20; i++) {
+        snprintf(key, sizeof key, "zpre%02d", i);
+        all &= md__exists(db, CM_SLICE_STR(key)) == 0;
+    }
+    int lost = 0;
+    for (int i = 0; i < 64; i++) {
+        snprintf(key, sizeof key, "zpost%02d", i);
+        lost += post[i] && md__exists(db, CM_SLICE_STR(key)) != 0;
+        all &= md__exists(db, CM_SLICE_STR(key)) == (post[i] ? 0 : CM_ENOTFOUND);
+    }
+    ok(all, "commit errors: after reopen every acknowledged write is there");
+    if (lost)
+        printf("#   %d of %d acknowledged writes lost\n", lost, acked);
+    all = md__exists(db, CM_SLICE_STR("zafter")) == CM_ENOTFOUND;
+    for (int i = 0; i < NQUEUED; i++)
+        all &= md__exists(db, CM_SLICE_STR(w[i].key)) == CM_ENOTFOUND;
+    ok(all, "commit errors: and no failed or refused one");
+    is_int(raw_put(db, "znew", 1, true), 0, "commit errors: writes work again after reopen");
+
+    /* 5. A full disk: the write fails with CM_ENOSPACE, and so does every
+     * later one until the store is reopened. */
+    int full = open("/dev/full", O_WRONLY | O_CLOEXEC);
+    if (full < 0 || (logfd = wal_fd(path, logpath, sizeof logpath)) < 0) {
+        skip("no /dev/full");
+        if (full >= 0)
+            close(full);
+        goto out;
+    }
+    saved = dup(logfd);
+    dup2(full, logfd);
+    close(full);
+    is_int(raw_put(db, "zfull", 1, true), CM_ENOSPACE,
+           "disk full: the write fails with CM_ENOSPACE");
+    dup2(saved, logfd);
+    close(saved);
+    is_int(raw_put(db, "zfull2", 1, true), CM_ENOSPACE, "disk full: later writes keep failing");
+    db = commit_reopen(db, path);
+    ok(db && md__exists(db, CM_SLICE_STR("znew")) == 0 &&
+           md__exists(db, CM_SLICE_STR("zfull")) == CM_ENOTFOUND,
+       "disk full: reopened, the store has what was acknowledged");
+    ok(db && raw_put(db, "zfull3", 1, true) == 0, "disk full: and takes writes again");
+out:
+    alarm(0);
+    md_close(db);
+}
+
 /* Settings export/import: buckets (and other settings) move to a fresh
  * store; objects do not; foreign or corrupt input writes nothing. */
 static void test_settings(md_db_t *db)
@@ -1014,6 +1263,7 @@ int main(void)
     db = test_multipart(db);
     test_threads(db);
     test_settings(db);
+    test_commit_errors();
 
     db = reopen(db);
     ok(db != NULL, "reopen after everything");
