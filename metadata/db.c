@@ -79,8 +79,9 @@ static int map_err(char *err, const char *what)
         rc = CM_EINVAL;
     else if (strstr(err, "No space"))
         rc = CM_ENOSPACE;
-    else if (strstr(err, "lock"))
-        rc = CM_EUNAVAIL; /* the LOCK file is held by another process */
+    else if (!strncmp(err, "IO error: lock ", 15))
+        rc = CM_EUNAVAIL; /* the LOCK file is held by another process (LevelDB's
+                           * wording; "lock" elsewhere may be part of a path) */
     else
         rc = CM_EIO;
     cm_log(CM_LOG_ERROR, "metadata: %s: %s", what, err);

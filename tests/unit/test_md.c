@@ -1253,6 +1253,8 @@ int main(void)
     is_int(md_open(g_path, &db), 0, "md_open");
     if (!db)
         return done_testing();
+    md_db_t *db2 = NULL;
+    is_int(md_open(g_path, &db2), CM_EUNAVAIL, "a second open of the same store: unavailable");
     md_set_reclaim(db, rec_fn, NULL);
     db = test_buckets(db);
     db = test_objects(db);
