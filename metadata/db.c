@@ -22,6 +22,7 @@ struct commit_req {
     size_t bytes; /* approximate batch size, for the group limit */
     int rc;       /* the group's result */
     sem_t done;   /* posted by the committer */
+    bool later;   /* md__batch_commit_later: nobody waits; the committer frees it and b */
     struct commit_req *next;
 };
 
@@ -187,16 +188,24 @@ static void *committer_main(void *arg)
         pthread_mutex_unlock(&c->mu);
 
         leveldb_writebatch_t *b = g->b;
+        bool sync = false;
+        for (struct commit_req *r = g; r; r = r->next)
+            sync |= !r->later;
         if (g->next) {
             leveldb_writebatch_clear(l->group);
             for (struct commit_req *r = g; r; r = r->next)
                 leveldb_writebatch_append(l->group, r->b);
             b = l->group;
         }
-        int rc = ldb_write(l, l->wsync, b);
+        int rc = ldb_write(l, sync ? l->wsync : l->wasync, b);
         struct commit_req *next;
         for (struct commit_req *r = g; r; r = next) {
             next = r->next; /* r is gone once posted */
+            if (r->later) {
+                leveldb_writebatch_destroy(r->b);
+                free(r);
+                continue;
+            }
             r->rc = rc;
             sem_post(&r->done);
         }
@@ -399,6 +408,40 @@ int md__batch_commit(md_db_t *db, struct md__batch *b, bool sync)
     if (sync)
         return committer_write(db->ldb, b->wb, b->bytes);
     return ldb_write(db->ldb, db->ldb->wasync, b->wb);
+}
+
+int md__batch_commit_later(md_db_t *db, struct md__batch *b)
+{
+    struct md__ldb *l = db->ldb;
+    struct committer *c = &l->c;
+    struct commit_req *r = calloc(1, sizeof *r);
+    int rc = __atomic_load_n(&l->failed, __ATOMIC_ACQUIRE);
+
+    if (!r || rc) {
+        free(r);
+        md__batch_free(b);
+        return r ? rc : CM_ENOMEM;
+    }
+    r->b = b->wb;
+    r->bytes = b->bytes;
+    r->later = true;
+    free(b); /* its write batch now belongs to r */
+    pthread_mutex_lock(&c->mu);
+    if (c->stop) {
+        pthread_mutex_unlock(&c->mu);
+        leveldb_writebatch_destroy(r->b);
+        free(r);
+        return CM_EIO;
+    }
+    if (c->tail)
+        c->tail->next = r;
+    else
+        c->head = r;
+    c->tail = r;
+    if (c->idle)
+        pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    return 0;
 }
 
 struct md__iter *md__iter_new(md_db_t *db)

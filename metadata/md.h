@@ -367,7 +367,8 @@ int md_changelog_add(md_batch_t *b, const char *bucket, uint64_t seq, cm_slice r
 
 /* Forgets a delivered event (non-sync: a lost delete means a redelivery). */
 int md_outbox_done(md_db_t *db, uint64_t seq);
-/* The same for n events (seqs borrowed) in one non-sync batch. */
+/* The same for n events (seqs borrowed) in one batch that rides with the
+ * next group of sync writes (returns before it is written). */
 int md_outbox_done_many(md_db_t *db, const uint64_t *seqs, size_t n);
 /* Rewrites a pending event in place (attempt count; non-sync). */
 int md_outbox_update(md_db_t *db, uint64_t seq, cm_slice rec);

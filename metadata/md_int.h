@@ -78,6 +78,13 @@ void md__batch_free(struct md__batch *b); /* NULL is a no-op */
 void md__batch_put(struct md__batch *b, cm_slice key, cm_slice val);
 void md__batch_del(struct md__batch *b, cm_slice key);
 int md__batch_commit(md_db_t *db, struct md__batch *b, bool sync);
+/* Hands b (owned from now on, freed when written) to the committer, which
+ * writes it with the next group of sync writes, or alone and without sync
+ * when it has nothing else to do; returns without waiting. For writes that
+ * may be lost in a crash but should cost no LevelDB write of their own
+ * while sync writes flow (deletes of delivered events). CM_EIO if the
+ * database is closing or has refused writes (b freed). */
+int md__batch_commit_later(md_db_t *db, struct md__batch *b);
 /* For tests: how many sync writes wait in the committer's queue now and how
  * many groups it has taken since open. Takes the committer's mutex. */
 void md__commit_stats(md_db_t *db, size_t *queued, uint64_t *groups);

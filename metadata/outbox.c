@@ -105,11 +105,14 @@ int md_outbox_done_many(md_db_t *db, const uint64_t *seqs, size_t n)
     for (size_t i = 0; i < n && !rc; i++)
         if (!(rc = seq_key(&k, 'Q', seqs[i])))
             md__batch_del(b, cm_buf_slice(&k));
-    if (!rc)
-        rc = md__batch_commit(db, b, false);
-    md__batch_free(b);
     cm_buf_free(&k);
-    return rc;
+    if (rc) {
+        md__batch_free(b);
+        return rc;
+    }
+    /* With the next group of sync writes: a LevelDB write of their own
+     * would wait behind that group's log sync (LevelDB queues writers). */
+    return md__batch_commit_later(db, b);
 }
 
 int md_outbox_update(md_db_t *db, uint64_t seq, cm_slice rec)
