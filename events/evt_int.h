@@ -199,6 +199,11 @@ typedef struct evt__tgt_snap {
  * n > 1 only for targets evt__target_pipelines says yes to; at most
  * EVT__BATCH. */
 #define EVT__UNTRIED 1
+/* rc[i] when the target answered and refused that one event (HTTP 4xx but
+ * 408 and 429, an AMQP message returned as unroutable): an attempt that
+ * counts, retried on the event's own backoff, while the target's breaker
+ * stays closed for the other events. */
+#define EVT__REJECTED 2
 #define EVT__BATCH 32
 void evt__deliver(evt__worker *w, const evt__tgt_snap *t, const evt__rec *const *r,
                   const cm_slice *msg, size_t n, int *rc, cm_buf *err);

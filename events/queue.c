@@ -1555,7 +1555,7 @@ static void *worker_main(void *arg)
             acked |= rc[i] == 0;
             if (!rc[i] || rc[i] == EVT__UNTRIED)
                 continue;
-            failed |= rc[i] != CM_ENOTFOUND;
+            failed |= rc[i] != CM_ENOTFOUND && rc[i] != EVT__REJECTED;
             x->r.attempts++;
             cm_buf_reset(&x->r.err);
             cm_buf_append_slice(&x->r.err, cm_buf_slice(&err));
@@ -1614,10 +1614,12 @@ static void *worker_main(void *arg)
             } else {
                 e->st.failed++;
                 /* A target failure: this event stays the probe, tried again
-                 * when the breaker half-opens. */
-                x->due_ms = down_until ? down_until
-                                       : now + evt_backoff_ms(&e->cfg, x->r.attempts,
-                                                              (uint32_t)random());
+                 * when the breaker half-opens. One the target refused (or
+                 * any, when the breaker stayed closed) waits its own backoff. */
+                x->due_ms = down_until && rc[i] != EVT__REJECTED
+                                ? down_until
+                                : now + evt_backoff_ms(&e->cfg, x->r.attempts,
+                                                       (uint32_t)random());
             }
         }
         for (size_t i = 0; i < nok; i++)

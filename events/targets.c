@@ -460,7 +460,9 @@ static int amqp_publish_on(amqp_connection_state_t conn, const tgt_url *u, const
             continue;
         if (f.payload.method.id == AMQP_BASIC_ACK_METHOD) {
             *keep = true;
-            return returned ? CM_EIO : 0;
+            /* Returned, then confirmed: the broker is fine, this event (its
+             * bucket's routing key) has nowhere to go. */
+            return returned ? EVT__REJECTED : 0;
         }
         if (f.payload.method.id == AMQP_BASIC_NACK_METHOD) {
             if (!returned)
@@ -781,7 +783,11 @@ static void http_pipeline(evt__worker *w, const evt__tgt_snap *t, const http_url
                 if (st >= 200 && st < 300) {
                     rc[done + got] = 0;
                 } else {
-                    rc[done + got] = CM_EIO;
+                    /* 4xx but 408 and 429: the target refuses this event
+                     * (its breaker stays closed for the others); 5xx, 408,
+                     * 429 and anything else: the target is in trouble. */
+                    bool refused = st >= 400 && st < 500 && st != 408 && st != 429;
+                    rc[done + got] = refused ? EVT__REJECTED : CM_EIO;
                     if (!err->n)
                         cm_buf_printf(err, "%s: HTTP %d", t->kind, st);
                 }
@@ -885,10 +891,13 @@ static int https_post(evt__worker *w, const evt__tgt_snap *t, const evt__rec *r,
         cm_buf_printf(err, "%s: %s", t->kind, curl_easy_strerror(cc));
     } else {
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-        if (status >= 200 && status < 300)
+        if (status >= 200 && status < 300) {
             rc = 0;
-        else
+        } else {
             cm_buf_printf(err, "%s: HTTP %ld", t->kind, status);
+            if (status >= 400 && status < 500 && status != 408 && status != 429)
+                rc = EVT__REJECTED; /* as in http_pipeline */
+        }
     }
     if (hl) { /* per-event headers: not kept */
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);

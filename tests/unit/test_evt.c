@@ -860,7 +860,8 @@ static void test_window_refill(void)
  * each event's key and sequencer, and answers in turn 100 Continue + a
  * chunked 200, a 204, a 200 with a sized body and a 202 with
  * "Connection: close" after which it closes (requests already sent behind
- * it go unanswered). The first request for key "k7" gets a 500. */
+ * it go unanswered). The first request for key "k7" gets a 500 (the
+ * target in trouble), the first for "k3" a 400 (that event refused). */
 #define PIPE_MAX 4096
 static struct {
     int lfd;
@@ -871,6 +872,7 @@ static struct {
     size_t max_batch;  /* most whole requests found in the buffer at once */
     size_t conns;
     bool failed_k7;
+    bool refused_k3;
     volatile bool stop;
 } g_ps = {.lk = PTHREAD_MUTEX_INITIALIZER};
 
@@ -909,9 +911,13 @@ static void *pipe_conn(void *arg)
             const char *ans;
             pthread_mutex_lock(&g_ps.lk);
             bool fail = !strcmp(key, "k7") && !g_ps.failed_k7;
+            bool refuse = !strcmp(key, "k3") && !g_ps.refused_k3;
             if (fail) {
                 g_ps.failed_k7 = true;
                 ans = "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\nnope";
+            } else if (refuse) {
+                g_ps.refused_k3 = true;
+                ans = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n";
             } else {
                 if (g_ps.n < PIPE_MAX) {
                     snprintf(g_ps.keys[g_ps.n], sizeof g_ps.keys[0], "%s", key);
@@ -1018,7 +1024,7 @@ static void test_pipeline(void)
     evt_stats st;
     evt_get_stats(e, &st);
     is_int(st.dead, 0, "none dead-lettered");
-    ok(st.failed >= 1, "the 500 counted as a failed attempt (%llu)",
+    ok(st.failed >= 2, "the 500 and the 400 counted as failed attempts (%llu)",
        (unsigned long long)st.failed);
     pthread_mutex_lock(&g_ps.lk);
     /* At least once: a request behind a close may have been answered
