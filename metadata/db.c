@@ -8,6 +8,7 @@
 #include <leveldb/c.h>
 #include <pthread.h>
 #include <semaphore.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #define CACHE_BYTES ((size_t)64 << 20)  /* block cache */
@@ -57,7 +58,14 @@ struct md__ldb {
     leveldb_writeoptions_t *wasync; /* sync = false: forgetting reclaimed garbage */
     leveldb_writebatch_t *group;    /* the committer's merged batch */
     struct committer c;
+    /* The commit journal (NULL: LevelDB syncs its own log). Used by the
+     * committer thread only, and by open and close around it. */
+    md__journal *jr;
+    uint64_t lsn;                   /* the next record's */
+    cm_buf jpay;                    /* a group encoded for the journal */
 };
+
+static int checkpoint(struct md__ldb *l);
 
 struct md__iter {
     leveldb_iterator_t *it;
@@ -132,6 +140,10 @@ static void ldb_free(struct md__ldb *l)
     if (!l)
         return;
     committer_stop(l);
+    if (l->jr && l->db && !__atomic_load_n(&l->failed, __ATOMIC_ACQUIRE))
+        checkpoint(l); /* the next open has nothing to replay */
+    md__journal_close(l->jr);
+    cm_buf_free(&l->jpay);
     if (l->group)
         leveldb_writebatch_destroy(l->group);
     if (l->db)
@@ -149,6 +161,182 @@ static void ldb_free(struct md__ldb *l)
     if (l->wasync)
         leveldb_writeoptions_destroy(l->wasync);
     free(l);
+}
+
+/* ------------------------------------------------------------ journal
+ * With a journal, every write goes through the committer, and each group
+ * is first appended to the journal (durable on return), then written to
+ * LevelDB without sync; readers see it only after it is durable. LevelDB's
+ * own log reaches the disk at checkpoints: when the journal is full, a
+ * sync write of the key "#journal" (the lsn the journal's records start
+ * from after it) makes everything before it durable, and the journal
+ * starts over at offset 0.
+ *
+ * At open, the records from that lsn on are written to LevelDB again, in
+ * order. That is correct whatever part of them LevelDB kept (after kill -9
+ * all of it, after a power loss any subset): every key they touch ends at
+ * its last journaled value, and no write bypasses the journal, so nothing
+ * later can be undone by the replay. A group that the journal took but
+ * LevelDB refused has its record made unreadable before the writers hear
+ * of the error, so a failed write stays failed after a restart.
+ *
+ * Payload: per operation u8 (1 put, 0 delete), key (u32 length + bytes),
+ * for a put the value (u32 length + bytes). */
+static const char JOURNAL_KEY[] = "#journal"; /* MD__K_META */
+
+static void jput32(cm_buf *b, size_t v)
+{
+    uint8_t x[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+    cm_buf_append(b, x, 4);
+}
+
+static void enc_put(void *arg, const char *k, size_t kn, const char *v, size_t vn)
+{
+    cm_buf *b = arg;
+    cm_buf_append_byte(b, 1);
+    jput32(b, kn);
+    cm_buf_append(b, k, kn);
+    jput32(b, vn);
+    cm_buf_append(b, v, vn);
+}
+
+static void enc_del(void *arg, const char *k, size_t kn)
+{
+    cm_buf *b = arg;
+    cm_buf_append_byte(b, 0);
+    jput32(b, kn);
+    cm_buf_append(b, k, kn);
+}
+
+static int jget(cm_reader *r, cm_slice *s)
+{
+    uint8_t x[4];
+    if (r->n < 4)
+        return CM_ECORRUPT;
+    memcpy(x, r->p, 4);
+    size_t n = (size_t)x[0] | (size_t)x[1] << 8 | (size_t)x[2] << 16 | (size_t)x[3] << 24;
+    if (r->n - 4 < n)
+        return CM_ECORRUPT;
+    *s = (cm_slice){r->p + 4, n};
+    r->p += 4 + n;
+    r->n -= 4 + n;
+    return 0;
+}
+
+/* Replays one journal record into LevelDB (without sync). */
+static int replay_one(void *arg, cm_slice payload)
+{
+    struct md__ldb *l = arg;
+    leveldb_writebatch_t *b = leveldb_writebatch_create();
+    cm_reader r = {payload.p, payload.n};
+    int rc = b ? 0 : CM_ENOMEM;
+
+    while (!rc && r.n) {
+        uint8_t op = r.p[0];
+        cm_slice k, v;
+        r.p++;
+        r.n--;
+        if (op > 1 || (rc = jget(&r, &k)) || (op == 1 && (rc = jget(&r, &v)))) {
+            rc = rc ? rc : CM_ECORRUPT;
+            break;
+        }
+        if (op == 1)
+            leveldb_writebatch_put(b, (const char *)k.p, k.n, (const char *)v.p, v.n);
+        else
+            leveldb_writebatch_delete(b, (const char *)k.p, k.n);
+    }
+    if (!rc)
+        rc = ldb_write(l, l->wasync, b);
+    if (b)
+        leveldb_writebatch_destroy(b);
+    return rc;
+}
+
+static void fail_writes(struct md__ldb *l, int rc)
+{
+    int none = 0;
+    if (__atomic_compare_exchange_n(&l->failed, &none, rc, false, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE))
+        cm_log(CM_LOG_ERROR, "metadata: refusing writes until the database is reopened "
+                             "(a restart)");
+}
+
+/* Makes everything written to LevelDB durable (a sync write of the journal
+ * key) and starts the journal over. */
+static int checkpoint(struct md__ldb *l)
+{
+    leveldb_writebatch_t *b = leveldb_writebatch_create();
+    uint8_t v[8];
+    int rc;
+
+    if (!b)
+        return CM_ENOMEM;
+    for (int i = 0; i < 8; i++)
+        v[i] = (uint8_t)(l->lsn >> (56 - 8 * i));
+    leveldb_writebatch_put(b, JOURNAL_KEY, sizeof JOURNAL_KEY - 1, (const char *)v, 8);
+    rc = ldb_write(l, l->wsync, b);
+    leveldb_writebatch_destroy(b);
+    if (!rc)
+        md__journal_rewind(l->jr);
+    return rc;
+}
+
+/* Writes group batch b: journal, then LevelDB without sync (see above). */
+static int journal_write(struct md__ldb *l, leveldb_writebatch_t *b)
+{
+    int rc = __atomic_load_n(&l->failed, __ATOMIC_ACQUIRE);
+
+    if (rc)
+        return rc;
+    cm_buf_reset(&l->jpay);
+    leveldb_writebatch_iterate(b, &l->jpay, enc_put, enc_del);
+    if (!md__journal_ever_fits(l->jr, l->jpay.n)) { /* too big for it: LevelDB syncs */
+        if (!(rc = checkpoint(l)))
+            rc = ldb_write(l, l->wsync, b);
+        return rc;
+    }
+    if (!md__journal_fits(l->jr, l->jpay.n) && (rc = checkpoint(l)))
+        return rc;
+    if ((rc = md__journal_append(l->jr, l->lsn, cm_buf_slice(&l->jpay)))) {
+        cm_log(CM_LOG_ERROR, "metadata: journal write: %s", cm_strerror(rc));
+        fail_writes(l, rc);
+        return rc;
+    }
+    l->lsn++;
+    if ((rc = ldb_write(l, l->wasync, b)) && md__journal_unappend(l->jr))
+        cm_log(CM_LOG_ERROR, "metadata: cannot undo the journal record of a failed write; "
+                             "it may reappear after a restart");
+    return rc;
+}
+
+/* At open: replays the journal's records from the lsn LevelDB holds, then
+ * checkpoints (so the journal is empty for the new writes). */
+static int journal_start(struct md__ldb *l, const char *dir)
+{
+    char path[4096], *err = NULL;
+    size_t vlen = 0;
+    uint64_t base = 1;
+    size_t n = 0;
+    int rc;
+
+    snprintf(path, sizeof path, "%s/cairn-journal", dir);
+    if ((rc = md__journal_open(path, &l->jr)))
+        return rc;
+    char *v = leveldb_get(l->db, l->ropts, JOURNAL_KEY, sizeof JOURNAL_KEY - 1, &vlen, &err);
+    if ((rc = map_err(err, "get")))
+        return rc;
+    if (v && vlen == 8) {
+        base = 0;
+        for (int i = 0; i < 8; i++)
+            base = base << 8 | (uint8_t)v[i];
+    }
+    leveldb_free(v);
+    if ((rc = md__journal_replay(l->jr, base, replay_one, l, &l->lsn)))
+        return rc;
+    n = (size_t)(l->lsn - base);
+    if (n)
+        cm_log(CM_LOG_INFO, "metadata: replayed %zu journal records", n);
+    return checkpoint(l);
 }
 
 /* Takes the queued requests, up to GROUP_BYTES (at least one). */
@@ -197,7 +385,7 @@ static void *committer_main(void *arg)
                 leveldb_writebatch_append(l->group, r->b);
             b = l->group;
         }
-        int rc = ldb_write(l, sync ? l->wsync : l->wasync, b);
+        int rc = l->jr ? journal_write(l, b) : ldb_write(l, sync ? l->wsync : l->wasync, b);
         struct commit_req *next;
         for (struct commit_req *r = g; r; r = next) {
             next = r->next; /* r is gone once posted */
@@ -323,6 +511,8 @@ int md__ldb_open(const char *dir, struct md__ldb **out)
         rc = CM_EIO;
         goto out;
     }
+    if (md__journal_bytes && (rc = journal_start(l, dir)))
+        goto out;
     if ((rc = committer_start(l)))
         goto out;
     *out = l;
@@ -405,7 +595,8 @@ void md__batch_del(struct md__batch *b, cm_slice key)
 
 int md__batch_commit(md_db_t *db, struct md__batch *b, bool sync)
 {
-    if (sync)
+    /* With a journal, every write is journaled (see journal_write). */
+    if (sync || db->ldb->jr)
         return committer_write(db->ldb, b->wb, b->bytes);
     return ldb_write(db->ldb, db->ldb->wasync, b->wb);
 }

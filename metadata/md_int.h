@@ -85,6 +85,28 @@ int md__batch_commit(md_db_t *db, struct md__batch *b, bool sync);
  * while sync writes flow (deletes of delivered events). CM_EIO if the
  * database is closing or has refused writes (b freed). */
 int md__batch_commit_later(md_db_t *db, struct md__batch *b);
+/* The commit journal (journal.c): records of bytes at aligned offsets of a
+ * preallocated file, each made durable by one O_DIRECT | O_DSYNC write. */
+typedef struct md__journal md__journal;
+extern size_t md__journal_bytes; /* the file's size when created (tests make it small) */
+/* Opens (creating and zero-filling) the journal at path. */
+int md__journal_open(const char *path, md__journal **out);
+void md__journal_close(md__journal *j); /* NULL is a no-op */
+/* Calls fn for each record from offset 0 whose lsn is base, base+1, ...,
+ * stopping at the first that is not (or is torn); *next gets the lsn after
+ * the last one passed to fn. Appends go on after it. */
+int md__journal_replay(md__journal *j, uint64_t base, int (*fn)(void *arg, cm_slice payload),
+                       void *arg, uint64_t *next);
+/* Whether a payload of n bytes fits after the current records, and at all. */
+bool md__journal_fits(const md__journal *j, size_t n);
+bool md__journal_ever_fits(const md__journal *j, size_t n);
+/* Appends one record durably; CM_ENOSPACE if it does not fit. */
+int md__journal_append(md__journal *j, uint64_t lsn, cm_slice payload);
+/* Makes the last appended record unreadable (a replay stops before it). */
+int md__journal_unappend(md__journal *j);
+/* The next append goes to offset 0 (older records stay behind it). */
+void md__journal_rewind(md__journal *j);
+
 /* For tests: how many sync writes wait in the committer's queue now and how
  * many groups it has taken since open. Takes the committer's mutex. */
 void md__commit_stats(md_db_t *db, size_t *queued, uint64_t *groups);
