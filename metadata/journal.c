@@ -27,7 +27,7 @@
 #define J_HDR 32
 #define J_MAGIC 0x31524a43u /* "CJR1" little-endian */
 
-size_t md__journal_bytes = (size_t)32 << 20;
+size_t md__journal_bytes = (size_t)16 << 20; /* a checkpoint per 16 MiB of metadata */
 
 struct md__journal {
     int fd;
