@@ -184,28 +184,40 @@ static void ldb_free(struct md__ldb *l)
  * for a put the value (u32 length + bytes). */
 static const char JOURNAL_KEY[] = "#journal"; /* MD__K_META */
 
-static void jput32(cm_buf *b, size_t v)
+/* The encoder's state: the payload, and whether an append failed. */
+struct jenc {
+    cm_buf *b;
+    int rc;
+};
+
+static void jput(struct jenc *e, const void *p, size_t n)
+{
+    if (!e->rc && cm_buf_append(e->b, p, n))
+        e->rc = CM_ENOMEM;
+}
+
+static void jput32(struct jenc *e, size_t v)
 {
     uint8_t x[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
-    cm_buf_append(b, x, 4);
+    jput(e, x, 4);
 }
 
 static void enc_put(void *arg, const char *k, size_t kn, const char *v, size_t vn)
 {
-    cm_buf *b = arg;
-    cm_buf_append_byte(b, 1);
-    jput32(b, kn);
-    cm_buf_append(b, k, kn);
-    jput32(b, vn);
-    cm_buf_append(b, v, vn);
+    struct jenc *e = arg;
+    jput(e, "\1", 1);
+    jput32(e, kn);
+    jput(e, k, kn);
+    jput32(e, vn);
+    jput(e, v, vn);
 }
 
 static void enc_del(void *arg, const char *k, size_t kn)
 {
-    cm_buf *b = arg;
-    cm_buf_append_byte(b, 0);
-    jput32(b, kn);
-    cm_buf_append(b, k, kn);
+    struct jenc *e = arg;
+    jput(e, "\0", 1);
+    jput32(e, kn);
+    jput(e, k, kn);
 }
 
 static int jget(cm_reader *r, cm_slice *s)
@@ -288,8 +300,11 @@ static int journal_write(struct md__ldb *l, leveldb_writebatch_t *b)
 
     if (rc)
         return rc;
+    struct jenc enc = {&l->jpay, 0};
     cm_buf_reset(&l->jpay);
-    leveldb_writebatch_iterate(b, &l->jpay, enc_put, enc_del);
+    leveldb_writebatch_iterate(b, &enc, enc_put, enc_del);
+    if (enc.rc)
+        return enc.rc;
     if (!md__journal_ever_fits(l->jr, l->jpay.n)) { /* too big for it: LevelDB syncs */
         if (!(rc = checkpoint(l)))
             rc = ldb_write(l, l->wsync, b);
