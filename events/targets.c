@@ -707,6 +707,16 @@ out:
     return rc;
 }
 
+/* The CloudEvents headers of r, one "name: value" per LF-ended line; the
+ * id is unique per event and destination kind. */
+static void ce_headers(const evt__rec *r, cm_buf *out)
+{
+    char id[40];
+    snprintf(id, sizeof id, "%016llX-%s", (unsigned long long)r->evseq,
+             r->dest_kind == EVT_DEST_FUNCTION ? "f" : "t");
+    evt_cloudevents_headers(r->bucket, cm_buf_slice(&r->key), r->type, r->time_ms, id, out);
+}
+
 /* Appends the POST of event r (message msg) to req. */
 static void http_request(cm_buf *req, const evt__tgt_snap *t, const http_url *h,
                          const evt__rec *r, cm_slice msg)
@@ -717,10 +727,7 @@ static void http_request(cm_buf *req, const evt__tgt_snap *t, const http_url *h,
         cm_buf_printf(req, "Authorization: %s\r\n", h->auth);
     if (!strcmp(t->kind, "cloudevents")) {
         cm_buf ce = {0};
-        char id[40];
-        snprintf(id, sizeof id, "%016llX-%s", (unsigned long long)r->evseq,
-                 r->dest_kind == EVT_DEST_FUNCTION ? "f" : "t");
-        evt_cloudevents_headers(r->bucket, cm_buf_slice(&r->key), r->type, r->time_ms, id, &ce);
+        ce_headers(r, &ce);
         for (size_t i = 0; i < ce.n; i++) { /* lines end in LF there */
             if (ce.p[i] == '\n')
                 cm_buf_append_byte(req, '\r');
@@ -852,16 +859,13 @@ static int https_post(evt__worker *w, const evt__tgt_snap *t, const evt__rec *r,
     CURL *h = w->curl;
     struct curl_slist *hl = NULL;
     cm_buf hdrs = {0};
-    char id[40];
     int rc = CM_EIO;
 
     if (!h && !(h = w->curl = curl_easy_init()))
         return CM_ENOMEM;
     if (!strcmp(t->kind, "cloudevents")) { /* headers per event */
         http_forget(w);
-        snprintf(id, sizeof id, "%016llX-%s", (unsigned long long)r->evseq,
-                 r->dest_kind == EVT_DEST_FUNCTION ? "f" : "t");
-        evt_cloudevents_headers(r->bucket, cm_buf_slice(&r->key), r->type, r->time_ms, id, &hdrs);
+        ce_headers(r, &hdrs);
         char *line = (char *)hdrs.p;
         while (line && *line) {
             char *nl = strchr(line, '\n');

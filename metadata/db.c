@@ -100,6 +100,16 @@ static int map_err(char *err, const char *what)
 
 static void committer_stop(struct md__ldb *l);
 
+/* Makes later writes fail with rc (the first failure wins); see ldb_write. */
+static void fail_writes(struct md__ldb *l, int rc)
+{
+    int none = 0;
+    if (__atomic_compare_exchange_n(&l->failed, &none, rc, false, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE))
+        cm_log(CM_LOG_ERROR, "metadata: refusing writes until the database is reopened "
+                             "(a restart)");
+}
+
 /* Writes b, unless an earlier write failed: then returns that failure's code
  * without calling LevelDB, until the database is closed and reopened.
  *
@@ -121,17 +131,14 @@ static void committer_stop(struct md__ldb *l);
  * what sync = false accepts). */
 static int ldb_write(struct md__ldb *l, const leveldb_writeoptions_t *wo, leveldb_writebatch_t *b)
 {
-    int rc = __atomic_load_n(&l->failed, __ATOMIC_ACQUIRE), none = 0;
+    int rc = __atomic_load_n(&l->failed, __ATOMIC_ACQUIRE);
     char *err = NULL;
 
     if (rc)
         return rc;
     leveldb_write(l->db, wo, b, &err);
-    if ((rc = map_err(err, "write")) &&
-        __atomic_compare_exchange_n(&l->failed, &none, rc, false, __ATOMIC_ACQ_REL,
-                                    __ATOMIC_ACQUIRE))
-        cm_log(CM_LOG_ERROR, "metadata: refusing writes until the database is reopened "
-                           "(a restart)");
+    if ((rc = map_err(err, "write")))
+        fail_writes(l, rc);
     return rc;
 }
 
@@ -180,59 +187,32 @@ static void ldb_free(struct md__ldb *l)
  * LevelDB refused has its record made unreadable before the writers hear
  * of the error, so a failed write stays failed after a restart.
  *
- * Payload: per operation u8 (1 put, 0 delete), key (u32 length + bytes),
- * for a put the value (u32 length + bytes). */
+ * Payload: per operation u8 (1 put, 0 delete), the key, and for a put the
+ * value, each as cm_buf_put_bytes writes it (u32 LE length + bytes). */
 static const char JOURNAL_KEY[] = "#journal"; /* MD__K_META */
 
-/* The encoder's state: the payload, and whether an append failed. */
+/* The encoder's state: the payload, and the first append's failure. */
 struct jenc {
     cm_buf *b;
     int rc;
 };
 
-static void jput(struct jenc *e, const void *p, size_t n)
-{
-    if (!e->rc && cm_buf_append(e->b, p, n))
-        e->rc = CM_ENOMEM;
-}
-
-static void jput32(struct jenc *e, size_t v)
-{
-    uint8_t x[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
-    jput(e, x, 4);
-}
-
 static void enc_put(void *arg, const char *k, size_t kn, const char *v, size_t vn)
 {
     struct jenc *e = arg;
-    jput(e, "\1", 1);
-    jput32(e, kn);
-    jput(e, k, kn);
-    jput32(e, vn);
-    jput(e, v, vn);
+    if (!e->rc)
+        e->rc = cm_buf_put_u8(e->b, 1) || cm_buf_put_bytes(e->b, CM_SLICE(k, kn)) ||
+                        cm_buf_put_bytes(e->b, CM_SLICE(v, vn))
+                    ? CM_ENOMEM
+                    : 0;
 }
 
 static void enc_del(void *arg, const char *k, size_t kn)
 {
     struct jenc *e = arg;
-    jput(e, "\0", 1);
-    jput32(e, kn);
-    jput(e, k, kn);
-}
-
-static int jget(cm_reader *r, cm_slice *s)
-{
-    uint8_t x[4];
-    if (r->n < 4)
-        return CM_ECORRUPT;
-    memcpy(x, r->p, 4);
-    size_t n = (size_t)x[0] | (size_t)x[1] << 8 | (size_t)x[2] << 16 | (size_t)x[3] << 24;
-    if (r->n - 4 < n)
-        return CM_ECORRUPT;
-    *s = (cm_slice){r->p + 4, n};
-    r->p += 4 + n;
-    r->n -= 4 + n;
-    return 0;
+    if (!e->rc)
+        e->rc = cm_buf_put_u8(e->b, 0) || cm_buf_put_bytes(e->b, CM_SLICE(k, kn)) ? CM_ENOMEM
+                                                                                   : 0;
 }
 
 /* Replays one journal record into LevelDB (without sync). */
@@ -244,14 +224,11 @@ static int replay_one(void *arg, cm_slice payload)
     int rc = b ? 0 : CM_ENOMEM;
 
     while (!rc && r.n) {
-        uint8_t op = r.p[0];
+        uint8_t op = 0;
         cm_slice k, v;
-        r.p++;
-        r.n--;
-        if (op > 1 || (rc = jget(&r, &k)) || (op == 1 && (rc = jget(&r, &v)))) {
-            rc = rc ? rc : CM_ECORRUPT;
+        if ((rc = cm_get_u8(&r, &op)) || (rc = cm_get_bytes(&r, &k)) ||
+            (op == 1 && (rc = cm_get_bytes(&r, &v))) || (op > 1 && (rc = CM_ECORRUPT)))
             break;
-        }
         if (op == 1)
             leveldb_writebatch_put(b, (const char *)k.p, k.n, (const char *)v.p, v.n);
         else
@@ -262,15 +239,6 @@ static int replay_one(void *arg, cm_slice payload)
     if (b)
         leveldb_writebatch_destroy(b);
     return rc;
-}
-
-static void fail_writes(struct md__ldb *l, int rc)
-{
-    int none = 0;
-    if (__atomic_compare_exchange_n(&l->failed, &none, rc, false, __ATOMIC_ACQ_REL,
-                                    __ATOMIC_ACQUIRE))
-        cm_log(CM_LOG_ERROR, "metadata: refusing writes until the database is reopened "
-                             "(a restart)");
 }
 
 /* Makes everything written to LevelDB durable (a sync write of the journal
@@ -452,6 +420,18 @@ static void committer_stop(struct md__ldb *l)
     c->started = false;
 }
 
+/* Queues r for the committer and wakes it if it waits. With c->mu held. */
+static void enqueue(struct committer *c, struct commit_req *r)
+{
+    if (c->tail)
+        c->tail->next = r;
+    else
+        c->head = r;
+    c->tail = r;
+    if (c->idle)
+        pthread_cond_signal(&c->cv);
+}
+
 /* A durable write through the committer. */
 static int committer_write(struct md__ldb *l, leveldb_writebatch_t *b, size_t bytes)
 {
@@ -465,13 +445,7 @@ static int committer_write(struct md__ldb *l, leveldb_writebatch_t *b, size_t by
         return CM_EIO;
     }
     sem_init(&r.done, 0, 0);
-    if (c->tail)
-        c->tail->next = &r;
-    else
-        c->head = &r;
-    c->tail = &r;
-    if (c->idle)
-        pthread_cond_signal(&c->cv);
+    enqueue(c, &r);
     pthread_mutex_unlock(&c->mu);
     while (sem_wait(&r.done) && errno == EINTR)
         ;
@@ -639,13 +613,7 @@ int md__batch_commit_later(md_db_t *db, struct md__batch *b)
         free(r);
         return CM_EIO;
     }
-    if (c->tail)
-        c->tail->next = r;
-    else
-        c->head = r;
-    c->tail = r;
-    if (c->idle)
-        pthread_cond_signal(&c->cv);
+    enqueue(c, r);
     pthread_mutex_unlock(&c->mu);
     return 0;
 }

@@ -39,28 +39,6 @@ struct md__journal {
     size_t cap;    /* its size */
 };
 
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-    return (uint64_t)get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
-}
-
 /* A 64-bit check of a record: detects torn and stale records, not made
  * to resist tampering. Multiply-xorshift over 8-byte words. */
 static uint64_t jsum(uint64_t lsn, uint32_t len, const uint8_t *p, size_t n)
@@ -203,16 +181,16 @@ int md__journal_replay(md__journal *j, uint64_t base, int (*fn)(void *arg, cm_sl
     while (off + J_ALIGN <= j->size) {
         if ((rc = read_at(j, off, J_ALIGN)))
             break;
-        uint32_t len = get_le32(j->buf + 4);
-        uint64_t lsn = get_le64(j->buf + 8);
+        uint32_t len = md__get_le32(j->buf + 4);
+        uint64_t lsn = md__get_le64(j->buf + 8);
         size_t total = round_up(J_HDR + (size_t)len);
-        if (get_le32(j->buf) != J_MAGIC || lsn != want || total > j->size - off)
+        if (md__get_le32(j->buf) != J_MAGIC || lsn != want || total > j->size - off)
             break; /* the end: zeros, a torn record, or one of an earlier lap */
         if (total > J_ALIGN) {
             if ((rc = grow_buf(j, total)) || (rc = read_at(j, off, total)))
                 break;
         }
-        if (get_le64(j->buf + 16) != jsum(lsn, len, j->buf + J_HDR, len))
+        if (md__get_le64(j->buf + 16) != jsum(lsn, len, j->buf + J_HDR, len))
             break;
         if ((rc = fn(arg, (cm_slice){j->buf + J_HDR, len})))
             break;
@@ -266,11 +244,11 @@ int md__journal_append(md__journal *j, uint64_t lsn, cm_slice payload)
         return CM_ENOSPACE;
     if ((rc = grow_buf(j, total)))
         return rc;
-    put_le32(j->buf, J_MAGIC);
-    put_le32(j->buf + 4, (uint32_t)payload.n);
-    put_le64(j->buf + 8, lsn);
-    put_le64(j->buf + 16, jsum(lsn, (uint32_t)payload.n, payload.p, payload.n));
-    put_le64(j->buf + 24, 0);
+    md__put_le32(j->buf, J_MAGIC);
+    md__put_le32(j->buf + 4, (uint32_t)payload.n);
+    md__put_le64(j->buf + 8, lsn);
+    md__put_le64(j->buf + 16, jsum(lsn, (uint32_t)payload.n, payload.p, payload.n));
+    md__put_le64(j->buf + 24, 0);
     memcpy(j->buf + J_HDR, payload.p, payload.n);
     memset(j->buf + J_HDR + payload.n, 0, total - J_HDR - payload.n);
     if ((rc = write_at(j, j->off, total)))

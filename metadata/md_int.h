@@ -236,6 +236,29 @@ pthread_mutex_t *md__key_lock(md_db_t *db, const char *bucket, cm_slice key);
 
 /* Returns 0 if the bucket exists, CM_ENOTFOUND if not. */
 int md__bucket_exists(md_db_t *db, const char *bucket);
+/* Little-endian fields in fixed-size headers (the usage and commit journals). */
+static inline void md__put_le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline uint32_t md__get_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static inline void md__put_le64(uint8_t *p, uint64_t v)
+{
+    md__put_le32(p, (uint32_t)v);
+    md__put_le32(p + 4, (uint32_t)(v >> 32));
+}
+
+static inline uint64_t md__get_le64(const uint8_t *p)
+{
+    return (uint64_t)md__get_le32(p) | (uint64_t)md__get_le32(p + 4) << 32;
+}
+
 /* Adds to b the deletes of the bucket's policy and CORS records (policy.c). */
 int md__bucket_docs_del(struct md__batch *b, const char *bucket);
 

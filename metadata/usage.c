@@ -179,21 +179,10 @@ static uint32_t crc32c(uint32_t crc, const uint8_t *p, size_t n)
     return ~crc;
 }
 
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 /* The CRC covers the length field and the record. */
 static uint32_t jrec_crc(const uint8_t *rec)
 {
-    uint32_t len = get_le32(rec);
+    uint32_t len = md__get_le32(rec);
     return crc32c(crc32c(0, rec, 4), rec + JREC_HDR, len);
 }
 
@@ -372,8 +361,8 @@ static int journal_add(struct md__ujournal *j, const md_usage_req *u)
         rc = CM_EINVAL;
         goto out;
     }
-    put_le32(v.p, (uint32_t)(v.n - JREC_HDR));
-    put_le32(v.p + 4, jrec_crc(v.p));
+    md__put_le32(v.p, (uint32_t)(v.n - JREC_HDR));
+    md__put_le32(v.p + 4, jrec_crc(v.p));
     pthread_rwlock_rdlock(&j->lk);
     do {
         w = write(j->fd, v.p, v.n);
@@ -635,10 +624,10 @@ static int journal_read(struct md__ujournal *j, uint64_t n, aggset *s, size_t *n
     }
     for (size_t pos = 0; pos + JREC_HDR <= data.n;) {
         const uint8_t *p = data.p + pos;
-        uint32_t len = get_le32(p);
+        uint32_t len = md__get_le32(p);
         req_dec d;
         if (len < JREC_MIN || len > JREC_MAX || len > data.n - pos - JREC_HDR ||
-            get_le32(p + 4) != jrec_crc(p) ||
+            md__get_le32(p + 4) != jrec_crc(p) ||
             req_decode(CM_SLICE(p + JREC_HDR, len), &d)) {
             pos++;
             skipped++;
