@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -24,28 +25,40 @@
  * ~30 to ~11 ms, since the journal commit no longer has to write the whole
  * object's data first. */
 #define LB_KICK_BYTES ((uint64_t)1 << 20)
-/* Shard data goes to disk with O_DIRECT: through an aligned staging buffer
- * of LB_STAGE bytes per shard, written whole at LB_ALIGN-aligned offsets.
- * Buffered writes copy every byte into newly allocated page-cache pages,
- * which cost about 1.5-3 CPU-seconds per GiB here (the largest cost of a
- * large PUT); direct writes about a tenth of that. The bytes that do not
- * fill an aligned block (the rest of the first block after the header, and
- * the tail) are written through the page cache, as is everything on a file
- * system without O_DIRECT. */
+/* Shard data goes to disk with O_DIRECT, in LB_ALIGN-aligned pieces at
+ * LB_ALIGN-aligned offsets. Buffered writes copy every byte into newly
+ * allocated page-cache pages, which cost about 1.5-3 CPU-seconds per GiB
+ * here (the largest cost of a large PUT); direct writes about a tenth of
+ * that. Two ways in:
+ *   - in place: an append with CS__APPEND_ROOM whose buffer address is
+ *     congruent to its file offset modulo LB_ALIGN (the engine's stripe
+ *     buffers, cs_int.h) is written straight from the caller's buffer. Only
+ *     its unaligned tail (< LB_ALIGN bytes) is copied, into the handle's
+ *     carry; the next append puts the carry in the headroom just before its
+ *     block and writes both from there.
+ *   - staged: any other append (heals, whole stripes from the caller's
+ *     buffer) is copied into an aligned stage of LB_STAGE bytes, written
+ *     whole.
+ * The bytes that do not fill an aligned block (the rest of the first block
+ * after the header, and the tail at commit) are written through the page
+ * cache, as is everything on a file system without O_DIRECT. */
 #define LB_ALIGN ((uint64_t)4096)
 #define LB_STAGE ((size_t)512 << 10)
-/* Stages kept for reuse when their writer finishes (24 MiB): reused memory
+/* Stages kept for reuse when their writer finishes (4 MiB): reused memory
  * needs no page faults, and the process does not keep what it freed in
- * malloc's per-thread arenas. */
-#define LB_STAGES_KEPT 48
+ * malloc's per-thread arenas. Writers of new objects write in place and
+ * take no stage, so a few are enough for heals and the odd whole-stripe
+ * write. */
+#define LB_STAGES_KEPT 8
 
-/* The backend: immutable after open except the stages kept for reuse
- * (thread-safe themselves), so every op is thread-safe. */
+/* The backend: immutable after open except the stages kept for reuse and
+ * the staged counter (thread-safe themselves), so every op is thread-safe. */
 struct local {
     struct cs__be be; /* first: the engine holds &be */
     int ndirs;
-    char **dirs; /* ndirs malloc()ed drive directories, no trailing '/' */
-    cm_bufkeep stages; /* LB_STAGE bytes each, LB_ALIGN-aligned */
+    char **dirs;                  /* ndirs malloc()ed drive directories, no trailing '/' */
+    cm_bufkeep stages;            /* LB_STAGE bytes each, LB_ALIGN-aligned */
+    atomic_uint_least64_t staged; /* bytes copied into stages by closed handles (tests) */
 };
 
 static const struct cs__be_ops local_ops;
@@ -187,6 +200,13 @@ int cs__be_local_shard_path(const struct cs__be *be, int drive, const uint8_t id
     return shard_path((const struct local *)be, drive, id, index, tmp, out, n);
 }
 
+uint64_t cs__be_local_staged(struct cs__be *be)
+{
+    if (!be || be->ops != &local_ops)
+        return 0;
+    return atomic_load_explicit(&((struct local *)be)->staged, memory_order_relaxed);
+}
+
 int cs__be_local_blob_path(const struct cs__be *be, int drive, const uint8_t id[CS_ID_LEN],
                            char *out, size_t n)
 {
@@ -244,7 +264,9 @@ static void make_fanouts(const char *drive)
 /* ----------------------------------------------------------------- writes */
 
 /* A shard being written. heal = 0: the final name, created by the first
- * append or the commit (O_EXCL). heal = 1: "<name>.tmp", renamed at commit. */
+ * append or the commit (O_EXCL). heal = 1: "<name>.tmp", renamed at commit.
+ * Direct I/O holds back the bytes of the last unaligned block written so
+ * far, either in the stage (slen) or in the carry (clen), never both. */
 struct lw {
     struct local *l;
     int d, index, heal;
@@ -255,9 +277,13 @@ struct lw {
     uint64_t kicked;   /* file offset up to which writeback was started */
     uint64_t end;      /* highest offset written through fd (for lw_kick) */
     int dfd;           /* the same file opened O_DIRECT, -1 when not used */
-    uint8_t *stage;    /* LB_STAGE bytes, LB_ALIGN-aligned, for dfd */
+    uint8_t *stage;    /* NULL, or LB_STAGE bytes, LB_ALIGN-aligned (first staged append) */
     uint64_t sbase;    /* file offset of stage[0] (aligned) */
     size_t slen;       /* bytes staged */
+    uint64_t cbase;    /* file offset of carry[0] (aligned) */
+    size_t clen;       /* bytes carried (< LB_ALIGN), not written yet */
+    uint64_t staged;   /* bytes copied into the stage (added to l->staged at close) */
+    uint8_t carry[LB_ALIGN];
 };
 
 static int lw_open(struct cs__be *be, int d, const uint8_t id[CS_ID_LEN], int index, int heal,
@@ -307,14 +333,7 @@ static int lw_create(struct lw *w)
         return rc == CM_ENOTFOUND ? CM_EIO : rc;
     }
     /* Direct I/O where the file system has it; the page cache otherwise. */
-    void *mem = cm_bufkeep_get(&w->l->stages);
-    if (mem) {
-        w->dfd = open(path, O_WRONLY | O_CLOEXEC | O_DIRECT);
-        if (w->dfd >= 0)
-            w->stage = mem;
-        else
-            cm_bufkeep_put(&w->l->stages, mem);
-    }
+    w->dfd = open(path, O_WRONLY | O_CLOEXEC | O_DIRECT);
     return 0;
 }
 
@@ -328,6 +347,31 @@ static void lw_undirect(struct lw *w)
     w->stage = NULL;
 }
 
+/* Writes n bytes at p to file offset off, all three LB_ALIGN-aligned,
+ * direct; through the page cache if this file system refuses direct I/O
+ * after all (EINVAL) or writes short. */
+static int lw_pwrite_direct(struct lw *w, const uint8_t *p, size_t n, uint64_t off)
+{
+    struct iovec v = {(void *)p, n};
+    ssize_t r = cs__seam_direct_pwrite(w->dfd, p, n, (off_t)off);
+
+    if (r == (ssize_t)n)
+        return 0;
+    if (r < 0 && errno != EINVAL)
+        return cm_from_errno(errno);
+    return pwritev_all(w->fd, &v, 1, (off_t)off);
+}
+
+/* Writes the carried bytes through the page cache. */
+static int lw_flush_carry(struct lw *w)
+{
+    struct iovec v = {w->carry, w->clen};
+    int rc = w->clen ? pwritev_all(w->fd, &v, 1, (off_t)w->cbase) : 0;
+
+    w->clen = 0;
+    return rc;
+}
+
 /* Writes out the staged bytes: the aligned part direct, an unaligned rest
  * (only at the end, or before a write that does not continue the stage)
  * through the page cache. */
@@ -336,17 +380,8 @@ static int lw_drain(struct lw *w)
     size_t al = w->slen & ~(size_t)(LB_ALIGN - 1);
     int rc = 0;
 
-    if (al) {
-        struct iovec v = {w->stage, al};
-        ssize_t r = cs__seam_direct_pwrite(w->dfd, w->stage, al, (off_t)w->sbase);
-        if (r != (ssize_t)al) {
-            /* EINVAL: this file system refuses direct I/O after all. */
-            if (r < 0 && errno != EINVAL)
-                return cm_from_errno(errno);
-            if ((rc = pwritev_all(w->fd, &v, 1, (off_t)w->sbase)) != 0)
-                return rc;
-        }
-    }
+    if (al && (rc = lw_pwrite_direct(w, w->stage, al, w->sbase)) != 0)
+        return rc;
     if (w->slen > al) {
         struct iovec v = {w->stage + al, w->slen - al};
         if ((rc = pwritev_all(w->fd, &v, 1, (off_t)(w->sbase + al))) != 0)
@@ -359,11 +394,28 @@ static int lw_drain(struct lw *w)
 
 /* Appends through the stage: bytes before the first aligned offset go
  * through the page cache, the rest is staged and written in whole stages.
- * A write that does not continue the staged bytes first writes them out. */
-static int lw_append_direct(struct lw *w, uint64_t off, const struct iovec *iov, int niov)
+ * A write that does not continue the held-back bytes first writes them
+ * out; carried bytes that it continues move into the stage. Without a
+ * stage (out of memory) the append goes through the page cache. */
+static int lw_append_staged(struct lw *w, uint64_t off, const struct iovec *iov, int niov)
 {
     int rc;
 
+    if (!w->stage && !(w->stage = cm_bufkeep_get(&w->l->stages))) {
+        if ((rc = lw_flush_carry(w)) != 0)
+            return rc;
+        return pwritev_all(w->fd, iov, niov, (off_t)off);
+    }
+    if (w->clen) {
+        if (w->cbase + w->clen == off) {
+            memcpy(w->stage, w->carry, w->clen);
+            w->sbase = w->cbase;
+            w->slen = w->clen;
+            w->clen = 0;
+        } else if ((rc = lw_flush_carry(w)) != 0) {
+            return rc;
+        }
+    }
     if (w->slen && off != w->sbase + w->slen && (rc = lw_drain(w)) != 0)
         return rc;
     for (int i = 0; i < niov; i++) {
@@ -385,6 +437,7 @@ static int lw_append_direct(struct lw *w, uint64_t off, const struct iovec *iov,
             }
             size_t c = LB_STAGE - w->slen < n ? LB_STAGE - w->slen : n;
             memcpy(w->stage + w->slen, p, c);
+            w->staged += c;
             w->slen += c;
             p += c;
             n -= c;
@@ -393,6 +446,61 @@ static int lw_append_direct(struct lw *w, uint64_t off, const struct iovec *iov,
                 return rc;
         }
     }
+    return 0;
+}
+
+/* Appends n bytes at p (p congruent to off modulo LB_ALIGN, with
+ * CS__APPEND_HEADROOM scratch bytes before it) in place: the held-back
+ * bytes that this append continues are copied into the headroom (they
+ * start at an aligned offset and are fewer than LB_ALIGN, so they start
+ * at an aligned address there), everything up to the last aligned offset
+ * is written direct from p's buffer, and the rest is carried. */
+static int lw_append_room(struct lw *w, uint64_t off, uint8_t *p, size_t n)
+{
+    uint64_t base;
+    size_t al;
+    int rc;
+
+    if (w->slen) { /* a staged append came before */
+        if (w->sbase + w->slen == off) {
+            al = w->slen & ~(size_t)(LB_ALIGN - 1);
+            if (al && (rc = lw_pwrite_direct(w, w->stage, al, w->sbase)) != 0)
+                return rc;
+            w->cbase = w->sbase + al;
+            w->clen = w->slen - al;
+            memcpy(w->carry, w->stage + al, w->clen);
+            w->sbase += w->slen;
+            w->slen = 0;
+        } else if ((rc = lw_drain(w)) != 0) {
+            return rc;
+        }
+    }
+    if (w->clen && w->cbase + w->clen != off && (rc = lw_flush_carry(w)) != 0)
+        return rc;
+    if (w->clen) {
+        p -= w->clen;
+        memcpy(p, w->carry, w->clen);
+        n += w->clen;
+        base = w->cbase;
+        w->clen = 0;
+    } else {
+        uint64_t head = (LB_ALIGN - off % LB_ALIGN) % LB_ALIGN;
+        if (head) { /* up to the next aligned offset (the first block): page cache */
+            struct iovec v = {p, head < n ? (size_t)head : n};
+            if ((rc = pwritev_all(w->fd, &v, 1, (off_t)off)) != 0)
+                return rc;
+            p += v.iov_len;
+            n -= v.iov_len;
+            off += v.iov_len;
+        }
+        base = off;
+    }
+    al = n & ~(size_t)(LB_ALIGN - 1);
+    if (al && (rc = lw_pwrite_direct(w, p, al, base)) != 0)
+        return rc;
+    w->cbase = base + al;
+    w->clen = n - al;
+    memcpy(w->carry, p + al, w->clen);
     return 0;
 }
 
@@ -410,7 +518,7 @@ static void lw_kick(struct lw *w)
 #endif
 }
 
-static int lw_append(void *h, uint64_t off, const struct iovec *iov, int niov)
+static int lw_append(void *h, uint64_t off, const struct iovec *iov, int niov, unsigned flags)
 {
     struct lw *w = h;
     uint64_t len = 0;
@@ -418,8 +526,13 @@ static int lw_append(void *h, uint64_t off, const struct iovec *iov, int niov)
 
     if (w->fd < 0 && (rc = lw_create(w)) != 0)
         return rc;
-    rc = w->dfd >= 0 ? lw_append_direct(w, off, iov, niov)
-                     : pwritev_all(w->fd, iov, niov, (off_t)off);
+    if (w->dfd < 0)
+        rc = pwritev_all(w->fd, iov, niov, (off_t)off);
+    else if ((flags & CS__APPEND_ROOM) && niov == 1 &&
+             (uintptr_t)iov[0].iov_base % LB_ALIGN == off % LB_ALIGN)
+        rc = lw_append_room(w, off, iov[0].iov_base, iov[0].iov_len);
+    else
+        rc = lw_append_staged(w, off, iov, niov);
     if (rc != 0) {
         cm_log(CM_LOG_ERROR, "chunkstore: write shard %d on drive %s: %s", w->index,
                w->l->dirs[w->d], cm_strerror(rc));
@@ -447,7 +560,7 @@ static int lw_commit(void *h, const uint8_t hdr[64])
     if (w->fd < 0 && (rc = lw_create(w)) != 0)
         return rc;
     if (w->dfd >= 0) {
-        if (w->slen && (rc = lw_drain(w)) != 0) {
+        if ((w->slen && (rc = lw_drain(w)) != 0) || (rc = lw_flush_carry(w)) != 0) {
             cm_log(CM_LOG_ERROR, "chunkstore: write shard %d on drive %s: %s", w->index,
                    w->l->dirs[w->d], cm_strerror(rc));
             return rc;
@@ -491,6 +604,7 @@ static void lw_close(void *h, int remove)
 
     if (!w)
         return;
+    atomic_fetch_add_explicit(&w->l->staged, w->staged, memory_order_relaxed);
     lw_undirect(w);
     if (w->fd >= 0) {
         close(w->fd);

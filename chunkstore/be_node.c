@@ -682,11 +682,14 @@ static int op_w_open(struct cs__be *be, int d, const uint8_t id[CS_ID_LEN], int 
     return 0;
 }
 
-static int op_w_append(void *h, uint64_t off, const struct iovec *iov, int niov)
+/* flags (CS__APPEND_ROOM) do not matter here: the bytes are copied into
+ * the request buffer either way. */
+static int op_w_append(void *h, uint64_t off, const struct iovec *iov, int niov, unsigned flags)
 {
     struct wh *w = h;
     int rc;
 
+    (void)flags;
     if (w->err)
         return w->err;
     if (w->n && off != w->off + w->n && (rc = w_flush(w)) != 0)

@@ -25,6 +25,9 @@
 
 struct cs__be;
 
+#define CS__APPEND_ROOM 1u /* w_append flag: scratch bytes before iov[0] (see w_append) */
+#define CS__APPEND_HEADROOM ((size_t)4096) /* how many: at least one 4 KiB direct-I/O block */
+
 /* What a drive's own check of one shard found (verify op). */
 struct cs__verify {
     uint64_t len;        /* shard length in bytes */
@@ -59,10 +62,20 @@ struct cs__be_ops {
      * intent is durable). heal = 1: a rebuilt copy that atomically replaces
      * whatever is there at commit (tmp + rename). Appends come in
      * increasing offset order starting at 64 (the header is written by
-     * commit); a backend may buffer them. */
+     * commit); a backend may buffer them (copies: the caller's buffer is
+     * free again when w_append returns).
+     *
+     * flags: 0, or CS__APPEND_ROOM: niov is 1 and the CS__APPEND_HEADROOM
+     * bytes before iov[0].iov_base are scratch the backend may overwrite
+     * during the call (the caller keeps nothing there and does not read or
+     * write them until w_append returns). be_local uses them to write the
+     * block with O_DIRECT straight from the caller's buffer when its
+     * address is congruent to off modulo 4096 (store.c lays its stripe
+     * buffers out that way): it puts the unaligned rest of the previous
+     * append there, in front of the block. be_node ignores the flag. */
     int (*w_open)(struct cs__be *be, int d, const uint8_t id[CS_ID_LEN], int index, int heal,
                   void **h);
-    int (*w_append)(void *h, uint64_t off, const struct iovec *iov, int niov);
+    int (*w_append)(void *h, uint64_t off, const struct iovec *iov, int niov, unsigned flags);
     /* Writes hdr at offset 0 and makes the shard durable: data, file and
      * directory entry (fdatasync + rename/dir fsync locally; the node does
      * the same before answering). Only after 0 here may the shard be

@@ -179,7 +179,8 @@ struct cs_store {
     struct cs__pool pool;
     struct cs__healer heal;
     pthread_mutex_t seg_mu[CS__SEG_LOCKS];
-    cm_bufkeep bufs; /* stripe buffers kept for reuse: (k+m)*block_size, CS_ALIGN-aligned */
+    size_t slot;     /* bytes per block in a writer's stripe buffer: see cs__slot_len() */
+    cm_bufkeep bufs; /* stripe buffers kept for reuse: (k+m)*slot, CS__SLOT_ALIGN-aligned */
 };
 
 /* Opens the engine over backend be with geometry (k, m, block_size); takes
@@ -244,6 +245,36 @@ static inline uint64_t cs__stripe_off(uint32_t block_size, uint64_t s)
 /* Expected shard file length for a finished segment. */
 uint64_t cs__shard_len(uint64_t size, int k, uint32_t block_size);
 
+/* A writer's stripe buffer (store.c) holds the k+m blocks of one stripe in
+ * k+m slots of cs__slot_len(block_size) bytes each, the first at the
+ * buffer's start (CS__SLOT_ALIGN-aligned). In the slot of block i of stripe
+ * s, with phase = cs__stripe_off(block_size, s) % CS__SLOT_ALIGN:
+ *
+ *   OFFSET IN SLOT                  SIZE                 DESCRIPTION
+ *   0                               CS__APPEND_HEADROOM  scratch for w_append (CS__APPEND_ROOM)
+ *   CS__APPEND_HEADROOM             phase                unused
+ *   CS__APPEND_HEADROOM+phase       blen                 the block (data or parity)
+ *   CS__APPEND_HEADROOM+phase+blen  4                    its CRC32C (written at append)
+ *   ...                             (rest)               unused, up to a multiple of 4096
+ *
+ * So the block sits at an address congruent to its file offset modulo
+ * 4096, with the headroom before it and its CRC right after it, and goes to
+ * the backend as one iovec that be_local writes with O_DIRECT in place.
+ * Blocks are therefore not 64-byte aligned (ISA-L and CRC32C do not need
+ * it). Nothing here is on disk: the shard format is the same either way. */
+#define CS__SLOT_ALIGN ((size_t)4096)
+static inline size_t cs__slot_len(uint32_t block_size)
+{
+    return (CS__APPEND_HEADROOM + (CS__SLOT_ALIGN - 1) + block_size + CS__CRC_LEN +
+            CS__SLOT_ALIGN - 1) &
+           ~(CS__SLOT_ALIGN - 1);
+}
+/* Offset in its slot of every block of stripe s (the table above). */
+static inline size_t cs__slot_blk(uint32_t block_size, uint64_t s)
+{
+    return CS__APPEND_HEADROOM + (size_t)(cs__stripe_off(block_size, s) % CS__SLOT_ALIGN);
+}
+
 /* ----------------------------------------------------- little-endian */
 static inline void cs__put16(uint8_t *p, uint16_t v)
 {
@@ -290,12 +321,17 @@ int cs__be_local_shard_path(const struct cs__be *be, int drive, const uint8_t id
                             int index, int tmp, char *out, size_t n);
 int cs__be_local_blob_path(const struct cs__be *be, int drive, const uint8_t id[CS_ID_LEN],
                            char *out, size_t n);
-/* TEST SEAM: the pwrite() that writes a full direct-I/O stage (be_local.c
- * lw_drain), pwrite itself unless a test changes it. No file system a test
+/* Bytes be_local copied into its direct-I/O stages (appends it could not
+ * write in place: see be_local.c) by write handles closed so far; 0 if be
+ * is not be_local. For tests. Thread-safe. */
+uint64_t cs__be_local_staged(struct cs__be *be);
+/* TEST SEAM: the pwrite() of every direct write (be_local.c
+ * lw_pwrite_direct: a full stage, or the aligned part of an in-place
+ * append), pwrite itself unless a test changes it. No file system a test
  * can reach makes an aligned O_DIRECT write return EINVAL or a short count,
  * so test_cs_store.c points this at a function that does, to reach the
  * buffered fallback. Set only while no writer is open. One indirect call per
- * LB_STAGE bytes. */
+ * direct write. */
 extern ssize_t (*cs__seam_direct_pwrite)(int fd, const void *p, size_t n, off_t off);
 
 #endif

@@ -191,7 +191,8 @@ int cs__store_open_be(struct cs__be *be, int k, int m, size_t block_size, cs_sto
         pthread_mutex_init(&cs->seg_mu[i], NULL);
     cs->inited = 1;
     rc = CM_ENOMEM;
-    if (cm_bufkeep_init(&cs->bufs, (size_t)(k + m) * block_size, CS_ALIGN, CS__BUFS_KEPT) != 0)
+    cs->slot = cs__slot_len((uint32_t)block_size);
+    if (cm_bufkeep_init(&cs->bufs, (size_t)(k + m) * cs->slot, CS__SLOT_ALIGN, CS__BUFS_KEPT) != 0)
         goto out;
     rc = CM_EINVAL;
     if (cs->ndrives < 1 || cs->ndrives > CS__MAX_DRIVES || k + m > cs->ndrives)
@@ -394,7 +395,8 @@ struct append_task {
     struct cs__task t; /* first: the pool sees only this */
     void *h;
     const struct cs__be_ops *ops;
-    const uint8_t *blk;
+    uint8_t *blk;  /* room: in a stripe buffer slot (cs_int.h); else read only */
+    int room;      /* blk is in a slot: CRC goes after it, CS__APPEND_ROOM */
     uint32_t blen;
     uint64_t off;
 };
@@ -420,7 +422,7 @@ struct cs_writer {
     int unavail;                   /* a shard was dropped because its drive was unreachable */
     int need;                      /* live shards needed to go on: k+1 (k when m = 0) */
     int opened;                    /* handles were opened (first stripe or finish) */
-    uint8_t *buf;                  /* k*block_size stripe, then m*block_size parity */
+    uint8_t *buf;                  /* stripe buffer: k+m slots (cs_int.h), data then parity */
     uint8_t *bufs[2];              /* buf is one of these; [1] from the first stripe in flight */
     struct stripe_io io;           /* the appends of the other buffer's stripe */
     size_t fill;                   /* bytes buffered in the stripe */
@@ -524,14 +526,23 @@ static int open_handles(cs_writer_t *w)
     return writer_alive(w);
 }
 
+/* A block in a slot goes out with its CRC as one iovec, with the slot's
+ * headroom offered to the backend; a block in the caller's buffer (read
+ * only) with the CRC as a second iovec. */
 static int append_main(struct cs__task *t)
 {
     struct append_task *a = (struct append_task *)t;
     uint8_t crc[CS__CRC_LEN];
-    struct iovec iov[2] = {{(void *)a->blk, a->blen}, {crc, CS__CRC_LEN}};
+    uint32_t c = rs_crc32c(0, a->blk, a->blen);
 
-    cs__put32(crc, rs_crc32c(0, a->blk, a->blen));
-    return a->ops->w_append(a->h, a->off, iov, 2);
+    if (a->room) {
+        struct iovec iov = {a->blk, (size_t)a->blen + CS__CRC_LEN};
+        cs__put32(a->blk + a->blen, c);
+        return a->ops->w_append(a->h, a->off, &iov, 1, CS__APPEND_ROOM);
+    }
+    struct iovec iov[2] = {{a->blk, a->blen}, {crc, CS__CRC_LEN}};
+    cs__put32(crc, c);
+    return a->ops->w_append(a->h, a->off, iov, 2, 0);
 }
 
 /* Drops the shards whose append of the last stripe failed. Returns 0 or
@@ -559,15 +570,26 @@ static int stripe_wait(cs_writer_t *w)
     return stripe_results(w);
 }
 
-/* Encodes one stripe whose k data blocks of blen bytes start at data (block
- * i at data + i*blen; parity goes to w->buf) and appends block + CRC32C to
- * each live shard, after the stripe in flight (if any) is done. Blocks of
- * CS__PAR_APPEND bytes or more go to the k+m shards at once on the pool
- * (local drives write those with direct I/O, which waits for the disk);
- * smaller local blocks one after another. With async set (data must be w->buf),
- * the appends stay in flight while the caller fills the other buffer, which
- * becomes w->buf: receiving and hashing the next stripe overlap the disk
- * writes of this one. */
+/* Where the k+m blocks of the stripe being filled (stripe w->nstripes) sit
+ * in stripe buffer buf: blk[i] in slot i (cs_int.h). */
+static void stripe_blocks(const cs_writer_t *w, uint8_t *buf, uint8_t **blk)
+{
+    size_t at = cs__slot_blk(w->seg.block_size, w->nstripes);
+
+    for (int i = 0; i < w->seg.k + w->seg.m; i++)
+        blk[i] = buf + (size_t)i * w->cs->slot + at;
+}
+
+/* Encodes one stripe and appends block + CRC32C to each live shard, after
+ * the stripe in flight (if any) is done. data NULL: the k data blocks of
+ * blen bytes are in w->buf's slots; else they start at data (block i at
+ * data + i*blen, the caller's buffer, read only). Parity goes to w->buf's
+ * slots either way. Blocks of CS__PAR_APPEND bytes or more go to the k+m
+ * shards at once on the pool (local drives write those with direct I/O,
+ * which waits for the disk); smaller local blocks one after another. With
+ * async set (data must be NULL), the appends stay in flight while the
+ * caller fills the other buffer, which becomes w->buf: receiving and
+ * hashing the next stripe overlap the disk writes of this one. */
 static int write_stripe(cs_writer_t *w, const uint8_t *data, uint32_t blen, int async)
 {
     int k = w->seg.k, n = w->seg.k + w->seg.m, rc, nt = 0;
@@ -581,16 +603,21 @@ static int write_stripe(cs_writer_t *w, const uint8_t *data, uint32_t blen, int 
         return rc;
     if (!w->opened && (rc = open_handles(w)) != 0)
         return rc;
-    for (int i = 0; i < k; i++)
-        blk[i] = (uint8_t *)data + (size_t)i * blen; /* read only, by rs_encode and the appends */
-    for (int i = k; i < n; i++)
-        blk[i] = w->buf + (size_t)i * w->seg.block_size;
+    stripe_blocks(w, w->buf, blk);
+    if (data)
+        for (int i = 0; i < k; i++)
+            blk[i] = (uint8_t *)data + (size_t)i * blen; /* read only: rs_encode, the appends */
     rs_encode(w->cs->rs, blen, blk, blk + k);
     for (int i = 0; i < n; i++) {
         if (w->dead & (1u << i))
             continue;
-        io->at[nt] = (struct append_task){
-            .t.fn = append_main, .h = w->h[i], .ops = ops, .blk = blk[i], .blen = blen, .off = off};
+        io->at[nt] = (struct append_task){.t.fn = append_main,
+                                          .h = w->h[i],
+                                          .ops = ops,
+                                          .blk = blk[i],
+                                          .room = !data || i >= k,
+                                          .blen = blen,
+                                          .off = off};
         io->tasks[nt] = &io->at[nt].t;
         io->shard[nt] = i;
         nt++;
@@ -613,6 +640,49 @@ static int write_stripe(cs_writer_t *w, const uint8_t *data, uint32_t blen, int 
     return stripe_results(w);
 }
 
+/* Copies n bytes (at most what the stripe still takes) to their places in
+ * w->buf: stripe byte x goes to data block x / block_size. */
+static void stripe_fill(cs_writer_t *w, const uint8_t *p, size_t n)
+{
+    size_t bs = w->seg.block_size;
+    uint8_t *base = w->buf + cs__slot_blk(w->seg.block_size, w->nstripes);
+
+    while (n > 0) {
+        size_t i = w->fill / bs, o = w->fill % bs, c = bs - o < n ? bs - o : n;
+        memcpy(base + i * w->cs->slot + o, p, c);
+        w->fill += c;
+        p += c;
+        n -= c;
+    }
+}
+
+/* Turns the fill bytes of a short last stripe, placed in blocks of
+ * block_size bytes (stripe byte x in block x / block_size), into k blocks
+ * of blen bytes (x in block x / blen, as cs__blen() says) zero-padded to
+ * k*blen. In place: byte x's address grows with x both before and after,
+ * and blen <= block_size puts it at the same or a higher address after, so
+ * moving from the last byte down never overwrites one that has yet to move. */
+static void stripe_shrink(cs_writer_t *w, uint32_t blen)
+{
+    uint8_t *blk[CS__MAX_SHARDS];
+    size_t bs = w->seg.block_size;
+
+    stripe_blocks(w, w->buf, blk);
+    for (int i = w->seg.k - 1; i >= 0; i--) {
+        size_t lo = (size_t)i * blen, hi = lo + blen, end = w->fill < hi ? w->fill : hi;
+        if (end < lo)
+            end = lo;
+        memset(blk[i] + (end - lo), 0, hi - end);
+        while (end > lo) { /* [x, end): the part of one source block */
+            size_t x = (end - 1) / bs * bs;
+            if (x < lo)
+                x = lo;
+            memmove(blk[i] + (x - lo), blk[x / bs] + x % bs, end - x);
+            end = x;
+        }
+    }
+}
+
 int cs_writer_write(cs_writer_t *w, const void *p, size_t n)
 {
     const uint8_t *q = p;
@@ -632,13 +702,12 @@ int cs_writer_write(cs_writer_t *w, const void *p, size_t n)
             continue;
         }
         size_t c = stripe - w->fill < n ? stripe - w->fill : n;
-        memcpy(w->buf + w->fill, q, c);
-        w->fill += c;
+        stripe_fill(w, q, c);
         q += c;
         n -= c;
         w->seg.size += c;
         if (w->fill == stripe) {
-            if ((rc = write_stripe(w, w->buf, w->seg.block_size, 1)) != 0)
+            if ((rc = write_stripe(w, NULL, w->seg.block_size, 1)) != 0)
                 return w->failed = rc;
             w->fill = 0;
         }
@@ -688,8 +757,8 @@ int cs_writer_finish(cs_writer_t *w, cm_buf *out_layout)
         return w->failed = rc;
     if (w->fill > 0) {
         uint32_t blen = (uint32_t)((w->fill + (size_t)k - 1) / (size_t)k);
-        memset(w->buf + w->fill, 0, (size_t)k * blen - w->fill);
-        if ((rc = write_stripe(w, w->buf, blen, 0)) != 0)
+        stripe_shrink(w, blen);
+        if ((rc = write_stripe(w, NULL, blen, 0)) != 0)
             return w->failed = rc;
         w->fill = 0;
     }
@@ -1557,7 +1626,7 @@ static void heal_add_target(struct heal *h, int i, uint64_t stripe)
             target_fail(h, i, got < 0 ? (int)got : CM_EIO, "copy of its good blocks");
             return;
         }
-        if ((rc = ops->w_append(h->dst[i], off, &iov, 1)) != 0) {
+        if ((rc = ops->w_append(h->dst[i], off, &iov, 1, 0)) != 0) {
             target_fail(h, i, rc, "write");
             return;
         }
@@ -1622,7 +1691,7 @@ static int hwrite_main(struct cs__task *t)
     struct iovec iov[2] = {{blk, a->blen}, {crc, CS__CRC_LEN}};
 
     cs__put32(crc, rs_crc32c(0, blk, a->blen));
-    return a->h->cs->be->ops->w_append(a->h->dst[a->i], a->off, iov, 2);
+    return a->h->cs->be->ops->w_append(a->h->dst[a->i], a->off, iov, 2, 0);
 }
 
 /* Reads every stripe of every shard, rebuilds what is missing or rotten

@@ -381,7 +381,7 @@ static int write_image(struct cs__be *be, int d, const struct image *im, int hea
         uint32_t blen = cs__blen(SEG_SIZE, K, BS, s);
         uint64_t off = cs__stripe_off(BS, s);
         struct iovec iov[2] = {{im->p + off, blen}, {im->p + off + blen, CS__CRC_LEN}};
-        rc = o->w_append(h, off, iov, 2);
+        rc = o->w_append(h, off, iov, 2, 0);
     }
     if (!rc && commit)
         rc = o->w_commit(h, im->p);
