@@ -16,7 +16,6 @@
                                         * level-0 tables, less compaction per write */
 #define BLOOM_BITS 10                   /* bits per key of the bloom filter */
 #define GROUP_BYTES ((size_t)1 << 20)   /* a sync group stops growing past this */
-#define COMMIT_DEPTH 2                  /* journal writes in flight at once (see below) */
 
 /* One durable write waiting for the committer. */
 struct commit_req {
@@ -28,55 +27,26 @@ struct commit_req {
     struct commit_req *next;
 };
 
-struct md__ldb;
-
-/* One committer thread and what it owns. */
-struct cworker {
-    struct md__ldb *l;
-    pthread_t th;
-    bool started;
-    leveldb_writebatch_t *group; /* its merged batch */
-    cm_buf jpay;                 /* a group encoded for the journal */
-    md__jbuf jb;                 /* the group's journal record */
-};
-
-/* The committer: durable (sync) writes are queued, and a committer thread
- * writes each queued group as one batch, made durable once, then posts
- * every writer's own semaphore. LevelDB groups concurrent writers itself,
- * but its followers sleep on condition variables of the DB mutex and, once
- * woken, contend for that mutex again; here a writer sleeps once, is woken
- * once, and never waits for the DB mutex.
- *
- * With the journal there are COMMIT_DEPTH threads: while one group's
- * journal record is being written (a device write and flush: most of a
- * group's time, and the device takes two at once in about the time of
- * one), the next group is taken and its record written too. Groups take
- * their sequence number, lsn and journal place in queue order, under mu,
- * and are applied to LevelDB in that order (applied): a group waits for
- * its predecessors before it applies, and its writers are posted after.
- * A checkpoint waits until nothing is in flight and stops new groups until
- * it is done. Without the journal (LevelDB syncs its own log) one thread.
- * Writes without sync go to LevelDB directly. */
+/* The committer: durable (sync) writes are queued and one thread writes each
+ * queued group as one LevelDB batch with one log sync, then posts every
+ * writer's own semaphore. LevelDB groups concurrent writers itself, but its
+ * followers sleep on condition variables of the DB mutex and, once woken,
+ * contend for that mutex again; here a writer sleeps once, is woken once, and
+ * never waits for the DB mutex. Writes without sync go to LevelDB directly. */
 struct committer {
     pthread_mutex_t mu;
-    pthread_cond_t cv;   /* work arrived, a checkpoint ended, or stop */
-    pthread_cond_t turn; /* a group was applied */
+    pthread_cond_t cv; /* work arrived, or stop */
     struct commit_req *head, *tail;
-    int idle;            /* threads waiting on cv */
+    bool idle; /* the thread waits on cv */
     bool stop;
-    bool ckpt;           /* a checkpoint runs: no group is taken */
     bool started;
-    uint64_t next_seq;   /* the next group's sequence number */
-    uint64_t applied;    /* groups applied (or failed), in sequence order */
-    size_t taken;        /* writes in groups taken and not yet done (stats) */
-    uint64_t ngroups;    /* groups taken since open (md__commit_stats, for tests) */
-    int nworkers;
-    struct cworker w[COMMIT_DEPTH];
+    uint64_t ngroups; /* groups taken since open (md__commit_stats, for tests) */
+    pthread_t th;
 };
 
 /* Handles owned by one open database; immutable after md__ldb_open except
- * the committer's state (under c.mu; each thread's buffers its own), the
- * journal's offset and lsn (under c.mu) and failed (atomic, set once). */
+ * the committer's queue (under c.mu), its merged batch (its own) and failed
+ * (atomic, set once). */
 struct md__ldb {
     int failed; /* 0, or the CM_E* code of the first failed write: see ldb_write */
     leveldb_t *db;
@@ -86,10 +56,13 @@ struct md__ldb {
     leveldb_readoptions_t *ropts;
     leveldb_writeoptions_t *wsync;  /* sync = true: every mutation */
     leveldb_writeoptions_t *wasync; /* sync = false: forgetting reclaimed garbage */
+    leveldb_writebatch_t *group;    /* the committer's merged batch */
     struct committer c;
-    /* The commit journal (NULL: LevelDB syncs its own log). */
+    /* The commit journal (NULL: LevelDB syncs its own log). Used by the
+     * committer thread only, and by open and close around it. */
     md__journal *jr;
-    uint64_t lsn; /* the next record's */
+    uint64_t lsn;                   /* the next record's */
+    cm_buf jpay;                    /* a group encoded for the journal */
 };
 
 static int checkpoint(struct md__ldb *l);
@@ -177,6 +150,9 @@ static void ldb_free(struct md__ldb *l)
     if (l->jr && l->db && !__atomic_load_n(&l->failed, __ATOMIC_ACQUIRE))
         checkpoint(l); /* the next open has nothing to replay */
     md__journal_close(l->jr);
+    cm_buf_free(&l->jpay);
+    if (l->group)
+        leveldb_writebatch_destroy(l->group);
     if (l->db)
         leveldb_close(l->db);
     if (l->opts)
@@ -285,6 +261,37 @@ static int checkpoint(struct md__ldb *l)
     return rc;
 }
 
+/* Writes group batch b: journal, then LevelDB without sync (see above). */
+static int journal_write(struct md__ldb *l, leveldb_writebatch_t *b)
+{
+    int rc = __atomic_load_n(&l->failed, __ATOMIC_ACQUIRE);
+
+    if (rc)
+        return rc;
+    struct jenc enc = {&l->jpay, 0};
+    cm_buf_reset(&l->jpay);
+    leveldb_writebatch_iterate(b, &enc, enc_put, enc_del);
+    if (enc.rc)
+        return enc.rc;
+    if (!md__journal_ever_fits(l->jr, l->jpay.n)) { /* too big for it: LevelDB syncs */
+        if (!(rc = checkpoint(l)))
+            rc = ldb_write(l, l->wsync, b);
+        return rc;
+    }
+    if (!md__journal_fits(l->jr, l->jpay.n) && (rc = checkpoint(l)))
+        return rc;
+    if ((rc = md__journal_append(l->jr, l->lsn, cm_buf_slice(&l->jpay)))) {
+        cm_log(CM_LOG_ERROR, "metadata: journal write: %s", cm_strerror(rc));
+        fail_writes(l, rc);
+        return rc;
+    }
+    l->lsn++;
+    if ((rc = ldb_write(l, l->wasync, b)) && md__journal_unappend(l->jr))
+        cm_log(CM_LOG_ERROR, "metadata: cannot undo the journal record of a failed write; "
+                             "it may reappear after a restart");
+    return rc;
+}
+
 /* At open: replays the journal's records from the lsn LevelDB holds, then
  * checkpoints (so the journal is empty for the new writes). */
 static int journal_start(struct md__ldb *l, const char *dir)
@@ -312,10 +319,6 @@ static int journal_start(struct md__ldb *l, const char *dir)
     n = (size_t)(l->lsn - base);
     if (n)
         cm_log(CM_LOG_INFO, "metadata: replayed %zu journal records", n);
-    /* Records after the first bad one may be good (up to COMMIT_DEPTH - 1
-     * were written alongside it), but none of them was acknowledged. The
-     * new lap's lsns start past them, so they never read as its own. */
-    l->lsn += COMMIT_DEPTH;
     return checkpoint(l);
 }
 
@@ -336,121 +339,36 @@ static struct commit_req *take_group(struct committer *c)
     return first;
 }
 
-/* Encodes batch b into w->jpay. */
-static int encode_group(struct cworker *w, leveldb_writebatch_t *b)
-{
-    struct jenc enc = {&w->jpay, 0};
-
-    cm_buf_reset(&w->jpay);
-    leveldb_writebatch_iterate(b, &enc, enc_put, enc_del);
-    return enc.rc;
-}
-
-/* With c->mu held: waits until every group before seq is applied. */
-static void wait_turn(struct committer *c, uint64_t seq)
-{
-    while (c->applied != seq)
-        pthread_cond_wait(&c->turn, &c->mu);
-}
-
-/* With c->mu held, for a group that does not fit after the journal's
- * records: waits until nothing is in flight, then (mu released meanwhile,
- * no group taken) checkpoints, and for a group too big for the journal
- * writes it with a LevelDB sync. *done says whether the group is written
- * (or failed) already. */
-static int journal_make_room(struct md__ldb *l, leveldb_writebatch_t *b, size_t n, bool *done)
-{
-    struct committer *c = &l->c;
-    int rc;
-
-    c->ckpt = true;
-    wait_turn(c, c->next_seq);
-    pthread_mutex_unlock(&c->mu);
-    rc = checkpoint(l);
-    *done = rc != 0;
-    if (!rc && !md__journal_ever_fits(l->jr, n)) {
-        rc = ldb_write(l, l->wsync, b);
-        *done = true;
-    }
-    pthread_mutex_lock(&c->mu);
-    c->ckpt = false;
-    pthread_cond_broadcast(&c->cv);
-    return rc;
-}
-
 static void *committer_main(void *arg)
 {
-    struct cworker *w = arg;
-    struct md__ldb *l = w->l;
+    struct md__ldb *l = arg;
     struct committer *c = &l->c;
 
     pthread_setname_np(pthread_self(), "md-commit"); /* in top -H, perf, gdb */
     pthread_mutex_lock(&c->mu);
     for (;;) {
-        while ((!c->head || c->ckpt) && !c->stop) {
-            c->idle++;
+        while (!c->head && !c->stop) {
+            c->idle = true;
             pthread_cond_wait(&c->cv, &c->mu);
-            c->idle--;
+            c->idle = false;
         }
         if (!c->head)
             break; /* stop, and nothing is left */
-        if (c->ckpt) { /* stopping: let the checkpoint finish first */
-            pthread_cond_wait(&c->cv, &c->mu);
-            continue;
-        }
         struct commit_req *g = take_group(c);
-        size_t nreq = 0;
-        bool sync = false, done = false, journaled = false;
-        for (struct commit_req *r = g; r; r = r->next) {
-            sync |= !r->later;
-            nreq++;
-        }
         c->ngroups++;
-        c->taken += nreq;
+        pthread_mutex_unlock(&c->mu);
 
         leveldb_writebatch_t *b = g->b;
+        bool sync = false;
+        for (struct commit_req *r = g; r; r = r->next)
+            sync |= !r->later;
         if (g->next) {
-            leveldb_writebatch_clear(w->group);
+            leveldb_writebatch_clear(l->group);
             for (struct commit_req *r = g; r; r = r->next)
-                leveldb_writebatch_append(w->group, r->b);
-            b = w->group;
+                leveldb_writebatch_append(l->group, r->b);
+            b = l->group;
         }
-        int rc = __atomic_load_n(&l->failed, __ATOMIC_ACQUIRE);
-        if (!rc && l->jr && !(rc = encode_group(w, b)) && !md__journal_fits(l->jr, w->jpay.n))
-            rc = journal_make_room(l, b, w->jpay.n, &done);
-        done |= rc != 0;
-        uint64_t seq = c->next_seq++, lsn = 0;
-        size_t off = 0;
-        if (!done && l->jr) {
-            off = md__journal_reserve(l->jr, w->jpay.n);
-            lsn = l->lsn++;
-        }
-        pthread_mutex_unlock(&c->mu);
-
-        if (!done && l->jr) {
-            rc = md__journal_write(l->jr, off, lsn, cm_buf_slice(&w->jpay), &w->jb);
-            if (rc) {
-                cm_log(CM_LOG_ERROR, "metadata: journal write: %s", cm_strerror(rc));
-                fail_writes(l, rc);
-            }
-            journaled = !rc;
-            done = rc != 0;
-        }
-        pthread_mutex_lock(&c->mu);
-        wait_turn(c, seq);
-        pthread_mutex_unlock(&c->mu);
-        if (!done) {
-            rc = ldb_write(l, l->jr || !sync ? l->wasync : l->wsync, b);
-            if (rc && journaled && md__journal_erase(l->jr, off, &w->jb))
-                cm_log(CM_LOG_ERROR, "metadata: cannot undo the journal record of a failed "
-                                     "write; it may reappear after a restart");
-        }
-        pthread_mutex_lock(&c->mu);
-        c->applied = seq + 1;
-        c->taken -= nreq;
-        pthread_cond_broadcast(&c->turn);
-        pthread_mutex_unlock(&c->mu);
-
+        int rc = l->jr ? journal_write(l, b) : ldb_write(l, sync ? l->wsync : l->wasync, b);
         struct commit_req *next;
         for (struct commit_req *r = g; r; r = next) {
             next = r->next; /* r is gone once posted */
@@ -472,21 +390,16 @@ static int committer_start(struct md__ldb *l)
 {
     struct committer *c = &l->c;
 
+    if (!(l->group = leveldb_writebatch_create()))
+        return CM_ENOMEM;
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
-    pthread_cond_init(&c->turn, NULL);
-    c->started = true;
-    c->nworkers = l->jr ? COMMIT_DEPTH : 1;
-    for (int i = 0; i < c->nworkers; i++) {
-        struct cworker *w = &c->w[i];
-        w->l = l;
-        if (!(w->group = leveldb_writebatch_create()) ||
-            pthread_create(&w->th, NULL, committer_main, w)) {
-            committer_stop(l);
-            return CM_ENOMEM;
-        }
-        w->started = true;
+    if (pthread_create(&c->th, NULL, committer_main, l)) {
+        pthread_cond_destroy(&c->cv);
+        pthread_mutex_destroy(&c->mu);
+        return CM_ENOMEM;
     }
+    c->started = true;
     return 0;
 }
 
@@ -499,19 +412,9 @@ static void committer_stop(struct md__ldb *l)
         return;
     pthread_mutex_lock(&c->mu);
     c->stop = true;
-    pthread_cond_broadcast(&c->cv);
+    pthread_cond_signal(&c->cv);
     pthread_mutex_unlock(&c->mu);
-    for (int i = 0; i < c->nworkers; i++) {
-        struct cworker *w = &c->w[i];
-        if (w->started)
-            pthread_join(w->th, NULL);
-        if (w->group)
-            leveldb_writebatch_destroy(w->group);
-        cm_buf_free(&w->jpay);
-        md__jbuf_free(&w->jb);
-        *w = (struct cworker){0};
-    }
-    pthread_cond_destroy(&c->turn);
+    pthread_join(c->th, NULL);
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
     c->started = false;
@@ -525,7 +428,7 @@ static void enqueue(struct committer *c, struct commit_req *r)
     else
         c->head = r;
     c->tail = r;
-    if (c->idle && !c->ckpt)
+    if (c->idle)
         pthread_cond_signal(&c->cv);
 }
 
@@ -550,7 +453,7 @@ static int committer_write(struct md__ldb *l, leveldb_writebatch_t *b, size_t by
     return r.rc;
 }
 
-void md__commit_stats(md_db_t *db, size_t *queued, size_t *taken, uint64_t *groups)
+void md__commit_stats(md_db_t *db, size_t *queued, uint64_t *groups)
 {
     struct committer *c = &db->ldb->c;
     size_t n = 0;
@@ -559,7 +462,6 @@ void md__commit_stats(md_db_t *db, size_t *queued, size_t *taken, uint64_t *grou
     for (struct commit_req *r = c->head; r; r = r->next)
         n++;
     *queued = n;
-    *taken = c->taken;
     *groups = c->ngroups;
     pthread_mutex_unlock(&c->mu);
 }

@@ -29,14 +29,14 @@
 
 size_t md__journal_bytes = (size_t)16 << 20; /* a checkpoint per 16 MiB of metadata */
 
-/* off is the caller's to serialize (md__journal_reserve, _rewind, _replay);
- * writes at reserved offsets may run at once, each from its own buffer. */
 struct md__journal {
     int fd;
-    int direct;    /* opened with O_DIRECT (else buffered with O_DSYNC); atomic */
+    bool direct;   /* opened with O_DIRECT (else buffered with O_DSYNC) */
     size_t size;   /* file size, a multiple of J_ALIGN */
     size_t off;    /* where the next record goes */
-    md__jbuf rbuf; /* the replay's buffer */
+    size_t last;   /* where the last appended record starts (SIZE_MAX: none to undo) */
+    uint8_t *buf;  /* aligned staging buffer */
+    size_t cap;    /* its size */
 };
 
 /* A 64-bit check of a record: detects torn and stale records, not made
@@ -63,25 +63,18 @@ static size_t round_up(size_t n)
     return (n + J_ALIGN - 1) / J_ALIGN * J_ALIGN;
 }
 
-static int grow_buf(md__jbuf *b, size_t need)
+static int grow_buf(md__journal *j, size_t need)
 {
-    if (need <= b->cap)
+    if (need <= j->cap)
         return 0;
-    size_t cap = round_up(need > 2 * b->cap ? need : 2 * b->cap);
+    size_t cap = round_up(need > 2 * j->cap ? need : 2 * j->cap);
     void *p = NULL;
     if (posix_memalign(&p, J_ALIGN, cap))
         return CM_ENOMEM;
-    free(b->p);
-    b->p = p;
-    b->cap = cap;
+    free(j->buf);
+    j->buf = p;
+    j->cap = cap;
     return 0;
-}
-
-void md__jbuf_free(md__jbuf *b)
-{
-    free(b->p);
-    b->p = NULL;
-    b->cap = 0;
 }
 
 /* Writes zeros up to size and syncs: records later overwrite written blocks
@@ -144,7 +137,8 @@ int md__journal_open(const char *path, md__journal **out)
         goto fail;
     }
     j->size = size;
-    if ((rc = grow_buf(&j->rbuf, 64 * 1024)))
+    j->last = SIZE_MAX;
+    if ((rc = grow_buf(j, 64 * 1024)))
         goto fail;
     *out = j;
     return 0;
@@ -160,14 +154,14 @@ void md__journal_close(md__journal *j)
     if (!j)
         return;
     close(j->fd);
-    md__jbuf_free(&j->rbuf);
+    free(j->buf);
     free(j);
 }
 
 static int read_at(md__journal *j, size_t off, size_t n)
 {
     for (size_t done = 0; done < n;) {
-        ssize_t r = pread(j->fd, j->rbuf.p + done, n - done, (off_t)(off + done));
+        ssize_t r = pread(j->fd, j->buf + done, n - done, (off_t)(off + done));
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0)
@@ -187,25 +181,25 @@ int md__journal_replay(md__journal *j, uint64_t base, int (*fn)(void *arg, cm_sl
     while (off + J_ALIGN <= j->size) {
         if ((rc = read_at(j, off, J_ALIGN)))
             break;
-        const uint8_t *h = j->rbuf.p;
-        uint32_t len = md__get_le32(h + 4);
-        uint64_t lsn = md__get_le64(h + 8);
+        uint32_t len = md__get_le32(j->buf + 4);
+        uint64_t lsn = md__get_le64(j->buf + 8);
         size_t total = round_up(J_HDR + (size_t)len);
-        if (md__get_le32(h) != J_MAGIC || lsn != want || total > j->size - off)
+        if (md__get_le32(j->buf) != J_MAGIC || lsn != want || total > j->size - off)
             break; /* the end: zeros, a torn record, or one of an earlier lap */
         if (total > J_ALIGN) {
-            if ((rc = grow_buf(&j->rbuf, total)) || (rc = read_at(j, off, total)))
+            if ((rc = grow_buf(j, total)) || (rc = read_at(j, off, total)))
                 break;
         }
-        if (md__get_le64(j->rbuf.p + 16) != jsum(lsn, len, j->rbuf.p + J_HDR, len))
+        if (md__get_le64(j->buf + 16) != jsum(lsn, len, j->buf + J_HDR, len))
             break;
-        if ((rc = fn(arg, (cm_slice){j->rbuf.p + J_HDR, len})))
+        if ((rc = fn(arg, (cm_slice){j->buf + J_HDR, len})))
             break;
         want++;
         off += total;
     }
     *next = want;
     j->off = off; /* appends go on after the last good record (until a rewind) */
+    j->last = SIZE_MAX;
     return rc;
 }
 
@@ -219,26 +213,19 @@ bool md__journal_ever_fits(const md__journal *j, size_t payload)
     return round_up(J_HDR + payload) <= j->size;
 }
 
-size_t md__journal_reserve(md__journal *j, size_t payload)
-{
-    size_t off = j->off;
-    j->off += round_up(J_HDR + payload);
-    return off;
-}
-
-/* Writes p[0, n) at off, durably (O_DSYNC). A file system that takes
+/* Writes j->buf[0, n) at off, durably (O_DSYNC). A file system that takes
  * O_DIRECT at open but refuses the write (EINVAL) gets it buffered. */
-static int write_at(md__journal *j, const uint8_t *p, size_t off, size_t n)
+static int write_at(md__journal *j, size_t off, size_t n)
 {
     for (size_t done = 0; done < n;) {
-        ssize_t w = pwrite(j->fd, p + done, n - done, (off_t)(off + done));
+        ssize_t w = pwrite(j->fd, j->buf + done, n - done, (off_t)(off + done));
         if (w < 0 && errno == EINTR)
             continue;
-        if (w < 0 && errno == EINVAL && __atomic_load_n(&j->direct, __ATOMIC_ACQUIRE)) {
+        if (w < 0 && errno == EINVAL && j->direct) {
             int fl = fcntl(j->fd, F_GETFL);
             if (fl == -1 || fcntl(j->fd, F_SETFL, fl & ~O_DIRECT) == -1)
                 return CM_EIO;
-            __atomic_store_n(&j->direct, 0, __ATOMIC_RELEASE);
+            j->direct = false;
             continue;
         }
         if (w <= 0)
@@ -248,36 +235,43 @@ static int write_at(md__journal *j, const uint8_t *p, size_t off, size_t n)
     return 0;
 }
 
-int md__journal_write(md__journal *j, size_t off, uint64_t lsn, cm_slice payload, md__jbuf *b)
+int md__journal_append(md__journal *j, uint64_t lsn, cm_slice payload)
 {
     size_t total = round_up(J_HDR + payload.n);
     int rc;
 
-    if (off + total > j->size)
+    if (j->off + total > j->size)
         return CM_ENOSPACE;
-    if ((rc = grow_buf(b, total)))
+    if ((rc = grow_buf(j, total)))
         return rc;
-    md__put_le32(b->p, J_MAGIC);
-    md__put_le32(b->p + 4, (uint32_t)payload.n);
-    md__put_le64(b->p + 8, lsn);
-    md__put_le64(b->p + 16, jsum(lsn, (uint32_t)payload.n, payload.p, payload.n));
-    md__put_le64(b->p + 24, 0);
-    memcpy(b->p + J_HDR, payload.p, payload.n);
-    memset(b->p + J_HDR + payload.n, 0, total - J_HDR - payload.n);
-    return write_at(j, b->p, off, total);
+    md__put_le32(j->buf, J_MAGIC);
+    md__put_le32(j->buf + 4, (uint32_t)payload.n);
+    md__put_le64(j->buf + 8, lsn);
+    md__put_le64(j->buf + 16, jsum(lsn, (uint32_t)payload.n, payload.p, payload.n));
+    md__put_le64(j->buf + 24, 0);
+    memcpy(j->buf + J_HDR, payload.p, payload.n);
+    memset(j->buf + J_HDR + payload.n, 0, total - J_HDR - payload.n);
+    if ((rc = write_at(j, j->off, total)))
+        return rc;
+    j->last = j->off;
+    j->off += total;
+    return 0;
 }
 
-int md__journal_erase(md__journal *j, size_t off, md__jbuf *b)
+int md__journal_unappend(md__journal *j)
 {
-    int rc = grow_buf(b, J_ALIGN);
-
-    if (rc)
-        return rc;
-    memset(b->p, 0, J_ALIGN);
-    return write_at(j, b->p, off, J_ALIGN);
+    if (j->last == SIZE_MAX || j->last >= j->off)
+        return CM_EINVAL;
+    memset(j->buf, 0, J_ALIGN);
+    int rc = write_at(j, j->last, J_ALIGN);
+    if (!rc)
+        j->off = j->last;
+    j->last = SIZE_MAX;
+    return rc;
 }
 
 void md__journal_rewind(md__journal *j)
 {
     j->off = 0;
+    j->last = SIZE_MAX;
 }

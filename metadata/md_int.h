@@ -88,43 +88,30 @@ int md__batch_commit(md_db_t *db, struct md__batch *b, bool sync);
  * or has refused writes (b freed). */
 int md__batch_commit_later(md_db_t *db, struct md__batch *b);
 /* The commit journal (journal.c): records of bytes at aligned offsets of a
- * preallocated file, each made durable by one O_DIRECT | O_DSYNC write.
- * The offsets (reserve, rewind, replay) are the caller's to serialize;
- * writes and erases at reserved offsets may run at once, each from its own
- * buffer. */
+ * preallocated file, each made durable by one O_DIRECT | O_DSYNC write. */
 typedef struct md__journal md__journal;
-typedef struct {
-    uint8_t *p; /* aligned for O_DIRECT */
-    size_t cap;
-} md__jbuf; /* a record's staging buffer; zero-initialized, then md__jbuf_free */
-void md__jbuf_free(md__jbuf *b);
 extern size_t md__journal_bytes; /* the file's size when created (tests make it small) */
 /* Opens (creating and zero-filling) the journal at path. */
 int md__journal_open(const char *path, md__journal **out);
 void md__journal_close(md__journal *j); /* NULL is a no-op */
 /* Calls fn for each record from offset 0 whose lsn is base, base+1, ...,
  * stopping at the first that is not (or is torn); *next gets the lsn after
- * the last one passed to fn. Reservations go on after it. */
+ * the last one passed to fn. Appends go on after it. */
 int md__journal_replay(md__journal *j, uint64_t base, int (*fn)(void *arg, cm_slice payload),
                        void *arg, uint64_t *next);
-/* Whether a payload of n bytes fits after the reserved records, and at all. */
+/* Whether a payload of n bytes fits after the current records, and at all. */
 bool md__journal_fits(const md__journal *j, size_t n);
 bool md__journal_ever_fits(const md__journal *j, size_t n);
-/* Reserves the place of the next record (of n payload bytes; it fits). A
- * replay reads records in the order of their places, so lsns must be
- * reserved in order. */
-size_t md__journal_reserve(md__journal *j, size_t n);
-/* Writes one record durably at a reserved offset. */
-int md__journal_write(md__journal *j, size_t off, uint64_t lsn, cm_slice payload, md__jbuf *b);
-/* Makes the record at off unreadable (a replay stops before it). */
-int md__journal_erase(md__journal *j, size_t off, md__jbuf *b);
-/* The next reservation is offset 0 (older records stay behind it). */
+/* Appends one record durably; CM_ENOSPACE if it does not fit. */
+int md__journal_append(md__journal *j, uint64_t lsn, cm_slice payload);
+/* Makes the last appended record unreadable (a replay stops before it). */
+int md__journal_unappend(md__journal *j);
+/* The next append goes to offset 0 (older records stay behind it). */
 void md__journal_rewind(md__journal *j);
 
-/* For tests: how many writes wait in the committer's queue now, how many
- * are in groups taken and not yet done, and how many groups were taken
- * since open. Takes the committer's mutex. */
-void md__commit_stats(md_db_t *db, size_t *queued, size_t *taken, uint64_t *groups);
+/* For tests: how many sync writes wait in the committer's queue now and how
+ * many groups it has taken since open. Takes the committer's mutex. */
+void md__commit_stats(md_db_t *db, size_t *queued, uint64_t *groups);
 
 /* Iterators over an implicit snapshot taken at creation. Key and value
  * slices are valid until the next move or md__iter_free. Every seek and

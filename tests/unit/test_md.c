@@ -1026,16 +1026,15 @@ static int wal_fd(const char *dir, char *out, size_t n)
     return found == 1 ? fd : -1;
 }
 
-/* Waits (up to 10 s) until pending writes are queued or in groups the
- * committer took and has not finished, and it has taken at least groups
- * groups since open. */
-static int wait_commit(md_db_t *db, size_t pending, uint64_t groups)
+/* Waits (up to 10 s) until the committer has queued requests waiting and
+ * has taken groups groups since open. */
+static int wait_commit(md_db_t *db, size_t queued, uint64_t groups)
 {
     for (int i = 0; i < 10000; i++) {
-        size_t q, t;
+        size_t q;
         uint64_t g;
-        md__commit_stats(db, &q, &t, &g);
-        if (q + t == pending && g >= groups)
+        md__commit_stats(db, &q, &g);
+        if (q == queued && g == groups)
             return 1;
         usleep(1000);
     }
@@ -1057,7 +1056,7 @@ static void test_commit_errors(void)
     struct cw x = {0}, w[NQUEUED];
     pthread_t tx, tw[NQUEUED];
     md_db_t *db = NULL;
-    size_t q, t, filled = 0, skipped = 0;
+    size_t q, filled = 0, skipped = 0;
     uint64_t g0;
     int p[2], logfd, saved, ro, all, relay_ok = 1, acked = 0, post[64] = {0};
     ssize_t r;
@@ -1088,22 +1087,22 @@ static void test_commit_errors(void)
     saved = dup(logfd);
     dup2(p[1], logfd);
     close(p[1]);
-    md__commit_stats(db, &q, &t, &g0);
+    md__commit_stats(db, &q, &g0);
     x.db = db;
     snprintf(x.key, sizeof x.key, "zx");
     pthread_create(&tx, NULL, commit_thread, &x);
-    ok(wait_commit(db, 1, g0 + 1), "commit errors: the committer takes X and stalls in its write");
+    ok(wait_commit(db, 0, g0 + 1), "commit errors: the committer takes X and stalls in its write");
     for (int i = 0; i < NQUEUED; i++) {
         w[i] = (struct cw){.db = db};
         snprintf(w[i].key, sizeof w[i].key, "zw%d", i);
         pthread_create(&tw[i], NULL, commit_thread, &w[i]);
     }
-    ok(wait_commit(db, NQUEUED + 1, g0 + 1) && !__atomic_load_n(&x.done, __ATOMIC_ACQUIRE),
+    ok(wait_commit(db, NQUEUED, g0 + 1) && !__atomic_load_n(&x.done, __ATOMIC_ACQUIRE),
        "commit errors: %d writers queue behind it", NQUEUED);
 
     /* 2. The log becomes read-only (write(2) fails, fdatasync(2) works),
      * then the relay lets X's write finish into the real log: X succeeds,
-     * and the writers behind it (journaled already or not) fail. */
+     * and the next group, all NQUEUED writers, fails in LevelDB. */
     ro = open(logpath, O_RDONLY | O_CLOEXEC);
     dup2(ro, logfd);
     close(ro);
@@ -1125,7 +1124,7 @@ static void test_commit_errors(void)
     }
     ok(relay_ok && x.rc == 0, "commit errors: X, stalled before the fault, succeeds");
     ok(all, "commit errors: each of the %d queued writers gets CM_EIO", NQUEUED);
-    ok(wait_commit(db, 0, g0 + 2), "commit errors: none left");
+    ok(wait_commit(db, 0, g0 + 2), "commit errors: they failed as one group, none left");
 
     /* 3. The fault is gone: writes are still refused (the log's state is
      * unknown to LevelDB's log writer), reads work. */
@@ -1292,9 +1291,8 @@ static void *journal_writer(void *arg)
 
 /* A child runs nw writer threads (journal_writer) and is killed with
  * SIGKILL after each has 300 acknowledged writes. With several writers
- * the committer's groups overlap (one group's journal record is written
- * while the next is taken), and with a small journal checkpoints fall
- * between them. With lose set, LevelDB's log is then cut back to its size
+ * the committer's groups hold writes of several threads, and with a small
+ * journal checkpoints fall between them. With lose set, LevelDB's log is then cut back to its size
  * when the child had opened the store (what a power loss may leave:
  * LevelDB's own log is no longer synced per write), so only the journal
  * has the writes. Reopened, every key holds its last acknowledged value
@@ -1387,7 +1385,7 @@ static void test_journal(void)
      * records of earlier laps sit behind the current ones; replaying one
      * would put an older value back. */
     journal_crash("laps", 64 * 1024, false, 1);
-    /* The same with 6 writers: groups in flight at once, around the
+    /* The same with 6 writers: groups of several writers, around the
      * checkpoints of a small journal and with LevelDB's log lost. */
     journal_crash("laps-6", 64 * 1024, false, 6);
     journal_crash("lost-log-6", (size_t)8 << 20, true, 6);
