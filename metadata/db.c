@@ -15,6 +15,11 @@
 #define WRITE_BUFFER ((size_t)64 << 20) /* memtable size before a flush: fewer, larger
                                         * level-0 tables, less compaction per write */
 #define BLOOM_BITS 10                   /* bits per key of the bloom filter */
+#define BLOCK_BYTES ((size_t)32 << 10)  /* table block size: inline objects of a few KiB
+                                        * would fill LevelDB's default 4 KiB blocks with
+                                        * one entry each; bigger blocks cut what memtable
+                                        * flushes and compactions spend per entry (PUT
+                                        * 4 KiB: ~8% less CPU per request, doc/bench.md) */
 #define GROUP_BYTES ((size_t)1 << 20)   /* a sync group stops growing past this */
 
 /* One durable write waiting for the committer. */
@@ -490,6 +495,7 @@ int md__ldb_open(const char *dir, struct md__ldb **out)
     leveldb_options_set_write_buffer_size(l->opts, WRITE_BUFFER);
     leveldb_options_set_max_open_files(l->opts, 1000);
     leveldb_options_set_compression(l->opts, leveldb_snappy_compression);
+    leveldb_options_set_block_size(l->opts, BLOCK_BYTES);
     leveldb_writeoptions_set_sync(l->wsync, 1);
     leveldb_writeoptions_set_sync(l->wasync, 0);
 

@@ -90,6 +90,18 @@ with t.block("basics"):
     is_err(R("GET", obj_path(B, "sha-mismatch")), "NoSuchKey", 404, "nothing stored after the mismatch")
     r = R("PUT", obj_path(B, "k-meta"), body=DATA, headers={"x-amz-meta-big": "a" * 2100})
     is_err(r, "MetadataTooLarge", 400, "user metadata over 2 KB -> MetadataTooLarge")
+    # The largest headers S3 takes: a 1024-byte key of 3-byte characters
+    # (3072 bytes percent-encoded) in the path and in x-amz-copy-source,
+    # and 2 KB of user metadata, in one request.
+    big_key = "\u20ac" * 341 + "k"
+    big_meta = {"x-amz-meta-m%02d" % i: "v" * 60 for i in range(30)}
+    is_ok(R("PUT", obj_path(B, big_key), body=DATA, headers=big_meta), "PUT: 1024-byte key, 2 KB of metadata")
+    hdrs = dict(big_meta, **{"x-amz-copy-source": "/%s/%s" % (B, s3raw.uri_encode(big_key)),
+                             "x-amz-metadata-directive": "REPLACE"})
+    r = R("PUT", obj_path(B, big_key[:-1] + "c"), headers=hdrs)
+    t.ok(r.status == 200 and b"<CopyObjectResult" in r.body, "CopyObject with the largest headers", repr(r))
+    r = R("HEAD", obj_path(B, big_key[:-1] + "c"))
+    t.ok(r.status == 200 and r.headers.get("x-amz-meta-m29") == "v" * 60, "the copy has the 2 KB of metadata", repr(r))
     r = R("POST", obj_path(B, "mpu"), query=[("uploads", None)])
     t.ok(r.status == 200 and xml_texts(r.body, "UploadId"), "POST ?uploads (bare) starts a multipart upload", repr(r))
     if r.status == 200:
