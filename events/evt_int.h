@@ -208,7 +208,7 @@ typedef struct evt__tgt_snap {
 void evt__deliver(evt__worker *w, const evt__tgt_snap *t, const evt__rec *const *r,
                   const cm_slice *msg, size_t n, int *rc, cm_buf *err);
 /* True if events for a target of kind and url are delivered many at once
- * (plain-HTTP webhooks and CloudEvents sinks: pipelined). */
+ * (pipelined: plain-HTTP webhooks and CloudEvents sinks, Redis, NATS). */
 bool evt__target_pipelines(const char *kind, const char *url);
 void evt__worker_cleanup(evt__worker *w);
 /* Global set-up of the HTTP client; called once by evt_start. */

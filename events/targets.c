@@ -151,6 +151,12 @@ static int read_line(int fd, cm_buf *in, cm_buf *line)
     }
 }
 
+/* At most this many request bytes are written before answers are read
+ * (HTTP, Redis, NATS): the target's answers (small) then always fit its
+ * socket buffer, so neither side can block on a full one while the other
+ * does. */
+#define PIPE_BYTES (256 * 1024)
+
 /* ---------------------------------------------- kept-alive connections */
 /* The worker's kept-alive connection for url, or NULL. */
 static evt__conn *conn_find(evt__worker *w, const char *url)
@@ -184,37 +190,6 @@ static evt__conn *conn_slot(evt__worker *w, const char *url)
     return c;
 }
 
-/* Runs call on the worker's kept-alive connection to url, opening one with
- * open when there is none. A kept connection that failed before the
- * target answered (call returns TGT_STALE) is replaced once; any other
- * failure closes it and is CM_EIO. */
-typedef int (*conn_open_fn)(evt__conn *c, const tgt_url *u, int timeout_ms, cm_buf *err);
-typedef int (*conn_call_fn)(evt__conn *c, const tgt_url *u, void *arg, cm_buf *err);
-
-static int conn_run(evt__worker *w, const char *url, const tgt_url *u, conn_open_fn open_fn,
-                    conn_call_fn call, void *arg, cm_buf *err)
-{
-    for (int attempt = 0; attempt < 2; attempt++) {
-        evt__conn *c = conn_find(w, url);
-        bool fresh = !c;
-        if (!c) {
-            c = conn_slot(w, url);
-            if (open_fn(c, u, w->e->cfg.delivery_timeout_ms, err)) {
-                conn_close(c);
-                return CM_EIO;
-            }
-        }
-        int rc = call(c, u, arg, err);
-        if (rc == 0)
-            return 0;
-        conn_close(c);
-        if (rc != TGT_STALE || fresh)
-            return CM_EIO;
-        cm_buf_reset(err); /* a stale connection: try a new one */
-    }
-    return CM_EIO;
-}
-
 /* ----------------------------------------------------------------- redis */
 static void resp_bulk(cm_buf *b, cm_slice s)
 {
@@ -223,49 +198,60 @@ static void resp_bulk(cm_buf *b, cm_slice s)
     cm_buf_append_str(b, "\r\n");
 }
 
-struct redis_arg {
-    const evt__rec *r;
-    cm_slice msg;
-};
-
 static int redis_open(evt__conn *c, const tgt_url *u, int timeout_ms, cm_buf *err)
 {
     return (c->fd = tcp_connect(u, timeout_ms, err)) < 0 ? CM_EIO : 0;
 }
 
-static int redis_xadd_on(evt__conn *c, const tgt_url *u, void *arg, cm_buf *err)
+/* XADD stream * event JSON bucket B key K */
+static void redis_request(cm_buf *req, const tgt_url *u, const evt__rec *r, cm_slice msg)
 {
-    const struct redis_arg *a = arg;
-    const evt__rec *r = a->r;
-    cm_slice msg = a->msg;
-    cm_buf req = {0}, line = {0};
-    int rc = CM_EIO;
-    cm_buf_append_str(&req, "*9\r\n");
-    resp_bulk(&req, CM_SLICE_STR("XADD"));
-    resp_bulk(&req, CM_SLICE_STR(u->path));
-    resp_bulk(&req, CM_SLICE_STR("*"));
-    resp_bulk(&req, CM_SLICE_STR("event"));
-    resp_bulk(&req, msg);
-    resp_bulk(&req, CM_SLICE_STR("bucket"));
-    resp_bulk(&req, CM_SLICE_STR(r->bucket));
-    resp_bulk(&req, CM_SLICE_STR("key"));
-    resp_bulk(&req, cm_buf_slice(&r->key));
-    if (send_all(c->fd, req.p, req.n) || read_line(c->fd, &c->in, &line)) {
-        cm_buf_printf(err, "redis %s:%s: no reply", u->host, u->port);
-        rc = TGT_STALE;
-    } else if (line.n && line.p[0] == '$') {
-        /* Stored. Its id follows on its own line; without it the
-         * connection is out of step, but the event is delivered. */
-        if (read_line(c->fd, &c->in, &line))
-            conn_close(c);
-        rc = 0;
-    } else {
-        cm_buf_printf(err, "redis %s:%s: %.*s", u->host, u->port,
-                      (int)(line.n > 200 ? 200 : line.n), (const char *)line.p);
+    cm_buf_append_str(req, "*9\r\n");
+    resp_bulk(req, CM_SLICE_STR("XADD"));
+    resp_bulk(req, CM_SLICE_STR(u->path));
+    resp_bulk(req, CM_SLICE_STR("*"));
+    resp_bulk(req, CM_SLICE_STR("event"));
+    resp_bulk(req, msg);
+    resp_bulk(req, CM_SLICE_STR("bucket"));
+    resp_bulk(req, CM_SLICE_STR(r->bucket));
+    resp_bulk(req, CM_SLICE_STR("key"));
+    resp_bulk(req, cm_buf_slice(&r->key));
+}
+
+/* One reply per XADD, in order: the new entry's id (a bulk string: stored)
+ * or an error (OOM, WRONGTYPE, NOAUTH, LOADING, ...: the target is in
+ * trouble, as for every event after it). */
+static size_t redis_answers(evt__conn *c, const tgt_url *u, size_t k, int *rc, bool *broken,
+                            cm_buf *err)
+{
+    cm_buf line = {0};
+    size_t got = 0;
+    while (got < k) {
+        if (read_line(c->fd, &c->in, &line)) {
+            *broken = true;
+            break;
+        }
+        if (line.n && line.p[0] == '$') {
+            rc[got++] = 0;
+            /* The id follows on its own line; without it the connection is
+             * out of step, but the event is stored. */
+            if (read_line(c->fd, &c->in, &line)) {
+                *broken = true;
+                break;
+            }
+            continue;
+        }
+        rc[got++] = CM_EIO;
+        if (!err->n)
+            cm_buf_printf(err, "redis %s:%s: %.*s", u->host, u->port,
+                          (int)(line.n > 200 ? 200 : line.n), (const char *)line.p);
+        if (!line.n || line.p[0] != '-') { /* not RESP: out of step */
+            *broken = true;
+            break;
+        }
     }
-    cm_buf_free(&req);
     cm_buf_free(&line);
-    return rc;
+    return got;
 }
 
 /* ------------------------------------------------------------------ nats */
@@ -298,50 +284,130 @@ out:
     return rc;
 }
 
-/* PUB then PING; acknowledged by the PONG (the server handles commands in
- * order, so the PONG means the PUB was processed). Answers the server's
- * own PINGs meanwhile. */
-static int nats_pub_on(evt__conn *c, const tgt_url *u, void *arg, cm_buf *err)
+static void nats_request(cm_buf *req, const tgt_url *u, const evt__rec *r, cm_slice msg)
 {
-    cm_slice msg = *(const cm_slice *)arg;
-    cm_buf req = {0}, line = {0};
-    int rc = CM_EIO;
-    cm_buf_printf(&req, "PUB %s %zu\r\n", u->path, msg.n);
-    cm_buf_append_slice(&req, msg);
-    cm_buf_append_str(&req, "\r\nPING\r\n");
-    if (send_all(c->fd, req.p, req.n)) {
-        cm_buf_printf(err, "nats %s:%s: send failed", u->host, u->port);
-        rc = TGT_STALE;
-        goto out;
-    }
+    (void)r;
+    cm_buf_printf(req, "PUB %s %zu\r\n", u->path, msg.n);
+    cm_buf_append_slice(req, msg);
+    cm_buf_append_str(req, "\r\n");
+}
+
+/* The PUBs are followed by one PING; the server handles commands in order,
+ * so its PONG acknowledges every PUB before it. Answers the server's own
+ * PINGs meanwhile. An -ERR (after which the server closes the connection)
+ * fails them all. */
+static size_t nats_answers(evt__conn *c, const tgt_url *u, size_t k, int *rc, bool *broken,
+                           cm_buf *err)
+{
+    cm_buf line = {0};
+    size_t got = 0;
     for (;;) {
         if (read_line(c->fd, &c->in, &line)) {
-            cm_buf_printf(err, "nats %s:%s: no PONG", u->host, u->port);
-            rc = TGT_STALE;
+            *broken = true;
             break;
         }
         if (cm_slice_eq_str(cm_buf_slice(&line), "PONG")) {
-            rc = 0;
+            for (; got < k; got++)
+                rc[got] = 0;
             break;
         }
         if (cm_slice_eq_str(cm_buf_slice(&line), "PING")) {
             if (send_all(c->fd, "PONG\r\n", 6)) {
-                rc = TGT_STALE;
+                *broken = true;
                 break;
             }
             continue;
         }
         if (cm_slice_has_prefix(cm_buf_slice(&line), CM_SLICE_STR("-ERR"))) {
-            cm_buf_printf(err, "nats %s:%s: %.*s", u->host, u->port,
-                          (int)(line.n > 200 ? 200 : line.n), (const char *)line.p);
+            if (!err->n)
+                cm_buf_printf(err, "nats %s:%s: %.*s", u->host, u->port,
+                              (int)(line.n > 200 ? 200 : line.n), (const char *)line.p);
+            for (; got < k; got++)
+                rc[got] = CM_EIO;
+            *broken = true;
             break;
         }
         /* INFO updates and +OK: nothing to do */
     }
-out:
-    cm_buf_free(&req);
     cm_buf_free(&line);
-    return rc;
+    return got;
+}
+
+/* ------------------------------------------------- pipelined line protocols */
+/* Redis and NATS: many events written at once on the worker's kept-alive
+ * connection, the answers read after, as http_pipeline does for HTTP. */
+struct line_proto {
+    const char *name;
+    int (*open)(evt__conn *c, const tgt_url *u, int timeout_ms, cm_buf *err);
+    void (*request)(cm_buf *req, const tgt_url *u, const evt__rec *r, cm_slice msg);
+    const char *trailer; /* written after the requests, or NULL */
+    /* Reads the answers to k requests, setting rc[i] for each answered one
+     * (in order); *broken when the connection cannot be used after. */
+    size_t (*answers)(evt__conn *c, const tgt_url *u, size_t k, int *rc, bool *broken,
+                      cm_buf *err);
+};
+
+static const struct line_proto redis_proto = {"redis", redis_open, redis_request, NULL,
+                                              redis_answers};
+static const struct line_proto nats_proto = {"nats", nats_open, nats_request, "PING\r\n",
+                                             nats_answers};
+
+
+/* Delivers n events to t with protocol p; rc[i] for each. A connection that
+ * ends before answering everything is replaced and the unanswered events
+ * are sent again; a kept connection that answers nothing is retried once
+ * on a new one (the target may have closed it while idle, or restarted). */
+static void line_pipeline(evt__worker *w, const evt__tgt_snap *t, const tgt_url *u,
+                          const struct line_proto *p, const evt__rec *const *r,
+                          const cm_slice *msg, size_t n, int *rc, cm_buf *err)
+{
+    int tmo = w->e->cfg.delivery_timeout_ms;
+    cm_buf req = {0};
+    size_t done = 0;
+    bool retried = false;
+    while (done < n) {
+        evt__conn *c = conn_find(w, t->url);
+        bool fresh = !c;
+        if (!c) {
+            c = conn_slot(w, t->url);
+            if (p->open(c, u, tmo, err)) {
+                conn_close(c);
+                rc[done++] = CM_EIO;
+                while (done < n) /* not sent: the breaker decides when to try them */
+                    rc[done++] = EVT__UNTRIED;
+                break;
+            }
+        }
+        size_t upto = done;
+        cm_buf_reset(&req);
+        while (upto < n && (upto == done || req.n + msg[upto].n < PIPE_BYTES))
+            p->request(&req, u, r[upto], msg[upto]), upto++;
+        if (p->trailer)
+            cm_buf_append_str(&req, p->trailer);
+        size_t got = 0;
+        bool broken = false;
+        if (!send_all(c->fd, req.p, req.n))
+            got = p->answers(c, u, upto - done, rc + done, &broken, err);
+        else
+            broken = true;
+        if (broken)
+            conn_close(c);
+        done += got;
+        if (got)
+            continue;
+        if (!fresh && !retried) { /* a stale kept connection: once more on a new one */
+            retried = true;
+            cm_buf_reset(err);
+            continue;
+        }
+        if (!err->n)
+            cm_buf_printf(err, "%s %s:%s: no answer", p->name, u->host, u->port);
+        while (done < upto) /* sent, unanswered: an attempt each */
+            rc[done++] = CM_EIO;
+        while (done < n)
+            rc[done++] = EVT__UNTRIED;
+    }
+    cm_buf_free(&req);
 }
 
 /* ------------------------------------------------------------------ amqp */
@@ -741,10 +807,6 @@ static void http_request(cm_buf *req, const evt__tgt_snap *t, const http_url *h,
     cm_buf_append_slice(req, msg);
 }
 
-/* At most this many request bytes are written before answers are read:
- * the target's answers (small) then always fit its socket buffer, so
- * neither side can block on a full one while the other does. */
-#define HTTP_PIPE_BYTES (256 * 1024)
 
 /* Delivers n events to the http:// target t over the worker's kept-alive
  * connection, pipelined; rc[i] for each (0 on a 2xx answer). A connection
@@ -778,7 +840,7 @@ static void http_pipeline(evt__worker *w, const evt__tgt_snap *t, const http_url
         }
         size_t upto = done;
         cm_buf_reset(&req);
-        while (upto < n && (upto == done || req.n + msg[upto].n < HTTP_PIPE_BYTES))
+        while (upto < n && (upto == done || req.n + msg[upto].n < PIPE_BYTES))
             http_request(&req, t, h, r[upto], msg[upto]), upto++;
         size_t got = 0;
         bool closing = false;
@@ -911,7 +973,7 @@ static int https_post(evt__worker *w, const evt__tgt_snap *t, const evt__rec *r,
     return rc;
 }
 
-/* One event to t (https webhooks, AMQP, and Redis and NATS singly). */
+/* One event to t (https webhooks and AMQP). */
 static int deliver_one(evt__worker *w, const evt__tgt_snap *t, const evt__rec *r, cm_slice msg,
                        cm_buf *err)
 {
@@ -922,12 +984,6 @@ static int deliver_one(evt__worker *w, const evt__tgt_snap *t, const evt__rec *r
         cm_buf_printf(err, "bad target URL");
         return CM_EINVAL;
     }
-    if (!strcmp(t->kind, "redis")) {
-        struct redis_arg a = {r, msg};
-        return conn_run(w, t->url, &u, redis_open, redis_xadd_on, &a, err);
-    }
-    if (!strcmp(t->kind, "nats"))
-        return conn_run(w, t->url, &u, nats_open, nats_pub_on, &msg, err);
     if (!strcmp(t->kind, "amqp"))
         return amqp_pub(w, t->url, &u, r, msg, err);
     cm_buf_printf(err, "unknown target kind %s", t->kind);
@@ -936,15 +992,17 @@ static int deliver_one(evt__worker *w, const evt__tgt_snap *t, const evt__rec *r
 
 bool evt__target_pipelines(const char *kind, const char *url)
 {
-    return (!strcmp(kind, "webhook") || !strcmp(kind, "cloudevents")) &&
-           !strncmp(url, "http://", 7);
+    return ((!strcmp(kind, "webhook") || !strcmp(kind, "cloudevents")) &&
+            !strncmp(url, "http://", 7)) ||
+           !strcmp(kind, "redis") || !strcmp(kind, "nats");
 }
 
 void evt__deliver(evt__worker *w, const evt__tgt_snap *t, const evt__rec *const *r,
                   const cm_slice *msg, size_t n, int *rc, cm_buf *err)
 {
     http_url h;
-    if (evt__target_pipelines(t->kind, t->url)) {
+    bool http = !strcmp(t->kind, "webhook") || !strcmp(t->kind, "cloudevents");
+    if (http && !strncmp(t->url, "http://", 7)) {
         if (http_url_split(t->url, &h)) {
             cm_buf_printf(err, "bad target URL");
             for (size_t i = 0; i < n; i++)
@@ -952,6 +1010,18 @@ void evt__deliver(evt__worker *w, const evt__tgt_snap *t, const evt__rec *const 
             return;
         }
         http_pipeline(w, t, &h, r, msg, n, rc, err);
+        return;
+    }
+    if (!strcmp(t->kind, "redis") || !strcmp(t->kind, "nats")) {
+        tgt_url u;
+        if (url_split(t->url, &u)) {
+            cm_buf_printf(err, "bad target URL");
+            for (size_t i = 0; i < n; i++)
+                rc[i] = CM_EINVAL;
+            return;
+        }
+        line_pipeline(w, t, &u, !strcmp(t->kind, "redis") ? &redis_proto : &nats_proto, r, msg,
+                      n, rc, err);
         return;
     }
     size_t i = 0;
