@@ -190,6 +190,15 @@ static evt__conn *conn_slot(evt__worker *w, const char *url)
     return c;
 }
 
+/* Where a pipelined delivery goes: the target, and its URL split as its
+ * protocol needs (u for Redis and NATS, h for HTTP). */
+struct pipe_dest {
+    const evt__tgt_snap *t;
+    const tgt_url *u;
+    const struct http_url *h;
+    char where[300]; /* host:port, for messages */
+};
+
 /* ----------------------------------------------------------------- redis */
 static void resp_bulk(cm_buf *b, cm_slice s)
 {
@@ -198,17 +207,18 @@ static void resp_bulk(cm_buf *b, cm_slice s)
     cm_buf_append_str(b, "\r\n");
 }
 
-static int redis_open(evt__conn *c, const tgt_url *u, int timeout_ms, cm_buf *err)
+static int redis_open(evt__conn *c, const struct pipe_dest *d, int timeout_ms, cm_buf *err)
 {
-    return (c->fd = tcp_connect(u, timeout_ms, err)) < 0 ? CM_EIO : 0;
+    return (c->fd = tcp_connect(d->u, timeout_ms, err)) < 0 ? CM_EIO : 0;
 }
 
 /* XADD stream * event JSON bucket B key K */
-static void redis_request(cm_buf *req, const tgt_url *u, const evt__rec *r, cm_slice msg)
+static void redis_request(cm_buf *req, const struct pipe_dest *d, const evt__rec *r,
+                          cm_slice msg)
 {
     cm_buf_append_str(req, "*9\r\n");
     resp_bulk(req, CM_SLICE_STR("XADD"));
-    resp_bulk(req, CM_SLICE_STR(u->path));
+    resp_bulk(req, CM_SLICE_STR(d->u->path));
     resp_bulk(req, CM_SLICE_STR("*"));
     resp_bulk(req, CM_SLICE_STR("event"));
     resp_bulk(req, msg);
@@ -221,9 +231,10 @@ static void redis_request(cm_buf *req, const tgt_url *u, const evt__rec *r, cm_s
 /* One reply per XADD, in order: the new entry's id (a bulk string: stored)
  * or an error (OOM, WRONGTYPE, NOAUTH, LOADING, ...: the target is in
  * trouble, as for every event after it). */
-static size_t redis_answers(evt__conn *c, const tgt_url *u, size_t k, int *rc, bool *broken,
-                            cm_buf *err)
+static size_t redis_answers(evt__conn *c, const struct pipe_dest *d, size_t k, int *rc,
+                            bool *broken, cm_buf *err)
 {
+    const tgt_url *u = d->u;
     cm_buf line = {0};
     size_t got = 0;
     while (got < k) {
@@ -256,8 +267,9 @@ static size_t redis_answers(evt__conn *c, const tgt_url *u, size_t k, int *rc, b
 
 /* ------------------------------------------------------------------ nats */
 /* Opens a NATS connection on c: INFO greeting, then CONNECT. */
-static int nats_open(evt__conn *c, const tgt_url *u, int timeout_ms, cm_buf *err)
+static int nats_open(evt__conn *c, const struct pipe_dest *d, int timeout_ms, cm_buf *err)
 {
+    const tgt_url *u = d->u;
     cm_buf req = {0}, line = {0};
     int rc = CM_EIO;
     if ((c->fd = tcp_connect(u, timeout_ms, err)) < 0)
@@ -284,10 +296,11 @@ out:
     return rc;
 }
 
-static void nats_request(cm_buf *req, const tgt_url *u, const evt__rec *r, cm_slice msg)
+static void nats_request(cm_buf *req, const struct pipe_dest *d, const evt__rec *r,
+                         cm_slice msg)
 {
     (void)r;
-    cm_buf_printf(req, "PUB %s %zu\r\n", u->path, msg.n);
+    cm_buf_printf(req, "PUB %s %zu\r\n", d->u->path, msg.n);
     cm_buf_append_slice(req, msg);
     cm_buf_append_str(req, "\r\n");
 }
@@ -296,9 +309,10 @@ static void nats_request(cm_buf *req, const tgt_url *u, const evt__rec *r, cm_sl
  * so its PONG acknowledges every PUB before it. Answers the server's own
  * PINGs meanwhile. An -ERR (after which the server closes the connection)
  * fails them all. */
-static size_t nats_answers(evt__conn *c, const tgt_url *u, size_t k, int *rc, bool *broken,
-                           cm_buf *err)
+static size_t nats_answers(evt__conn *c, const struct pipe_dest *d, size_t k, int *rc,
+                           bool *broken, cm_buf *err)
 {
+    const tgt_url *u = d->u;
     cm_buf line = {0};
     size_t got = 0;
     for (;;) {
@@ -333,82 +347,6 @@ static size_t nats_answers(evt__conn *c, const tgt_url *u, size_t k, int *rc, bo
     return got;
 }
 
-/* ------------------------------------------------- pipelined line protocols */
-/* Redis and NATS: many events written at once on the worker's kept-alive
- * connection, the answers read after, as http_pipeline does for HTTP. */
-struct line_proto {
-    const char *name;
-    int (*open)(evt__conn *c, const tgt_url *u, int timeout_ms, cm_buf *err);
-    void (*request)(cm_buf *req, const tgt_url *u, const evt__rec *r, cm_slice msg);
-    const char *trailer; /* written after the requests, or NULL */
-    /* Reads the answers to k requests, setting rc[i] for each answered one
-     * (in order); *broken when the connection cannot be used after. */
-    size_t (*answers)(evt__conn *c, const tgt_url *u, size_t k, int *rc, bool *broken,
-                      cm_buf *err);
-};
-
-static const struct line_proto redis_proto = {"redis", redis_open, redis_request, NULL,
-                                              redis_answers};
-static const struct line_proto nats_proto = {"nats", nats_open, nats_request, "PING\r\n",
-                                             nats_answers};
-
-
-/* Delivers n events to t with protocol p; rc[i] for each. A connection that
- * ends before answering everything is replaced and the unanswered events
- * are sent again; a kept connection that answers nothing is retried once
- * on a new one (the target may have closed it while idle, or restarted). */
-static void line_pipeline(evt__worker *w, const evt__tgt_snap *t, const tgt_url *u,
-                          const struct line_proto *p, const evt__rec *const *r,
-                          const cm_slice *msg, size_t n, int *rc, cm_buf *err)
-{
-    int tmo = w->e->cfg.delivery_timeout_ms;
-    cm_buf req = {0};
-    size_t done = 0;
-    bool retried = false;
-    while (done < n) {
-        evt__conn *c = conn_find(w, t->url);
-        bool fresh = !c;
-        if (!c) {
-            c = conn_slot(w, t->url);
-            if (p->open(c, u, tmo, err)) {
-                conn_close(c);
-                rc[done++] = CM_EIO;
-                while (done < n) /* not sent: the breaker decides when to try them */
-                    rc[done++] = EVT__UNTRIED;
-                break;
-            }
-        }
-        size_t upto = done;
-        cm_buf_reset(&req);
-        while (upto < n && (upto == done || req.n + msg[upto].n < PIPE_BYTES))
-            p->request(&req, u, r[upto], msg[upto]), upto++;
-        if (p->trailer)
-            cm_buf_append_str(&req, p->trailer);
-        size_t got = 0;
-        bool broken = false;
-        if (!send_all(c->fd, req.p, req.n))
-            got = p->answers(c, u, upto - done, rc + done, &broken, err);
-        else
-            broken = true;
-        if (broken)
-            conn_close(c);
-        done += got;
-        if (got)
-            continue;
-        if (!fresh && !retried) { /* a stale kept connection: once more on a new one */
-            retried = true;
-            cm_buf_reset(err);
-            continue;
-        }
-        if (!err->n)
-            cm_buf_printf(err, "%s %s:%s: no answer", p->name, u->host, u->port);
-        while (done < upto) /* sent, unanswered: an attempt each */
-            rc[done++] = CM_EIO;
-        while (done < n)
-            rc[done++] = EVT__UNTRIED;
-    }
-    cm_buf_free(&req);
-}
 
 /* ------------------------------------------------------------------ amqp */
 static bool amqp_ok(amqp_rpc_reply_t x, const char *what, cm_buf *err)
@@ -808,72 +746,114 @@ static void http_request(cm_buf *req, const evt__tgt_snap *t, const http_url *h,
 }
 
 
-/* Delivers n events to the http:// target t over the worker's kept-alive
- * connection, pipelined; rc[i] for each (0 on a 2xx answer). A connection
- * that ends before answering everything is replaced and the unanswered
- * events are sent again; a kept connection that answers nothing is retried
- * once on a new one (it may have been closed by the target while idle). */
-static void http_pipeline(evt__worker *w, const evt__tgt_snap *t, const http_url *h,
-                          const evt__rec *const *r, const cm_slice *msg, size_t n, int *rc,
-                          cm_buf *err)
+static int http_open(evt__conn *c, const struct pipe_dest *d, int timeout_ms, cm_buf *err)
+{
+    cm_buf cerr = {0};
+    c->fd = tcp_connect(&d->h->conn, timeout_ms, &cerr);
+    if (c->fd < 0)
+        cm_buf_printf(err, "%s: %s", d->t->kind, cm_buf_str(&cerr));
+    cm_buf_free(&cerr);
+    return c->fd < 0 ? CM_EIO : 0;
+}
+
+static void http_pipe_request(cm_buf *req, const struct pipe_dest *d, const evt__rec *r,
+                              cm_slice msg)
+{
+    http_request(req, d->t, d->h, r, msg);
+}
+
+/* The answers in order: 2xx delivered; 4xx but 408 and 429 that event
+ * refused (the target's breaker stays closed for the others); 5xx, 408,
+ * 429 and anything else the target in trouble. */
+static size_t http_answers(evt__conn *c, const struct pipe_dest *d, size_t k, int *rc,
+                           bool *broken, cm_buf *err)
+{
+    size_t got = 0;
+    bool closing = false;
+    while (got < k && !closing) {
+        int st = 0;
+        if (http_read_response(c, &st, &closing))
+            break;
+        if (st >= 200 && st < 300) {
+            rc[got] = 0;
+        } else {
+            bool refused = st >= 400 && st < 500 && st != 408 && st != 429;
+            rc[got] = refused ? EVT__REJECTED : CM_EIO;
+            if (!err->n)
+                cm_buf_printf(err, "%s: HTTP %d", d->t->kind, st);
+        }
+        got++;
+    }
+    *broken = got < k || closing;
+    return got;
+}
+
+/* ------------------------------------------------------- pipelined delivery */
+/* Plain HTTP, Redis and NATS: many events written at once on the worker's
+ * kept-alive connection, the answers read after. */
+struct pipe_proto {
+    int (*open)(evt__conn *c, const struct pipe_dest *d, int timeout_ms, cm_buf *err);
+    void (*request)(cm_buf *req, const struct pipe_dest *d, const evt__rec *r, cm_slice msg);
+    const char *trailer; /* written after the requests, or NULL */
+    /* Reads the answers to k requests, setting rc[i] for each answered one
+     * (in order); *broken when the connection cannot be used after. */
+    size_t (*answers)(evt__conn *c, const struct pipe_dest *d, size_t k, int *rc,
+                      bool *broken, cm_buf *err);
+};
+
+static const struct pipe_proto http_proto = {http_open, http_pipe_request, NULL, http_answers};
+static const struct pipe_proto redis_proto = {redis_open, redis_request, NULL, redis_answers};
+static const struct pipe_proto nats_proto = {nats_open, nats_request, "PING\r\n", nats_answers};
+
+/* Delivers n events to d with protocol p; rc[i] for each. A connection that
+ * ends before answering everything is replaced and the unanswered events
+ * are sent again; a kept connection that answers nothing is retried once
+ * on a new one (the target may have closed it while idle, or restarted). */
+static void pipeline(evt__worker *w, const struct pipe_dest *d, const struct pipe_proto *p,
+                     const evt__rec *const *r, const cm_slice *msg, size_t n, int *rc,
+                     cm_buf *err)
 {
     int tmo = w->e->cfg.delivery_timeout_ms;
     cm_buf req = {0};
     size_t done = 0;
     bool retried = false;
     while (done < n) {
-        evt__conn *c = conn_find(w, t->url);
+        evt__conn *c = conn_find(w, d->t->url);
         bool fresh = !c;
         if (!c) {
-            c = conn_slot(w, t->url);
-            cm_buf cerr = {0};
-            if ((c->fd = tcp_connect(&h->conn, tmo, &cerr)) < 0) {
+            c = conn_slot(w, d->t->url);
+            if (p->open(c, d, tmo, err)) {
                 conn_close(c);
-                cm_buf_printf(err, "%s: %s", t->kind, cm_buf_str(&cerr));
-                cm_buf_free(&cerr);
                 rc[done++] = CM_EIO;
                 while (done < n) /* not sent: the breaker decides when to try them */
                     rc[done++] = EVT__UNTRIED;
                 break;
             }
-            cm_buf_free(&cerr);
         }
         size_t upto = done;
         cm_buf_reset(&req);
         while (upto < n && (upto == done || req.n + msg[upto].n < PIPE_BYTES))
-            http_request(&req, t, h, r[upto], msg[upto]), upto++;
+            p->request(&req, d, r[upto], msg[upto]), upto++;
+        if (p->trailer)
+            cm_buf_append_str(&req, p->trailer);
         size_t got = 0;
-        bool closing = false;
+        bool broken = true;
         if (!send_all(c->fd, req.p, req.n)) {
-            while (done + got < upto && !closing) {
-                int st = 0;
-                if (http_read_response(c, &st, &closing))
-                    break;
-                if (st >= 200 && st < 300) {
-                    rc[done + got] = 0;
-                } else {
-                    /* 4xx but 408 and 429: the target refuses this event
-                     * (its breaker stays closed for the others); 5xx, 408,
-                     * 429 and anything else: the target is in trouble. */
-                    bool refused = st >= 400 && st < 500 && st != 408 && st != 429;
-                    rc[done + got] = refused ? EVT__REJECTED : CM_EIO;
-                    if (!err->n)
-                        cm_buf_printf(err, "%s: HTTP %d", t->kind, st);
-                }
-                got++;
-            }
+            broken = false;
+            got = p->answers(c, d, upto - done, rc + done, &broken, err);
         }
-        if (done + got < upto || closing)
+        if (broken)
             conn_close(c);
         done += got;
         if (got)
             continue;
         if (!fresh && !retried) { /* a stale kept connection: once more on a new one */
             retried = true;
+            cm_buf_reset(err);
             continue;
         }
         if (!err->n)
-            cm_buf_printf(err, "%s: no answer from %s", t->kind, h->hostport);
+            cm_buf_printf(err, "%s: no answer from %s", d->t->kind, d->where);
         while (done < upto) /* sent, unanswered: an attempt each */
             rc[done++] = CM_EIO;
         while (done < n)
@@ -1000,28 +980,30 @@ bool evt__target_pipelines(const char *kind, const char *url)
 void evt__deliver(evt__worker *w, const evt__tgt_snap *t, const evt__rec *const *r,
                   const cm_slice *msg, size_t n, int *rc, cm_buf *err)
 {
-    http_url h;
-    bool http = !strcmp(t->kind, "webhook") || !strcmp(t->kind, "cloudevents");
-    if (http && !strncmp(t->url, "http://", 7)) {
-        if (http_url_split(t->url, &h)) {
-            cm_buf_printf(err, "bad target URL");
-            for (size_t i = 0; i < n; i++)
-                rc[i] = CM_EINVAL;
-            return;
-        }
-        http_pipeline(w, t, &h, r, msg, n, rc, err);
-        return;
-    }
-    if (!strcmp(t->kind, "redis") || !strcmp(t->kind, "nats")) {
+    if (evt__target_pipelines(t->kind, t->url)) {
+        http_url h;
         tgt_url u;
-        if (url_split(t->url, &u)) {
+        struct pipe_dest d = {.t = t};
+        const struct pipe_proto *p;
+        int bad;
+        if (!strcmp(t->kind, "redis") || !strcmp(t->kind, "nats")) {
+            p = !strcmp(t->kind, "redis") ? &redis_proto : &nats_proto;
+            if (!(bad = url_split(t->url, &u)))
+                snprintf(d.where, sizeof d.where, "%s:%s", u.host, u.port);
+            d.u = &u;
+        } else {
+            p = &http_proto;
+            if (!(bad = http_url_split(t->url, &h)))
+                snprintf(d.where, sizeof d.where, "%s", h.hostport);
+            d.h = &h;
+        }
+        if (bad) {
             cm_buf_printf(err, "bad target URL");
             for (size_t i = 0; i < n; i++)
                 rc[i] = CM_EINVAL;
             return;
         }
-        line_pipeline(w, t, &u, !strcmp(t->kind, "redis") ? &redis_proto : &nats_proto, r, msg,
-                      n, rc, err);
+        pipeline(w, &d, p, r, msg, n, rc, err);
         return;
     }
     size_t i = 0;

@@ -903,6 +903,15 @@ static bool pipe_store(const char *key, uint64_t seq)
     return ++g_ps.n % 4 == 0;
 }
 
+/* Notes n whole requests found in one read. */
+static void pipe_note_batch(size_t n)
+{
+    pthread_mutex_lock(&g_ps.lk);
+    if (n > g_ps.max_batch)
+        g_ps.max_batch = n;
+    pthread_mutex_unlock(&g_ps.lk);
+}
+
 /* Length of the RESP array of bulk strings at p (0: incomplete), and its
  * element el. */
 static size_t resp_cmd(const char *p, size_t n, int el, cm_slice *out)
@@ -966,10 +975,7 @@ static void *redis_conn(void *arg)
             memmove(in.p, in.p + len, in.n - len);
             in.n -= len;
         }
-        pthread_mutex_lock(&g_ps.lk);
-        if (ncmd > g_ps.max_batch)
-            g_ps.max_batch = ncmd;
-        pthread_mutex_unlock(&g_ps.lk);
+        pipe_note_batch(ncmd);
     }
     close(fd);
     cm_buf_free(&in);
@@ -1036,10 +1042,7 @@ static void *nats_conn(void *arg)
             if (closed)
                 break;
         }
-        pthread_mutex_lock(&g_ps.lk);
-        if (npub > g_ps.max_batch)
-            g_ps.max_batch = npub;
-        pthread_mutex_unlock(&g_ps.lk);
+        pipe_note_batch(npub);
     }
     close(fd);
     cm_buf_free(&in);
@@ -1113,10 +1116,7 @@ static void *pipe_conn(void *arg)
             if (closed)
                 break;
         }
-        pthread_mutex_lock(&g_ps.lk);
-        if (nreq > g_ps.max_batch)
-            g_ps.max_batch = nreq;
-        pthread_mutex_unlock(&g_ps.lk);
+        pipe_note_batch(nreq);
         if (closed)
             break;
     }
