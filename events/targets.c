@@ -196,7 +196,6 @@ struct pipe_dest {
     const evt__tgt_snap *t;
     const tgt_url *u;
     const struct http_url *h;
-    char where[300]; /* host:port, for messages */
 };
 
 /* ----------------------------------------------------------------- redis */
@@ -722,9 +721,10 @@ static void ce_headers(const evt__rec *r, cm_buf *out)
 }
 
 /* Appends the POST of event r (message msg) to req. */
-static void http_request(cm_buf *req, const evt__tgt_snap *t, const http_url *h,
-                         const evt__rec *r, cm_slice msg)
+static void http_request(cm_buf *req, const struct pipe_dest *d, const evt__rec *r, cm_slice msg)
 {
+    const evt__tgt_snap *t = d->t;
+    const http_url *h = d->h;
     cm_buf_printf(req, "POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: cairn-events/0.1\r\n",
                   h->target, h->hostport);
     if (h->auth[0])
@@ -745,7 +745,6 @@ static void http_request(cm_buf *req, const evt__tgt_snap *t, const http_url *h,
     cm_buf_append_slice(req, msg);
 }
 
-
 static int http_open(evt__conn *c, const struct pipe_dest *d, int timeout_ms, cm_buf *err)
 {
     cm_buf cerr = {0};
@@ -754,12 +753,6 @@ static int http_open(evt__conn *c, const struct pipe_dest *d, int timeout_ms, cm
         cm_buf_printf(err, "%s: %s", d->t->kind, cm_buf_str(&cerr));
     cm_buf_free(&cerr);
     return c->fd < 0 ? CM_EIO : 0;
-}
-
-static void http_pipe_request(cm_buf *req, const struct pipe_dest *d, const evt__rec *r,
-                              cm_slice msg)
-{
-    http_request(req, d->t, d->h, r, msg);
 }
 
 /* The answers in order: 2xx delivered; 4xx but 408 and 429 that event
@@ -801,7 +794,7 @@ struct pipe_proto {
                       bool *broken, cm_buf *err);
 };
 
-static const struct pipe_proto http_proto = {http_open, http_pipe_request, NULL, http_answers};
+static const struct pipe_proto http_proto = {http_open, http_request, NULL, http_answers};
 static const struct pipe_proto redis_proto = {redis_open, redis_request, NULL, redis_answers};
 static const struct pipe_proto nats_proto = {nats_open, nats_request, "PING\r\n", nats_answers};
 
@@ -853,7 +846,8 @@ static void pipeline(evt__worker *w, const struct pipe_dest *d, const struct pip
             continue;
         }
         if (!err->n)
-            cm_buf_printf(err, "%s: no answer from %s", d->t->kind, d->where);
+            cm_buf_printf(err, "%s: no answer from %s:%s", d->t->kind,
+                          d->h ? d->h->conn.host : d->u->host, d->h ? d->h->conn.port : d->u->port);
         while (done < upto) /* sent, unanswered: an attempt each */
             rc[done++] = CM_EIO;
         while (done < n)
@@ -988,13 +982,11 @@ void evt__deliver(evt__worker *w, const evt__tgt_snap *t, const evt__rec *const 
         int bad;
         if (!strcmp(t->kind, "redis") || !strcmp(t->kind, "nats")) {
             p = !strcmp(t->kind, "redis") ? &redis_proto : &nats_proto;
-            if (!(bad = url_split(t->url, &u)))
-                snprintf(d.where, sizeof d.where, "%s:%s", u.host, u.port);
+            bad = url_split(t->url, &u);
             d.u = &u;
         } else {
             p = &http_proto;
-            if (!(bad = http_url_split(t->url, &h)))
-                snprintf(d.where, sizeof d.where, "%s", h.hostport);
+            bad = http_url_split(t->url, &h);
             d.h = &h;
         }
         if (bad) {

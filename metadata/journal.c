@@ -119,11 +119,7 @@ int md__journal_open(const char *path, md__journal **out)
         char *slash = strrchr(dir, '/');
         if (slash) {
             *slash = 0;
-            int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-            if (dfd >= 0) {
-                fsync(dfd);
-                close(dfd);
-            }
+            (void)cm_fsync_dir(dir); /* best effort, as before the journal existed */
         }
     }
     close(j->fd);

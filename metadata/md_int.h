@@ -79,12 +79,12 @@ void md__batch_put(struct md__batch *b, cm_slice key, cm_slice val);
 void md__batch_del(struct md__batch *b, cm_slice key);
 int md__batch_commit(md_db_t *db, struct md__batch *b, bool sync);
 /* Hands b (owned from now on, freed when written) to the committer, which
- * writes it with the next group of sync writes, or alone and without sync
- * (and without the journal) when it has nothing else to do; returns
- * without waiting. For writes that may be lost in a crash, in part too (a
- * journal replay can put back a key it changed), and should cost no
- * LevelDB write of their own while sync writes flow: deletes of delivered
- * events, each of which is on its own. CM_EIO if the database is closing
+ * writes it with the next group of sync writes, or alone when it has
+ * nothing else to do (without sync; with the journal on, journaled like
+ * every write, see db.c); returns without waiting. For writes that may be
+ * lost in a crash, in part too, and should cost no write of their own
+ * while sync writes flow: deletes of delivered events, each of which is
+ * on its own. CM_EIO if the database is closing
  * or has refused writes (b freed). */
 int md__batch_commit_later(md_db_t *db, struct md__batch *b);
 /* The commit journal (journal.c): records of bytes at aligned offsets of a
