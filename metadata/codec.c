@@ -97,54 +97,69 @@ static int pool_hdrs(cm_pool *pool, md_object *o)
  *   ...     4     number of headers
  *   ...     8+n   per header: name (4+n), value (4+n)
  *   ...     4+n   inline data
- *   ...     4+n   layout */
+ *   ...     4+n   layout
+ * Version 2 (an object whose bytes are in the value log, vlog.c) is version
+ * 1 with empty inline data, then the value reference:
+ *   ...     4     segment (u32 LE)
+ *   ...     4     length (u32 LE)
+ *   ...     8     offset in the segment (u64 LE)
+ *   ...     8     md__vsum of the bytes (u64 LE)
+ * A version-1 reader refuses it rather than serve an empty object. */
 int md__obj_encode(cm_buf *b, const md_object *o)
 {
+    bool ref = o->vref.len > 0 && !o->inline_data.n;
     int rc;
 
     cm_buf_reset(b);
-    if ((rc = cm_buf_put_u8(b, MD__REC_VERSION)) || (rc = cm_buf_put_u64(b, o->size)) ||
-        (rc = cm_buf_put_u64(b, (uint64_t)o->mtime_ms)) || (rc = cm_buf_put_bytes(b, o->etag)) ||
-        (rc = put_hdrs(b, o->hdrs, o->nhdrs)) || (rc = cm_buf_put_bytes(b, o->inline_data)) ||
-        (rc = cm_buf_put_bytes(b, o->layout)))
+    if ((rc = cm_buf_put_u8(b, ref ? MD__OBJ_VERSION_REF : MD__REC_VERSION)) ||
+        (rc = cm_buf_put_u64(b, o->size)) || (rc = cm_buf_put_u64(b, (uint64_t)o->mtime_ms)) ||
+        (rc = cm_buf_put_bytes(b, o->etag)) || (rc = put_hdrs(b, o->hdrs, o->nhdrs)) ||
+        (rc = cm_buf_put_bytes(b, o->inline_data)) || (rc = cm_buf_put_bytes(b, o->layout)))
+        return rc;
+    if (ref && ((rc = cm_buf_put_u32(b, o->vref.seg)) || (rc = cm_buf_put_u32(b, o->vref.len)) ||
+                (rc = cm_buf_put_u64(b, o->vref.off)) || (rc = cm_buf_put_u64(b, o->vref.sum))))
         return rc;
     return 0;
 }
 
-/* Reads the fields before the headers; leaves r at the first header. */
-static int obj_head(cm_reader *r, md_object *o, uint32_t *nhdrs)
+/* Reads the fields before the headers; leaves r at the first header.
+ * *ver gets the record's version (1 or 2). */
+static int obj_head(cm_reader *r, md_object *o, uint32_t *nhdrs, uint8_t *ver)
 {
     uint64_t mtime;
     int rc;
 
-    if ((rc = get_version(r)) || (rc = cm_get_u64(r, &o->size)) || (rc = cm_get_u64(r, &mtime)) ||
+    if ((rc = cm_get_u8(r, ver)))
+        return rc;
+    if (*ver != MD__REC_VERSION && *ver != MD__OBJ_VERSION_REF)
+        return CM_ECORRUPT;
+    if ((rc = cm_get_u64(r, &o->size)) || (rc = cm_get_u64(r, &mtime)) ||
         (rc = cm_get_bytes(r, &o->etag)) || (rc = get_nhdrs(r, nhdrs)))
         return rc;
     o->mtime_ms = (int64_t)mtime;
     return 0;
 }
 
-int md__obj_decode(cm_slice v, bool copy, md_object *o)
+int md__obj_decode_room(cm_slice v, bool copy, size_t room, md_object *o, uint8_t **roomp)
 {
     md_object t = {0};
     cm_reader r = {v.p, v.n};
     uint32_t nh;
-    size_t hsz;
-    uint8_t *mem = NULL;
+    size_t hsz, all;
+    uint8_t *mem = NULL, ver;
     int rc;
 
-    if ((rc = obj_head(&r, &t, &nh)))
+    if ((rc = obj_head(&r, &t, &nh, &ver)))
         return rc;
     hsz = (size_t)nh * sizeof(md_kv);
-    if (hsz + (copy ? v.n : 0) > 0) {
-        if (!(mem = malloc(hsz + (copy ? v.n : 0))))
-            return CM_ENOMEM;
-    }
+    all = hsz + (copy ? v.n : 0) + room;
+    if (all > 0 && !(mem = malloc(all)))
+        return CM_ENOMEM;
     if (copy) {
         memcpy(mem + hsz, v.p, v.n);
         r.p = mem + hsz;
         r.n = v.n;
-        if ((rc = obj_head(&r, &t, &nh)))
+        if ((rc = obj_head(&r, &t, &nh, &ver)))
             goto out;
     }
     t.hdrs = nh ? (md_kv *)mem : NULL;
@@ -152,6 +167,13 @@ int md__obj_decode(cm_slice v, bool copy, md_object *o)
     if ((rc = get_hdrs(&r, t.hdrs, nh)) || (rc = cm_get_bytes(&r, &t.inline_data)) ||
         (rc = cm_get_bytes(&r, &t.layout)))
         goto out;
+    if (ver == MD__OBJ_VERSION_REF &&
+        ((rc = cm_get_u32(&r, &t.vref.seg)) || (rc = cm_get_u32(&r, &t.vref.len)) ||
+         (rc = cm_get_u64(&r, &t.vref.off)) || (rc = cm_get_u64(&r, &t.vref.sum)) ||
+         (rc = t.vref.len && !t.inline_data.n ? 0 : CM_ECORRUPT)))
+        goto out;
+    if (roomp)
+        *roomp = room ? mem + hsz + (copy ? v.n : 0) : NULL;
     t.mem = mem;
     mem = NULL;
     *o = t;
@@ -160,14 +182,28 @@ out:
     return rc;
 }
 
+size_t md__obj_value_len(cm_slice v)
+{
+    /* Version 2 ends with the reference; its length is 20 bytes from the end. */
+    if (v.n < 1 + 24 || v.p[0] != MD__OBJ_VERSION_REF)
+        return 0;
+    return md__get_le32(v.p + v.n - 20);
+}
+
+int md__obj_decode(cm_slice v, bool copy, md_object *o)
+{
+    return md__obj_decode_room(v, copy, 0, o, NULL);
+}
+
 int md__obj_decode_pool(cm_slice v, cm_pool *pool, md_object *o)
 {
     md_object t = {0};
     cm_reader r = {v.p, v.n};
     uint32_t nh;
+    uint8_t ver;
     int rc;
 
-    if ((rc = obj_head(&r, &t, &nh)))
+    if ((rc = obj_head(&r, &t, &nh, &ver)))
         return rc;
     if (nh && !(t.hdrs = cm_pool_alloc(pool, (size_t)nh * sizeof(md_kv))))
         return CM_ENOMEM;

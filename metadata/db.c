@@ -26,9 +26,11 @@
 struct commit_req {
     leveldb_writebatch_t *b;
     size_t bytes; /* approximate batch size, for the group limit */
+    const cm_buf *vals; /* value-log writes (md__batch_value's encoding), or NULL */
     int rc;       /* the group's result */
     sem_t done;   /* posted by the committer */
     bool later;   /* md__batch_commit_later: nobody waits; the committer frees it and b */
+    bool ckpt;    /* md__checkpoint: a checkpoint after the group */
     struct commit_req *next;
 };
 
@@ -68,6 +70,7 @@ struct md__ldb {
     md__journal *jr;
     uint64_t lsn;                   /* the next record's */
     cm_buf jpay;                    /* a group encoded for the journal */
+    md__vlog *vlog;                 /* the value log (vlog.c), in the same directory */
 };
 
 static int checkpoint(struct md__ldb *l);
@@ -155,6 +158,7 @@ static void ldb_free(struct md__ldb *l)
     if (l->jr && l->db && !__atomic_load_n(&l->failed, __ATOMIC_ACQUIRE))
         checkpoint(l); /* the next open has nothing to replay */
     md__journal_close(l->jr);
+    md__vlog_close(l->vlog);
     cm_buf_free(&l->jpay);
     if (l->group)
         leveldb_writebatch_destroy(l->group);
@@ -193,7 +197,11 @@ static void ldb_free(struct md__ldb *l)
  * of the error, so a failed write stays failed after a restart.
  *
  * Payload: per operation u8 (1 put, 0 delete), the key, and for a put the
- * value, each as cm_buf_put_bytes writes it (u32 LE length + bytes). */
+ * value, each as cm_buf_put_bytes writes it (u32 LE length + bytes). A
+ * group's value-log writes come first, each as u8 2, segment u32 LE, offset
+ * u64 LE and the bytes: they are written to the value log after the journal
+ * and before LevelDB (buffered: the value log is synced at checkpoints), and
+ * again by a replay, to the same place. */
 static const char JOURNAL_KEY[] = "#journal"; /* MD__K_META */
 
 /* The encoder's state: the payload, and the first append's failure. */
@@ -220,6 +228,47 @@ static void enc_del(void *arg, const char *k, size_t kn)
                                                                                    : 0;
 }
 
+/* Writes one value-log write of a journal record (after its op byte). */
+static int replay_value(struct md__ldb *l, cm_reader *r)
+{
+    uint32_t seg;
+    uint64_t off;
+    cm_slice v;
+    int rc;
+
+    if ((rc = cm_get_u32(r, &seg)) || (rc = cm_get_u64(r, &off)) || (rc = cm_get_bytes(r, &v)))
+        return rc;
+    return md__vlog_write(l->vlog, seg, off, v);
+}
+
+/* Writes the value-log writes encoded in vals (md__batch_value), buffered. */
+static int write_values(struct md__ldb *l, const cm_buf *vals)
+{
+    cm_reader r = {vals->p, vals->n};
+    uint8_t op;
+    int rc = 0;
+
+    while (!rc && r.n && !(rc = cm_get_u8(&r, &op)))
+        rc = op == 2 ? replay_value(l, &r) : CM_ECORRUPT;
+    return rc;
+}
+
+/* The value-log writes of a group; sync: then fdatasync them. */
+static int group_values(struct md__ldb *l, const struct commit_req *g, bool sync)
+{
+    bool any = false;
+    int rc = 0;
+
+    for (const struct commit_req *r = g; r && !rc; r = r->next)
+        if (r->vals && r->vals->n) {
+            any = true;
+            rc = write_values(l, r->vals);
+        }
+    if (!rc && any && sync)
+        rc = md__vlog_sync(l->vlog);
+    return rc;
+}
+
 /* Replays one journal record into LevelDB (without sync). */
 static int replay_one(void *arg, cm_slice payload)
 {
@@ -231,8 +280,14 @@ static int replay_one(void *arg, cm_slice payload)
     while (!rc && r.n) {
         uint8_t op = 0;
         cm_slice k, v;
-        if ((rc = cm_get_u8(&r, &op)) || (rc = cm_get_bytes(&r, &k)) ||
-            (op == 1 && (rc = cm_get_bytes(&r, &v))) || (op > 1 && (rc = CM_ECORRUPT)))
+        if ((rc = cm_get_u8(&r, &op)))
+            break;
+        if (op == 2) {
+            rc = replay_value(l, &r);
+            continue;
+        }
+        if ((rc = cm_get_bytes(&r, &k)) || (op == 1 && (rc = cm_get_bytes(&r, &v))) ||
+            (op > 1 && (rc = CM_ECORRUPT)))
             break;
         if (op == 1)
             leveldb_writebatch_put(b, (const char *)k.p, k.n, (const char *)v.p, v.n);
@@ -256,6 +311,10 @@ static int checkpoint(struct md__ldb *l)
 
     if (!b)
         return CM_ENOMEM;
+    if ((rc = md__vlog_sync(l->vlog))) { /* values the records since the last one wrote */
+        leveldb_writebatch_destroy(b);
+        return rc;
+    }
     for (int i = 0; i < 8; i++)
         v[i] = (uint8_t)(l->lsn >> (56 - 8 * i));
     leveldb_writebatch_put(b, JOURNAL_KEY, sizeof JOURNAL_KEY - 1, (const char *)v, 8);
@@ -266,8 +325,9 @@ static int checkpoint(struct md__ldb *l)
     return rc;
 }
 
-/* Writes group batch b: journal, then LevelDB without sync (see above). */
-static int journal_write(struct md__ldb *l, leveldb_writebatch_t *b)
+/* Writes group g (merged batch b): journal, value log, then LevelDB without
+ * sync (see above). */
+static int journal_write(struct md__ldb *l, leveldb_writebatch_t *b, const struct commit_req *g)
 {
     int rc = __atomic_load_n(&l->failed, __ATOMIC_ACQUIRE);
 
@@ -275,11 +335,15 @@ static int journal_write(struct md__ldb *l, leveldb_writebatch_t *b)
         return rc;
     struct jenc enc = {&l->jpay, 0};
     cm_buf_reset(&l->jpay);
-    leveldb_writebatch_iterate(b, &enc, enc_put, enc_del);
+    for (const struct commit_req *r = g; r && !enc.rc; r = r->next)
+        if (r->vals && r->vals->n && cm_buf_append(&l->jpay, r->vals->p, r->vals->n))
+            enc.rc = CM_ENOMEM;
+    if (!enc.rc)
+        leveldb_writebatch_iterate(b, &enc, enc_put, enc_del);
     if (enc.rc)
         return enc.rc;
     if (!md__journal_ever_fits(l->jr, l->jpay.n)) { /* too big for it: LevelDB syncs */
-        if (!(rc = checkpoint(l)))
+        if (!(rc = checkpoint(l)) && !(rc = group_values(l, g, true)))
             rc = ldb_write(l, l->wsync, b);
         return rc;
     }
@@ -291,7 +355,8 @@ static int journal_write(struct md__ldb *l, leveldb_writebatch_t *b)
         return rc;
     }
     l->lsn++;
-    if ((rc = ldb_write(l, l->wasync, b)) && md__journal_unappend(l->jr))
+    if (((rc = group_values(l, g, false)) || (rc = ldb_write(l, l->wasync, b))) &&
+        md__journal_unappend(l->jr))
         cm_log(CM_LOG_ERROR, "metadata: cannot undo the journal record of a failed write; "
                              "it may reappear after a restart");
     return rc;
@@ -364,16 +429,23 @@ static void *committer_main(void *arg)
         pthread_mutex_unlock(&c->mu);
 
         leveldb_writebatch_t *b = g->b;
-        bool sync = false;
-        for (struct commit_req *r = g; r; r = r->next)
+        bool sync = false, ckpt = false;
+        for (struct commit_req *r = g; r; r = r->next) {
             sync |= !r->later;
+            ckpt |= r->ckpt;
+        }
         if (g->next) {
             leveldb_writebatch_clear(l->group);
             for (struct commit_req *r = g; r; r = r->next)
                 leveldb_writebatch_append(l->group, r->b);
             b = l->group;
         }
-        int rc = l->jr ? journal_write(l, b) : ldb_write(l, sync ? l->wsync : l->wasync, b);
+        int rc = l->jr ? journal_write(l, b, g) : group_values(l, g, sync);
+        if (!rc && !l->jr)
+            rc = ldb_write(l, sync ? l->wsync : l->wasync, b);
+        int crc = 0; /* the checkpoint's result, for md__checkpoint */
+        if (ckpt)
+            crc = rc ? rc : l->jr ? checkpoint(l) : md__vlog_sync(l->vlog);
         struct commit_req *next;
         for (struct commit_req *r = g; r; r = next) {
             next = r->next; /* r is gone once posted */
@@ -382,7 +454,7 @@ static void *committer_main(void *arg)
                 free(r);
                 continue;
             }
-            r->rc = rc;
+            r->rc = r->ckpt ? crc : rc;
             sem_post(&r->done);
         }
         pthread_mutex_lock(&c->mu);
@@ -437,11 +509,13 @@ static void enqueue(struct committer *c, struct commit_req *r)
         pthread_cond_signal(&c->cv);
 }
 
-/* A durable write through the committer. */
-static int committer_write(struct md__ldb *l, leveldb_writebatch_t *b, size_t bytes)
+/* A durable write through the committer (vals: its value-log writes or
+ * NULL; ckpt: a checkpoint after its group). */
+static int committer_write(struct md__ldb *l, leveldb_writebatch_t *b, size_t bytes,
+                           const cm_buf *vals, bool ckpt)
 {
     struct committer *c = &l->c;
-    struct commit_req r = {.b = b, .bytes = bytes};
+    struct commit_req r = {.b = b, .bytes = bytes, .vals = vals, .ckpt = ckpt};
 
     pthread_mutex_lock(&c->mu);
     if (c->stop) { /* closing: nothing more is written */
@@ -506,6 +580,8 @@ int md__ldb_open(const char *dir, struct md__ldb **out)
         rc = CM_EIO;
         goto out;
     }
+    if ((rc = md__vlog_open(dir, &l->vlog)))
+        goto out;
     if (md__journal_bytes && (rc = journal_start(l, dir)))
         goto out;
     if ((rc = committer_start(l)))
@@ -548,10 +624,12 @@ int md__exists(md_db_t *db, cm_slice key)
     return rc;
 }
 
-/* A write batch and its approximate size (the committer's group limit). */
+/* A write batch, its approximate size (the committer's group limit) and its
+ * value-log writes (md__batch_value). */
 struct md__batch {
     leveldb_writebatch_t *wb;
     size_t bytes;
+    cm_buf vals;
 };
 
 struct md__batch *md__batch_new(void)
@@ -561,6 +639,7 @@ struct md__batch *md__batch_new(void)
     if (!b)
         return NULL;
     b->bytes = 0;
+    b->vals = (cm_buf){0};
     if (!(b->wb = leveldb_writebatch_create())) {
         free(b);
         return NULL;
@@ -573,6 +652,7 @@ void md__batch_free(struct md__batch *b)
     if (!b)
         return;
     leveldb_writebatch_destroy(b->wb);
+    cm_buf_free(&b->vals);
     free(b);
 }
 
@@ -592,8 +672,56 @@ int md__batch_commit(md_db_t *db, struct md__batch *b, bool sync)
 {
     /* With a journal, every write is journaled (see journal_write). */
     if (sync || db->ldb->jr)
-        return committer_write(db->ldb, b->wb, b->bytes);
-    return ldb_write(db->ldb, db->ldb->wasync, b->wb);
+        return committer_write(db->ldb, b->wb, b->bytes, &b->vals, false);
+    int rc = b->vals.n ? write_values(db->ldb, &b->vals) : 0;
+    return rc ? rc : ldb_write(db->ldb, db->ldb->wasync, b->wb);
+}
+
+int md__checkpoint(md_db_t *db)
+{
+    struct md__batch *b = md__batch_new();
+    int rc;
+
+    if (!b)
+        return CM_ENOMEM;
+    rc = committer_write(db->ldb, b->wb, 0, NULL, true);
+    md__batch_free(b);
+    return rc;
+}
+
+md__vlog *md__values(md_db_t *db)
+{
+    return db->ldb->vlog;
+}
+
+int md__batch_value(md_db_t *db, struct md__batch *b, cm_slice bytes, md_value_ref *ref)
+{
+    uint32_t seg;
+    uint64_t off;
+    int rc;
+
+    if (bytes.n == 0 || bytes.n > UINT32_MAX)
+        return CM_EINVAL;
+    if ((rc = md__vlog_reserve(db->ldb->vlog, bytes.n, &seg, &off)))
+        return rc;
+    if ((rc = cm_buf_put_u8(&b->vals, 2)) || (rc = cm_buf_put_u32(&b->vals, seg)) ||
+        (rc = cm_buf_put_u64(&b->vals, off)) || (rc = cm_buf_put_bytes(&b->vals, bytes)))
+        return rc;
+    b->bytes += bytes.n + 17;
+    *ref = (md_value_ref){seg, (uint32_t)bytes.n, off, md__vsum(bytes.p, bytes.n)};
+    return 0;
+}
+
+int md__value_read(md_db_t *db, const md_value_ref *ref, uint8_t *room)
+{
+    int rc = md__vlog_read(db->ldb->vlog, ref->seg, ref->off, room, ref->len);
+
+    if (!rc && md__vsum(room, ref->len) != ref->sum)
+        rc = CM_ECORRUPT;
+    if (rc == CM_ECORRUPT)
+        cm_log(CM_LOG_ERROR, "metadata: value log segment %u: %u bytes at %llu do not check out",
+               ref->seg, ref->len, (unsigned long long)ref->off);
+    return rc;
 }
 
 int md__batch_commit_later(md_db_t *db, struct md__batch *b)
@@ -603,14 +731,16 @@ int md__batch_commit_later(md_db_t *db, struct md__batch *b)
     struct commit_req *r = calloc(1, sizeof *r);
     int rc = __atomic_load_n(&l->failed, __ATOMIC_ACQUIRE);
 
-    if (!r || rc) {
+    if (!r || rc || b->vals.n) { /* value-log writes are never "later" */
         free(r);
+        rc = !r ? CM_ENOMEM : rc ? rc : CM_EINVAL;
         md__batch_free(b);
-        return r ? rc : CM_ENOMEM;
+        return rc;
     }
     r->b = b->wb;
     r->bytes = b->bytes;
     r->later = true;
+    cm_buf_free(&b->vals);
     free(b); /* its write batch now belongs to r */
     pthread_mutex_lock(&c->mu);
     if (c->stop) {
@@ -1057,9 +1187,10 @@ int md_gc(md_db_t *db, uint64_t intents_below, size_t *out_done, size_t *out_lef
         return CM_EINVAL;
     rc = recover_kind(db, MD__K_GARBAGE, UINT64_MAX, &n, &left);
     rc2 = recover_kind(db, MD__K_INTENT, intents_below, &n, &left);
+    int rc3 = md__values_gc(db, NULL, NULL); /* mostly dead value-log segments */
     if (out_done)
         *out_done = n;
     if (out_left)
         *out_left = left;
-    return rc ? rc : rc2;
+    return rc ? rc : rc2 ? rc2 : rc3;
 }

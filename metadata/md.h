@@ -40,7 +40,8 @@ int md_recover(md_db_t *db, size_t *out_n);
  * older than that belong to a previous run, so no write of ours is behind
  * them). *out_done / *out_left (either may be NULL) receive how many were
  * reclaimed and how many are kept because reclaim failed (a storage node
- * is down): call again later. */
+ * is down): call again later. It also collects the value log's segments
+ * that are at most half alive (their live bytes move on; see vlog.c). */
 int md_gc(md_db_t *db, uint64_t intents_below, size_t *out_done, size_t *out_left);
 /* Every id handed out from now on is >= the value returned. */
 uint64_t md_seq_mark(md_db_t *db);
@@ -88,6 +89,12 @@ typedef struct md_kv {
 /* An object record. For writes, the caller fills the slices with its own
  * memory. Records read from the store own their bytes: release them with
  * md_object_clear(). */
+/* Where the bytes of a small object sit in the metadata's value log. */
+typedef struct md_value_ref {
+    uint32_t seg, len;
+    uint64_t off, sum; /* sum: md__vsum of the bytes */
+} md_value_ref;
+
 typedef struct md_object {
     uint64_t size;        /* object size in bytes */
     int64_t mtime_ms;     /* last modified, ms since epoch */
@@ -97,6 +104,9 @@ typedef struct md_object {
     cm_slice inline_data; /* the bytes, for small objects (layout empty) */
     cm_slice layout;      /* cs layout, for objects stored as shards */
     void *mem;            /* private: owns the bytes of a decoded record */
+    md_value_ref vref;    /* private: where a stored record keeps its inline bytes
+                           * in the value log (len 0: in the record); readers of
+                           * md_object_get see inline_data and a zero vref */
 } md_object;
 
 void md_object_clear(md_object *o); /* frees owned bytes; zeroes o */

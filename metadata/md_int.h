@@ -109,6 +109,52 @@ int md__journal_unappend(md__journal *j);
 /* The next append goes to offset 0 (older records stay behind it). */
 void md__journal_rewind(md__journal *j);
 
+/* The value log (vlog.c): object bytes in segment files beside LevelDB,
+ * pointed to by records (md_value_ref). Bytes only; db.c makes writes
+ * durable, objects.c collects dead segments (md__values_gc). */
+typedef struct md__vlog md__vlog;
+extern uint64_t md__vlog_seg_bytes; /* a segment's size limit (tests make it small) */
+typedef struct md__vseg_info {
+    uint32_t id;
+    uint64_t size; /* bytes reserved or written */
+    uint64_t dead; /* bytes known dead (approximate) */
+    bool known;    /* dead is counted since the segment began or was scanned */
+    bool active;   /* reservations go there: never dropped */
+} md__vseg_info;
+/* Opens the segments in dir; the first reservation starts a new one. */
+int md__vlog_open(const char *dir, md__vlog **out);
+void md__vlog_close(md__vlog *v); /* NULL is a no-op */
+/* Reserves n bytes in the active segment (moving to a new one when full). */
+int md__vlog_reserve(md__vlog *v, size_t n, uint32_t *seg, uint64_t *off);
+/* Writes bytes at (seg, off), buffered; creates the segment if it is gone. */
+int md__vlog_write(md__vlog *v, uint32_t seg, uint64_t off, cm_slice bytes);
+/* fdatasync of every segment written since the last call (and of the
+ * directory after a segment was created). */
+int md__vlog_sync(md__vlog *v);
+/* Reads n bytes at (seg, off): CM_ENOTFOUND if the segment was dropped,
+ * CM_ECORRUPT past its end. */
+int md__vlog_read(md__vlog *v, uint32_t seg, uint64_t off, uint8_t *p, size_t n);
+/* Counts n more dead bytes in seg / sets its count (after a full scan). */
+void md__vlog_dead(md__vlog *v, uint32_t seg, uint64_t n);
+void md__vlog_set_dead(md__vlog *v, uint32_t seg, uint64_t dead);
+/* Copies up to max segments' state, ascending by id; returns how many
+ * there are (more than max: call again with more room). */
+size_t md__vlog_segments(md__vlog *v, md__vseg_info *out, size_t max);
+/* Deletes a segment that is not the active one. */
+int md__vlog_drop(md__vlog *v, uint32_t seg);
+/* The check value stored in a md_value_ref (64-bit multiply-xorshift). */
+uint64_t md__vsum(const uint8_t *p, size_t n);
+
+/* The database's value log (db.c owns it). */
+md__vlog *md__values(md_db_t *db);
+/* Reserves room for bytes in the value log and adds their write to b: the
+ * commit of b makes them durable with the rest (journaled, or synced before
+ * LevelDB's write without a journal). *ref says where they will be. */
+int md__batch_value(md_db_t *db, struct md__batch *b, cm_slice bytes, md_value_ref *ref);
+/* Asks the committer for a checkpoint (everything durable in LevelDB and
+ * the value log, the journal started over) and waits for it. */
+int md__checkpoint(md_db_t *db);
+
 /* For tests: how many sync writes wait in the committer's queue now and how
  * many groups it has taken since open. Takes the committer's mutex. */
 void md__commit_stats(md_db_t *db, size_t *queued, uint64_t *groups);
@@ -171,6 +217,7 @@ uint32_t md__hash(cm_slice a, cm_slice b);
 
 /* ------------------------------------------------------------------ codec.c */
 #define MD__REC_VERSION 1
+#define MD__OBJ_VERSION_REF 2 /* an object record with a value-log reference */
 
 int md__obj_encode(cm_buf *b, const md_object *o);
 /* Decodes an object record. With copy, o->mem is one malloc()ed block
@@ -178,6 +225,12 @@ int md__obj_encode(cm_buf *b, const md_object *o);
  * copy o->mem holds only the header array and the slices borrow from v.
  * Either way release with md_object_clear(). CM_ECORRUPT on bad bytes. */
 int md__obj_decode(cm_slice v, bool copy, md_object *o);
+/* The length of the value-log bytes an encoded object record refers to (0:
+ * none, or not a well-formed reference: the decode tells). */
+size_t md__obj_value_len(cm_slice v);
+/* The same with room extra bytes at the end of o->mem (*roomp points at
+ * them; NULL when room is 0), for the bytes of a value-log reference. */
+int md__obj_decode_room(cm_slice v, bool copy, size_t room, md_object *o, uint8_t **roomp);
 /* Decodes for a listing: size, mtime, etag and hdrs copied into pool (inline
  * data and layout left empty). */
 int md__obj_decode_pool(cm_slice v, cm_pool *pool, md_object *o);
@@ -222,6 +275,18 @@ void md__garbage_reclaim(md_db_t *db, md__garbage *g);
  * absent key gives CM_ENOTFOUND (after precond saw NULL). */
 int md__object_stage(md_db_t *db, struct md__batch *b, md__garbage *g, const char *bucket,
                      cm_slice key, const md_object *obj, const md_write_opts *opts);
+
+/* Objects at least this big keep their bytes in the value log rather than
+ * in their record (smaller ones cost less in the record than a read). */
+#define MD__VALUE_MIN 1024
+/* Reads o's value-log bytes (o->vref) into room; CM_ECORRUPT if they do not
+ * check out. */
+int md__value_read(md_db_t *db, const md_value_ref *ref, uint8_t *room);
+/* One pass of the value log's collector: finds the live bytes of every
+ * segment (a scan of the object records), moves the live values out of
+ * segments at most half alive into the active one, checkpoints, and drops
+ * the emptied segments. *moved / *dropped may be NULL. */
+int md__values_gc(md_db_t *db, size_t *moved, size_t *dropped);
 
 /* What hooks see as md_batch_t: the batch of the change and its db. */
 struct md_batch {

@@ -62,7 +62,14 @@ int md__object_stage(md_db_t *db, struct md__batch *b, md__garbage *g, const cha
         cm_buf_free(&ik);
     }
     if (obj) {
-        if ((rc = md__obj_encode(&v, obj)))
+        md_object rec = *obj;
+        rec.vref = (md_value_ref){0};
+        if (rec.inline_data.n >= MD__VALUE_MIN && !rec.layout.n) {
+            if ((rc = md__batch_value(db, b, rec.inline_data, &rec.vref)))
+                goto out;
+            rec.inline_data = CM_SLICE_NULL;
+        }
+        if ((rc = md__obj_encode(&v, &rec)))
             goto out;
         md__batch_put(b, cm_buf_slice(&k), cm_buf_slice(&v));
     } else {
@@ -72,6 +79,10 @@ int md__object_stage(md_db_t *db, struct md__batch *b, md__garbage *g, const cha
      * keeps its layout: that is not garbage. */
     if (have && o.layout.n && !(obj && cm_slice_eq(o.layout, obj->layout)))
         rc = md__garbage_add(db, b, g, o.layout);
+    /* The replaced bytes in the value log are dead (counted before the
+     * commit: should it fail, the collector's scan finds them alive). */
+    if (!rc && have && o.vref.len)
+        md__vlog_dead(md__values(db), o.vref.seg, o.vref.len);
 out:
     md_object_clear(&o);
     cm_buf_free(&k);
@@ -158,10 +169,32 @@ int md_object_get(md_db_t *db, const char *bucket, cm_slice key, md_object *out)
 
     if (md__check_bucket(bucket) || md__check_key(key))
         return CM_ENOTFOUND;
-    if ((rc = md__key_object(&k, bucket, key)) || (rc = md__get(db, cm_buf_slice(&k), &v)))
+    if ((rc = md__key_object(&k, bucket, key)))
         goto out;
-    if ((rc = md__obj_decode(cm_buf_slice(&v), true, out)) == CM_ECORRUPT)
-        cm_log(CM_LOG_ERROR, "metadata: corrupt object record in bucket %s", bucket);
+    /* A value the collector moves away between the record's read and the
+     * value's (its old segment already dropped) is read again where the
+     * record now says. */
+    for (int tries = 0; tries < 4; tries++) {
+        uint8_t *room = NULL;
+        if ((rc = md__get(db, cm_buf_slice(&k), &v)))
+            break;
+        size_t vlen = md__obj_value_len(cm_buf_slice(&v));
+        rc = md__obj_decode_room(cm_buf_slice(&v), true, vlen, out, &room);
+        if (rc == CM_ECORRUPT)
+            cm_log(CM_LOG_ERROR, "metadata: corrupt object record in bucket %s", bucket);
+        if (rc || !out->vref.len)
+            break;
+        if (!room || vlen != out->vref.len) {
+            rc = CM_ECORRUPT;
+        } else if (!(rc = md__value_read(db, &out->vref, room))) {
+            out->inline_data = CM_SLICE(room, out->vref.len);
+            out->vref = (md_value_ref){0};
+            break;
+        }
+        md_object_clear(out);
+        if (rc != CM_ENOTFOUND)
+            break;
+    }
 out:
     cm_buf_free(&k);
     cm_buf_free(&v);
@@ -179,7 +212,9 @@ uint64_t md_batch_seq(md_batch_t *mb)
 int md_object_encode(cm_buf *b, const md_object *o)
 {
     cm_buf rec = {0};
-    int rc = md__obj_encode(&rec, o); /* it writes from the start of its buffer */
+    md_object t = *o;
+    t.vref = (md_value_ref){0}; /* only records in this store refer to its value log */
+    int rc = md__obj_encode(&rec, &t); /* it writes from the start of its buffer */
 
     if (rc == 0)
         rc = cm_buf_append_slice(b, cm_buf_slice(&rec));
@@ -238,6 +273,7 @@ int md_object_scan(md_db_t *db, const char *after_bucket, cm_slice after_key, si
         }
         cm_slice okey = CM_SLICE(nul + 1, key.n - (size_t)(nul + 1 - key.p));
         seen++;
+        o.vref = (md_value_ref){0}; /* scans do not read value-log bytes */
         rc = fn(arg, bucket, okey, &o);
         md_object_clear(&o);
         if (rc)
@@ -248,5 +284,218 @@ int md_object_scan(md_db_t *db, const char *after_bucket, cm_slice after_key, si
 out:
     cm_buf_free(&k);
     md__iter_free(it);
+    return rc;
+}
+
+/* ------------------------------------------------------------ value-log collector */
+/* The value-log reference at the end of a version-2 record, without a full
+ * decode (the scan reads every record). False if there is none. */
+static bool peek_ref(cm_slice v, uint32_t *seg, uint32_t *len)
+{
+    if (!md__obj_value_len(v))
+        return false;
+    *seg = md__get_le32(v.p + v.n - 24);
+    *len = md__get_le32(v.p + v.n - 20);
+    return true;
+}
+
+/* A segment as one collector pass sees it. */
+struct gc_seg {
+    md__vseg_info info;
+    uint64_t live; /* bytes that records point to */
+    bool victim;   /* to be emptied and dropped */
+};
+
+static struct gc_seg *seg_of(struct gc_seg *segs, size_t n, uint32_t id)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (segs[mid].info.id == id)
+            return &segs[mid];
+        if (segs[mid].info.id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+/* Moves one record's value out of segment seg into the active one, under
+ * the record's locks, if the record still points there. *moved counts it. */
+static int move_value(md_db_t *db, cm_slice rkey, uint32_t seg, size_t *moved)
+{
+    const uint8_t *nul = memchr(rkey.p + 1, 0, rkey.n - 1);
+    char bucket[MD_BUCKET_MAX + 1];
+    md_object o = {0};
+    cm_buf cur = {0}, v = {0};
+    struct md__batch *b = NULL;
+    uint8_t *bytes = NULL;
+    int rc;
+
+    if (!nul || (size_t)(nul - rkey.p - 1) > MD_BUCKET_MAX)
+        return 0;
+    memcpy(bucket, rkey.p + 1, (size_t)(nul - rkey.p - 1));
+    bucket[nul - rkey.p - 1] = 0;
+    cm_slice key = CM_SLICE(nul + 1, rkey.n - (size_t)(nul + 1 - rkey.p));
+    pthread_rwlock_t *blk = md__bucket_lock(db, bucket);
+    pthread_mutex_t *klk = md__key_lock(db, bucket, key);
+    pthread_rwlock_rdlock(blk);
+    pthread_mutex_lock(klk);
+    rc = md__get(db, rkey, &cur);
+    if (rc == CM_ENOTFOUND) { /* deleted since the scan */
+        rc = 0;
+        goto out;
+    }
+    if (rc || (rc = md__obj_decode(cm_buf_slice(&cur), false, &o)))
+        goto out;
+    if (o.vref.len == 0 || o.vref.seg != seg)
+        goto out; /* rewritten since the scan */
+    if (!(bytes = malloc(o.vref.len)) || !(b = md__batch_new())) {
+        rc = CM_ENOMEM;
+        goto out;
+    }
+    if ((rc = md__value_read(db, &o.vref, bytes)) ||
+        (rc = md__batch_value(db, b, CM_SLICE(bytes, o.vref.len), &o.vref)) ||
+        (rc = md__obj_encode(&v, &o)))
+        goto out;
+    md__batch_put(b, rkey, cm_buf_slice(&v));
+    if (!(rc = md__batch_commit(db, b, true)))
+        (*moved)++;
+out:
+    pthread_mutex_unlock(klk);
+    pthread_rwlock_unlock(blk);
+    md_object_clear(&o);
+    md__batch_free(b);
+    free(bytes);
+    cm_buf_free(&cur);
+    cm_buf_free(&v);
+    return rc;
+}
+
+/* Calls fn for every object record; stops at its first error. */
+static int each_record(md_db_t *db, int (*fn)(void *arg, cm_slice k, cm_slice v), void *arg)
+{
+    struct md__iter *it = md__iter_new(db);
+    uint8_t start = MD__K_OBJECT;
+    int rc = 0;
+
+    if (!it)
+        return CM_ENOMEM;
+    for (md__iter_seek(it, CM_SLICE(&start, 1)); !rc && md__iter_valid(it); md__iter_next(it)) {
+        cm_slice k = md__iter_key(it);
+        if (k.n < 2 || k.p[0] != MD__K_OBJECT)
+            break;
+        rc = fn(arg, k, md__iter_val(it));
+    }
+    if (!rc)
+        rc = md__iter_status(it);
+    md__iter_free(it);
+    return rc;
+}
+
+struct gc_pass {
+    md_db_t *db;
+    struct gc_seg *segs;
+    size_t n;
+    size_t moved;
+    int failed; /* first move failure */
+};
+
+static int count_live(void *arg, cm_slice k, cm_slice v)
+{
+    struct gc_pass *p = arg;
+    uint32_t seg, len;
+    struct gc_seg *s;
+    (void)k;
+    if (peek_ref(v, &seg, &len) && (s = seg_of(p->segs, p->n, seg)))
+        s->live += len;
+    return 0;
+}
+
+static int move_live(void *arg, cm_slice k, cm_slice v)
+{
+    struct gc_pass *p = arg;
+    uint32_t seg, len;
+    struct gc_seg *s;
+    if (!peek_ref(v, &seg, &len) || !(s = seg_of(p->segs, p->n, seg)) || !s->victim)
+        return 0;
+    int rc = move_value(p->db, k, seg, &p->moved);
+    if (rc) {
+        cm_log(CM_LOG_ERROR, "metadata: value log: cannot move a value out of segment %u: %s",
+               seg, cm_strerror(rc));
+        s->victim = false; /* kept */
+        md__vlog_set_dead(md__values(p->db), seg, 0); /* not tried again until more dies */
+        if (!p->failed)
+            p->failed = rc;
+    }
+    return 0;
+}
+
+static pthread_mutex_t gc_lk = PTHREAD_MUTEX_INITIALIZER; /* one pass at a time */
+
+int md__values_gc(md_db_t *db, size_t *moved, size_t *dropped)
+{
+    md__vlog *vl = md__values(db);
+    struct gc_pass p = {db, NULL, 0, 0, 0};
+    md__vseg_info *info = NULL;
+    size_t nvict = 0, ndrop = 0, cap;
+    bool scan = false;
+    int rc = 0;
+
+    pthread_mutex_lock(&gc_lk);
+    cap = md__vlog_segments(vl, NULL, 0);
+    if (cap && (!(info = calloc(cap, sizeof *info)) || !(p.segs = calloc(cap, sizeof *p.segs)))) {
+        rc = CM_ENOMEM;
+        goto out;
+    }
+    p.n = md__vlog_segments(vl, info, cap);
+    p.n = p.n < cap ? p.n : cap; /* segments added since are new: not for this pass */
+    for (size_t i = 0; i < p.n; i++) {
+        p.segs[i].info = info[i];
+        scan |= !info[i].active && (!info[i].known || 2 * info[i].dead >= info[i].size);
+    }
+    if (!scan)
+        goto out;
+    /* Pass 1: the live bytes of every segment. Victims: segments no longer
+     * written that are at most half alive; the others learn their dead. */
+    if ((rc = each_record(db, count_live, &p)))
+        goto out;
+    for (size_t i = 0; i < p.n; i++) {
+        struct gc_seg *s = &p.segs[i];
+        if (s->info.active)
+            continue;
+        md__vlog_set_dead(vl, s->info.id, s->info.size > s->live ? s->info.size - s->live : 0);
+        s->victim = 2 * s->live <= s->info.size;
+        nvict += s->victim;
+    }
+    if (!nvict)
+        goto out;
+    /* Pass 2: move the victims' live values; make that durable (after the
+     * checkpoint no journal record refers to a victim), then drop them. */
+    if ((rc = each_record(db, move_live, &p)) || (rc = md__checkpoint(db)))
+        goto out;
+    for (size_t i = 0; i < p.n; i++) {
+        if (!p.segs[i].victim)
+            continue;
+        int drc = md__vlog_drop(vl, p.segs[i].info.id);
+        if (drc)
+            rc = rc ? rc : drc;
+        else
+            ndrop++;
+    }
+    if (p.moved || ndrop)
+        cm_log(CM_LOG_INFO, "metadata: value log: moved %zu values, dropped %zu segments",
+               p.moved, ndrop);
+    if (!rc)
+        rc = p.failed;
+out:
+    pthread_mutex_unlock(&gc_lk);
+    free(info);
+    free(p.segs);
+    if (moved)
+        *moved = p.moved;
+    if (dropped)
+        *dropped = ndrop;
     return rc;
 }

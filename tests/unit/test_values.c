@@ -1,0 +1,503 @@
+/* tests/unit/test_values.c - unit tests of the metadata's value log
+ * (metadata/vlog.c and its use by objects.c and db.c): which objects keep
+ * their bytes there, reads after reopen, a corrupt value, the collector
+ * (moving live values out of mostly dead segments and dropping them, also
+ * after a reopen), and kill -9 of writers with the unsynced value-log bytes
+ * and LevelDB's log lost afterwards (the journal brings them back). TAP. */
+#include "metadata/md_int.h"
+#include "tests/unit/tap.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char g_dir[64];
+
+static int rm_cb(const char *p, const struct stat *st, int flag, struct FTW *f)
+{
+    (void)st, (void)flag, (void)f;
+    return remove(p);
+}
+
+static int reclaim_ok(void *arg, cm_slice layout)
+{
+    (void)arg, (void)layout;
+    return 0;
+}
+
+static md_db_t *open_db(const char *path)
+{
+    md_db_t *db = NULL;
+    if (md_open(path, &db))
+        return NULL;
+    md_set_reclaim(db, reclaim_ok, NULL);
+    return db;
+}
+
+/* The bytes of version v of key k: n bytes that differ with both. */
+static void fill(uint8_t *p, size_t n, uint32_t k, uint32_t v)
+{
+    uint64_t x = 0x9e3779b97f4a7c15ull * (k + 1) ^ (uint64_t)v << 32;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        p[i] = (uint8_t)x;
+    }
+}
+
+static int put_val(md_db_t *db, const char *bucket, const char *key, size_t n, uint32_t k,
+                   uint32_t v)
+{
+    uint8_t buf[8192];
+    md_object o = {0};
+    fill(buf, n, k, v);
+    o.size = n;
+    o.mtime_ms = 1700000000000;
+    o.etag = CM_SLICE_STR("0123456789abcdef0123456789abcdef");
+    o.inline_data = CM_SLICE(buf, n);
+    return md_object_put(db, bucket, CM_SLICE_STR(key), &o, 0, NULL, NULL);
+}
+
+/* 0 if bucket/key holds version v of k's n bytes. */
+static int check_val(md_db_t *db, const char *bucket, const char *key, size_t n, uint32_t k,
+                     uint32_t v)
+{
+    uint8_t want[8192];
+    md_object o;
+    int rc = md_object_get(db, bucket, CM_SLICE_STR(key), &o);
+    if (rc)
+        return rc;
+    fill(want, n, k, v);
+    rc = o.size == n && o.inline_data.n == n && !memcmp(o.inline_data.p, want, n) &&
+                 o.vref.len == 0
+             ? 0
+             : 1;
+    md_object_clear(&o);
+    return rc;
+}
+
+/* The first byte of the raw record: its version. */
+static int rec_version(md_db_t *db, const char *bucket, const char *key)
+{
+    cm_buf k = {0}, v = {0};
+    int ver = -1;
+    if (!md__key_object(&k, bucket, CM_SLICE_STR(key)) && !md__get(db, cm_buf_slice(&k), &v) &&
+        v.n)
+        ver = v.p[0];
+    cm_buf_free(&k);
+    cm_buf_free(&v);
+    return ver;
+}
+
+static int count_segments(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+    if (!d)
+        return -1;
+    while ((e = readdir(d)))
+        n += !strncmp(e->d_name, "cairn-values.", 13);
+    closedir(d);
+    return n;
+}
+
+static int mkbucket(md_db_t *db, const char *name)
+{
+    md_bucket b = {0};
+    snprintf(b.name, sizeof b.name, "%s", name);
+    snprintf(b.region, sizeof b.region, "us-east-1");
+    return md_bucket_create(db, &b);
+}
+
+static void test_basics(void)
+{
+    char path[128], seg[200];
+    snprintf(path, sizeof path, "%s/basics", g_dir);
+    md_db_t *db = open_db(path);
+    ok(db != NULL, "open");
+    if (!db)
+        return;
+    is_int(mkbucket(db, "b"), 0, "bucket");
+    is_int(put_val(db, "b", "small", MD__VALUE_MIN - 1, 1, 1), 0, "put below the threshold");
+    is_int(put_val(db, "b", "at", MD__VALUE_MIN, 2, 1), 0, "put at the threshold");
+    is_int(put_val(db, "b", "big", 8000, 3, 1), 0, "put of 8000 bytes");
+    is_int(rec_version(db, "b", "small"), 1, "a small object's bytes stay in its record");
+    is_int(rec_version(db, "b", "at"), 2, "at the threshold the record refers to the value log");
+    is_int(rec_version(db, "b", "big"), 2, "and above it");
+    is_int(check_val(db, "b", "small", MD__VALUE_MIN - 1, 1, 1), 0, "small reads back");
+    is_int(check_val(db, "b", "at", MD__VALUE_MIN, 2, 1), 0, "at reads back");
+    is_int(check_val(db, "b", "big", 8000, 3, 1), 0, "big reads back");
+
+    /* Listings and scans see sizes, not bytes. */
+    md_list_req q = {"b", CM_SLICE_NULL, CM_SLICE_NULL, CM_SLICE_NULL, 100};
+    md_list_res r;
+    is_int(md_object_list(db, &q, &r), 0, "list");
+    ok(r.n == 3 && r.a[1].obj.size == 8000, "the listing shows the sizes");
+    md_list_res_free(&r);
+    md_close(db);
+    is_int(count_segments(path), 1, "one segment file");
+
+    db = open_db(path);
+    ok(db != NULL, "reopen");
+    if (!db)
+        return;
+    is_int(check_val(db, "b", "big", 8000, 3, 1), 0, "big reads back after a reopen");
+    is_int(check_val(db, "b", "at", MD__VALUE_MIN, 2, 1), 0, "at reads back after a reopen");
+    md_close(db);
+
+    /* One flipped byte in the segment: the read says corrupt, never wrong bytes. */
+    snprintf(seg, sizeof seg, "%s/cairn-values.00000001", path);
+    int fd = open(seg, O_RDWR);
+    uint8_t c = 0;
+    ok(fd >= 0 && pread(fd, &c, 1, MD__VALUE_MIN + 100) == 1, "read a byte of big's value");
+    c ^= 0x40;
+    ok(fd >= 0 && pwrite(fd, &c, 1, MD__VALUE_MIN + 100) == 1, "flip it");
+    if (fd >= 0)
+        close(fd);
+    db = open_db(path);
+    md_object o;
+    is_int(md_object_get(db, "b", CM_SLICE_STR("big"), &o), CM_ECORRUPT,
+           "a value that does not check out: CM_ECORRUPT");
+    is_int(check_val(db, "b", "at", MD__VALUE_MIN, 2, 1), 0, "its neighbour still reads back");
+    md_close(db);
+}
+
+static void test_collector(void)
+{
+    char path[128], key[32];
+    uint64_t saved = md__vlog_seg_bytes;
+    size_t moved = 0, dropped = 0;
+    int bad = 0;
+
+    md__vlog_seg_bytes = 64 * 1024; /* about 21 values of 3000 bytes a segment */
+    snprintf(path, sizeof path, "%s/collector", g_dir);
+    md_db_t *db = open_db(path);
+    ok(db != NULL, "open");
+    if (!db)
+        return;
+    mkbucket(db, "c");
+    for (uint32_t i = 0; i < 400; i++) {
+        snprintf(key, sizeof key, "k%03u", i);
+        bad += put_val(db, "c", key, 3000, i, 0) != 0;
+    }
+    is_int(bad, 0, "400 puts of 3000 bytes");
+    int before = count_segments(path);
+    ok(before >= 18, "they fill %d segments", before);
+    is_int(md__values_gc(db, &moved, &dropped), 0, "a collector pass with nothing dead");
+    ok(moved == 0 && dropped == 0, "moves and drops nothing (%zu, %zu)", moved, dropped);
+
+    /* Overwrite 3 of every 4 and delete every 8th: the early segments are
+     * mostly dead now. */
+    for (uint32_t i = 0; i < 400; i++) {
+        snprintf(key, sizeof key, "k%03u", i);
+        if (i % 8 == 7)
+            bad += md_object_delete(db, "c", CM_SLICE_STR(key), NULL, NULL) != 0;
+        else if (i % 4)
+            bad += put_val(db, "c", key, 3000, i, 1) != 0;
+    }
+    is_int(bad, 0, "overwrites and deletes");
+    is_int(md__values_gc(db, &moved, &dropped), 0, "a collector pass");
+    ok(moved > 0 && dropped >= (size_t)before - 1, "moved %zu values, dropped %zu segments", moved,
+       dropped);
+    ok(count_segments(path) < 2 * before - (int)dropped + 1, "segment files went away (%d left)",
+       count_segments(path));
+    for (uint32_t i = 0; i < 400; i++) {
+        snprintf(key, sizeof key, "k%03u", i);
+        if (i % 8 == 7) {
+            md_object o;
+            bad += md_object_get(db, "c", CM_SLICE_STR(key), &o) != CM_ENOTFOUND;
+        } else {
+            bad += check_val(db, "c", key, 3000, i, i % 4 ? 1 : 0) != 0;
+        }
+    }
+    is_int(bad, 0, "every object reads back its last bytes after the pass");
+    md_close(db);
+
+    /* After a reopen the collector knows nothing of the old segments: its
+     * first pass scans, and deletes of half the rest make work for it. */
+    db = open_db(path);
+    ok(db != NULL, "reopen");
+    if (!db)
+        return;
+    for (uint32_t i = 0; i < 400; i += 2) {
+        snprintf(key, sizeof key, "k%03u", i);
+        if (i % 8 != 6)
+            bad += md_object_delete(db, "c", CM_SLICE_STR(key), NULL, NULL) != 0;
+    }
+    is_int(bad, 0, "deletes after the reopen");
+    is_int(md__values_gc(db, &moved, &dropped), 0, "a pass after the reopen");
+    ok(dropped > 0, "it drops segments (%zu, %zu values moved)", dropped, moved);
+    md_close(db);
+    db = open_db(path);
+    for (uint32_t i = 0; db && i < 400; i++) {
+        snprintf(key, sizeof key, "k%03u", i);
+        bool gone = i % 8 == 7 || (i % 2 == 0 && i % 8 != 6);
+        if (gone) {
+            md_object o;
+            bad += md_object_get(db, "c", CM_SLICE_STR(key), &o) != CM_ENOTFOUND;
+        } else {
+            bad += check_val(db, "c", key, 3000, i, i % 4 ? 1 : 0) != 0;
+        }
+    }
+    is_int(bad, 0, "every object reads back after another reopen");
+    md_close(db);
+    md__vlog_seg_bytes = saved;
+}
+
+/* Readers while the collector moves values and drops segments: a read
+ * never fails and never returns other bytes. */
+struct reader {
+    md_db_t *db;
+    volatile int stop;
+    int bad, reads;
+};
+
+static void *reader_main(void *arg)
+{
+    struct reader *r = arg;
+    char key[32];
+    for (uint32_t n = 0; !r->stop; n++) {
+        uint32_t i = n % 200;
+        snprintf(key, sizeof key, "r%03u", i);
+        r->bad += check_val(r->db, "r", key, 2000, i, 0) != 0;
+        r->reads++;
+    }
+    return NULL;
+}
+
+static void test_readers(void)
+{
+    char path[128], key[32];
+    uint64_t saved = md__vlog_seg_bytes;
+    int bad = 0;
+    size_t moved = 0, dropped = 0, tm = 0, td = 0;
+
+    md__vlog_seg_bytes = 32 * 1024;
+    snprintf(path, sizeof path, "%s/readers", g_dir);
+    md_db_t *db = open_db(path);
+    if (!db)
+        return;
+    mkbucket(db, "r");
+    for (uint32_t i = 0; i < 200; i++) {
+        snprintf(key, sizeof key, "r%03u", i);
+        bad += put_val(db, "r", key, 2000, i, 0) != 0;
+    }
+    struct reader rd = {db, 0, 0, 0};
+    pthread_t th;
+    pthread_create(&th, NULL, reader_main, &rd);
+    /* Filler objects written and deleted between the values, so every
+     * segment is mostly dead and its values move in each round. */
+    for (int round = 0; round < 6; round++) {
+        for (uint32_t i = 0; i < 200; i++) {
+            snprintf(key, sizeof key, "f%03u", i);
+            bad += put_val(db, "r", key, 2000, 1000 + i, (uint32_t)round) != 0;
+        }
+        for (uint32_t i = 0; i < 200; i++) {
+            snprintf(key, sizeof key, "f%03u", i);
+            bad += md_object_delete(db, "r", CM_SLICE_STR(key), NULL, NULL) != 0;
+        }
+        bad += md__values_gc(db, &moved, &dropped) != 0;
+        tm += moved;
+        td += dropped;
+    }
+    rd.stop = 1;
+    pthread_join(th, NULL);
+    is_int(bad, 0, "writes and collector passes");
+    ok(tm > 0 && td > 0, "the passes moved %zu values and dropped %zu segments", tm, td);
+    is_int(rd.bad, 0, "%d reads meanwhile, each of the right bytes", rd.reads);
+    md_close(db);
+    md__vlog_seg_bytes = saved;
+}
+
+static bool newest_log(const char *dir, char *out, size_t cap)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    unsigned long best = 0;
+    bool found = false;
+    if (!d)
+        return false;
+    while ((e = readdir(d))) {
+        unsigned long n;
+        char tail[8];
+        if (sscanf(e->d_name, "%lu.%7s", &n, tail) == 2 && !strcmp(tail, "log") &&
+            (!found || n > best)) {
+            best = n;
+            found = true;
+        }
+    }
+    closedir(d);
+    if (found)
+        snprintf(out, cap, "%s/%06lu.log", dir, best);
+    return found;
+}
+
+/* Cuts every value-log segment back to its size at the child's open: what a
+ * power loss may leave of bytes written since the last checkpoint. */
+static int cut_segments(const char *dir, const char *sizes)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char p[400];
+    int n = 0;
+    if (!d)
+        return -1;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, "cairn-values.", 13))
+            continue;
+        unsigned long long was = 0;
+        const char *at = strstr(sizes, e->d_name);
+        if (at)
+            sscanf(at + strlen(e->d_name), "=%llu", &was);
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        if (truncate(p, (off_t)was) == 0)
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+#define NW 4
+
+struct cwriter {
+    md_db_t *db;
+    int fd;
+    uint32_t t;
+};
+
+/* Puts key w<t>-<i % 30> = version i of 2500 bytes and acknowledges (t, i). */
+static void *crash_writer(void *arg)
+{
+    struct cwriter *w = arg;
+    char key[32];
+    for (uint32_t i = 0;; i++) {
+        snprintf(key, sizeof key, "w%u-%02u", w->t, i % 30);
+        if (put_val(w->db, "k", key, 2500, w->t * 100 + i % 30, i))
+            _exit(1);
+        uint32_t ack[2] = {w->t, i};
+        if (write(w->fd, ack, sizeof ack) != sizeof ack)
+            _exit(1);
+    }
+    return NULL;
+}
+
+/* NW writers in a child killed after 200 acknowledged puts each; then, with
+ * lose, LevelDB's log and the value-log segments are cut back to their sizes
+ * at the child's open (the journal, big enough not to wrap, is all that has
+ * the writes). Reopened, every key holds its last acknowledged bytes (or
+ * those in flight at the kill). */
+static void crash(const char *what, bool lose)
+{
+    char path[128], key[32], log[300], sizes[4096] = "";
+    int pipefd[2], st, bad = 0;
+    uint32_t acked[NW] = {0}, ack[2], least = 0;
+    uint64_t logsize = UINT64_MAX;
+    pid_t pid;
+
+    snprintf(path, sizeof path, "%s/crash-%s", g_dir, what);
+    {
+        md_db_t *db = open_db(path); /* the bucket, and a first segment */
+        if (!db)
+            return;
+        mkbucket(db, "k");
+        put_val(db, "k", "first", 2500, 9999, 0);
+        md_close(db);
+    }
+    /* The segments before the child (its new ones begin empty). */
+    DIR *d = opendir(path);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        struct stat sb;
+        char p[400];
+        snprintf(p, sizeof p, "%s/%s", path, e->d_name);
+        if (!strncmp(e->d_name, "cairn-values.", 13) && !stat(p, &sb))
+            snprintf(sizes + strlen(sizes), sizeof sizes - strlen(sizes), "%s=%llu ", e->d_name,
+                     (unsigned long long)sb.st_size);
+    }
+    if (d)
+        closedir(d);
+    if (pipe(pipefd))
+        return;
+    pid = fork();
+    if (pid == 0) {
+        struct stat sb;
+        struct cwriter w[NW];
+        pthread_t th[NW];
+        md_db_t *db = NULL;
+        close(pipefd[0]);
+        if (md_open(path, &db) || !newest_log(path, log, sizeof log) || stat(log, &sb))
+            _exit(1);
+        uint64_t ls = (uint64_t)sb.st_size;
+        if (write(pipefd[1], &ls, sizeof ls) != sizeof ls)
+            _exit(1);
+        for (int t = 0; t < NW; t++) {
+            w[t] = (struct cwriter){db, pipefd[1], (uint32_t)t};
+            if (pthread_create(&th[t], NULL, crash_writer, &w[t]))
+                _exit(1);
+        }
+        pause();
+        _exit(1);
+    }
+    close(pipefd[1]);
+    if (read(pipefd[0], &logsize, sizeof logsize) != sizeof logsize)
+        logsize = UINT64_MAX;
+    while (least < 200 && read(pipefd[0], ack, sizeof ack) == sizeof ack) {
+        if (ack[0] < NW && ack[1] > acked[ack[0]])
+            acked[ack[0]] = ack[1];
+        least = acked[0];
+        for (int t = 1; t < NW; t++)
+            least = acked[t] < least ? acked[t] : least;
+    }
+    kill(pid, SIGKILL);
+    while (read(pipefd[0], ack, sizeof ack) == sizeof ack)
+        if (ack[0] < NW && ack[1] > acked[ack[0]])
+            acked[ack[0]] = ack[1];
+    waitpid(pid, &st, 0);
+    close(pipefd[0]);
+    ok(WIFSIGNALED(st) && least >= 200, "%s: %d writers killed after 200 puts or more each", what,
+       NW);
+    if (lose) {
+        ok(logsize != UINT64_MAX && newest_log(path, log, sizeof log) &&
+               truncate(log, (off_t)logsize) == 0,
+           "%s: LevelDB's log cut back to %llu bytes", what, (unsigned long long)logsize);
+        ok(cut_segments(path, sizes) > 0, "%s: value-log segments cut back", what);
+    }
+    md_db_t *db = open_db(path);
+    ok(db != NULL, "%s: reopen", what);
+    for (uint32_t t = 0; db && t < NW; t++) {
+        for (uint32_t j = 0; j < 30; j++) {
+            uint32_t a = acked[t];
+            uint32_t last = a - (a % 30 >= j ? a % 30 - j : a % 30 + 30 - j);
+            snprintf(key, sizeof key, "w%u-%02u", t, j);
+            if (check_val(db, "k", key, 2500, t * 100 + j, last) &&
+                !(last + 30 == a + 1 && !check_val(db, "k", key, 2500, t * 100 + j, last + 30)))
+                bad++;
+        }
+    }
+    bad += !db || check_val(db, "k", "first", 2500, 9999, 0) != 0;
+    is_int(bad, 0, "%s: every key holds its last acknowledged bytes", what);
+    md_close(db);
+}
+
+int main(void)
+{
+    snprintf(g_dir, sizeof g_dir, "/tmp/test_values.XXXXXX");
+    if (!mkdtemp(g_dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    test_basics();
+    test_collector();
+    test_readers();
+    crash("kill", false);
+    crash("lost", true);
+    nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    return done_testing();
+}
