@@ -189,8 +189,9 @@ typedef struct md_list_res {
 
 /* Visits object records in (bucket, key) order, starting strictly after
  * (after_bucket, after_key) (after_bucket NULL: from the first), at most
- * max of them, each whole (layout and inline data included; valid during
- * the call only). *more is set when records remain after the last one
+ * max of them, each whole (layout included, and inline data that sits in
+ * the record itself: bytes in the value log are not read; valid during the
+ * call only). *more is set when records remain after the last one
  * visited. fn's nonzero return stops the scan and is returned. For walks
  * over the whole store (heal, scrub): cheap to resume in batches. */
 typedef int (*md_scan_fn)(void *arg, const char *bucket, cm_slice key, const md_object *obj);

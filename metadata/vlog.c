@@ -170,25 +170,37 @@ void md__vlog_close(md__vlog *v)
     free(v);
 }
 
+/* With lk held (any way) and mu: takes n bytes of the active segment if it
+ * exists and has room. */
+static bool take(md__vlog *v, size_t n, uint32_t *seg, uint64_t *off)
+{
+    struct vseg *s = find(v, v->active);
+    if (!s || (s->size > 0 && s->size + n > md__vlog_seg_bytes))
+        return false;
+    *seg = s->id;
+    *off = s->size;
+    s->size += n;
+    return true;
+}
+
 int md__vlog_reserve(md__vlog *v, size_t n, uint32_t *seg, uint64_t *off)
 {
     int rc = 0;
 
-    pthread_rwlock_wrlock(&v->lk); /* rare: only when a segment is added */
+    pthread_rwlock_rdlock(&v->lk);
     pthread_mutex_lock(&v->mu);
-    struct vseg *s = find(v, v->active);
-    if (s && s->size > 0 && s->size + n > md__vlog_seg_bytes) {
-        v->active++;
-        s = NULL;
-    }
-    if (!s) {
+    bool done = take(v, n, seg, off);
+    pthread_mutex_unlock(&v->mu);
+    pthread_rwlock_unlock(&v->lk);
+    if (done)
+        return 0;
+    pthread_rwlock_wrlock(&v->lk); /* a new segment: once per md__vlog_seg_bytes */
+    pthread_mutex_lock(&v->mu);
+    if (!take(v, n, seg, off)) { /* else another thread added one meanwhile */
+        if (find(v, v->active))
+            v->active++; /* full */
         if (!(rc = add_seg(v, v->active, true)))
-            s = find(v, v->active);
-    }
-    if (s) {
-        *seg = s->id;
-        *off = s->size;
-        s->size += n;
+            take(v, n, seg, off);
     }
     pthread_mutex_unlock(&v->mu);
     pthread_rwlock_unlock(&v->lk);
