@@ -277,8 +277,9 @@ int md__object_stage(md_db_t *db, struct md__batch *b, md__garbage *g, const cha
                      cm_slice key, const md_object *obj, const md_write_opts *opts);
 
 /* Objects at least this big keep their bytes in the value log rather than
- * in their record (smaller ones cost less in the record than a read). */
-#define MD__VALUE_MIN 1024
+ * in their record. Measured (doc/bench.md): at 512 bytes PUT still costs
+ * less CPU with the bytes in the value log and GET no more. */
+#define MD__VALUE_MIN 512
 /* Reads o's value-log bytes (o->vref) into room; CM_ECORRUPT if they do not
  * check out. */
 int md__value_read(md_db_t *db, const md_value_ref *ref, uint8_t *room);
