@@ -630,7 +630,23 @@ struct md__batch {
     leveldb_writebatch_t *wb;
     size_t bytes;
     cm_buf vals;
+    md__vlog *vlog; /* where vals' space is reserved (set by the first) */
 };
+
+/* Releases the value-log reservations of b's writes: once it is freed, its
+ * records are in LevelDB (or never will be). */
+static void release_values(struct md__batch *b)
+{
+    cm_reader r = {b->vals.p, b->vals.n};
+    uint8_t op;
+    uint32_t seg;
+    uint64_t off;
+    cm_slice v;
+
+    while (b->vlog && r.n && !cm_get_u8(&r, &op) && op == 2 && !cm_get_u32(&r, &seg) &&
+           !cm_get_u64(&r, &off) && !cm_get_bytes(&r, &v))
+        md__vlog_release(b->vlog, seg);
+}
 
 struct md__batch *md__batch_new(void)
 {
@@ -640,6 +656,7 @@ struct md__batch *md__batch_new(void)
         return NULL;
     b->bytes = 0;
     b->vals = (cm_buf){0};
+    b->vlog = NULL;
     if (!(b->wb = leveldb_writebatch_create())) {
         free(b);
         return NULL;
@@ -652,6 +669,7 @@ void md__batch_free(struct md__batch *b)
     if (!b)
         return;
     leveldb_writebatch_destroy(b->wb);
+    release_values(b);
     cm_buf_free(&b->vals);
     free(b);
 }
@@ -704,9 +722,14 @@ int md__batch_value(md_db_t *db, struct md__batch *b, cm_slice bytes, md_value_r
         return CM_EINVAL;
     if ((rc = md__vlog_reserve(db->ldb->vlog, bytes.n, &seg, &off)))
         return rc;
+    size_t was = b->vals.n;
     if ((rc = cm_buf_put_u8(&b->vals, 2)) || (rc = cm_buf_put_u32(&b->vals, seg)) ||
-        (rc = cm_buf_put_u64(&b->vals, off)) || (rc = cm_buf_put_bytes(&b->vals, bytes)))
+        (rc = cm_buf_put_u64(&b->vals, off)) || (rc = cm_buf_put_bytes(&b->vals, bytes))) {
+        b->vals.n = was;
+        md__vlog_release(db->ldb->vlog, seg);
         return rc;
+    }
+    b->vlog = db->ldb->vlog;
     b->bytes += bytes.n + 17;
     *ref = (md_value_ref){seg, (uint32_t)bytes.n, off, md__vsum(bytes.p, bytes.n)};
     return 0;
@@ -740,8 +763,7 @@ int md__batch_commit_later(md_db_t *db, struct md__batch *b)
     r->b = b->wb;
     r->bytes = b->bytes;
     r->later = true;
-    cm_buf_free(&b->vals);
-    free(b); /* its write batch now belongs to r */
+    free(b); /* its write batch now belongs to r (it has no value-log writes) */
     pthread_mutex_lock(&c->mu);
     if (c->stop) {
         pthread_mutex_unlock(&c->mu);

@@ -118,14 +118,19 @@ typedef struct md__vseg_info {
     uint32_t id;
     uint64_t size; /* bytes reserved or written */
     uint64_t dead; /* bytes known dead (approximate) */
+    uint32_t pending; /* reservations not yet released */
     bool known;    /* dead is counted since the segment began or was scanned */
     bool active;   /* reservations go there: never dropped */
 } md__vseg_info;
 /* Opens the segments in dir; the first reservation starts a new one. */
 int md__vlog_open(const char *dir, md__vlog **out);
 void md__vlog_close(md__vlog *v); /* NULL is a no-op */
-/* Reserves n bytes in the active segment (moving to a new one when full). */
+/* Reserves n bytes in the active segment (moving to a new one when full).
+ * The reservation is pending until md__vlog_release: until then the
+ * collector leaves the segment alone, since a record that will point there
+ * may not be in LevelDB yet. */
 int md__vlog_reserve(md__vlog *v, size_t n, uint32_t *seg, uint64_t *off);
+void md__vlog_release(md__vlog *v, uint32_t seg);
 /* Writes bytes at (seg, off), buffered; creates the segment if it is gone. */
 int md__vlog_write(md__vlog *v, uint32_t seg, uint64_t off, cm_slice bytes);
 /* fdatasync of every segment written since the last call (and of the
@@ -149,7 +154,8 @@ uint64_t md__vsum(const uint8_t *p, size_t n);
 md__vlog *md__values(md_db_t *db);
 /* Reserves room for bytes in the value log and adds their write to b: the
  * commit of b makes them durable with the rest (journaled, or synced before
- * LevelDB's write without a journal). *ref says where they will be. */
+ * LevelDB's write without a journal). *ref says where they will be. The
+ * reservation is released by md__batch_free (after the commit, if any). */
 int md__batch_value(md_db_t *db, struct md__batch *b, cm_slice bytes, md_value_ref *ref);
 /* Asks the committer for a checkpoint (everything durable in LevelDB and
  * the value log, the journal started over) and waits for it. */

@@ -453,7 +453,10 @@ int md__values_gc(md_db_t *db, size_t *moved, size_t *dropped)
     p.n = p.n < cap ? p.n : cap; /* segments added since are new: not for this pass */
     for (size_t i = 0; i < p.n; i++) {
         p.segs[i].info = info[i];
-        scan |= !info[i].active && (!info[i].known || 2 * info[i].dead >= info[i].size);
+        /* A segment with pending reservations may get records yet. */
+        if (info[i].pending)
+            p.segs[i].info.active = true;
+        scan |= !p.segs[i].info.active && (!info[i].known || 2 * info[i].dead >= info[i].size);
     }
     if (!scan)
         goto out;

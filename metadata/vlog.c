@@ -37,6 +37,7 @@ struct vseg {
     uint64_t size; /* bytes reserved (the active one) or the file's size */
     uint64_t dead; /* bytes known to be dead (approximate: see md__vlog_dead) */
     bool known;    /* dead is counted since the segment began, or since a scan */
+    uint32_t pending; /* reservations whose batch is not yet freed (md__vlog_release) */
     bool dirty;    /* written since the last md__vlog_sync */
     bool fresh;    /* created since the last md__vlog_sync: its directory entry too */
 };
@@ -114,7 +115,7 @@ static int add_seg(md__vlog *v, uint32_t id, bool create)
     while (at > 0 && v->segs[at - 1].id > id)
         at--;
     memmove(&v->segs[at + 1], &v->segs[at], (v->n - at) * sizeof *v->segs);
-    v->segs[at] = (struct vseg){id, fd, (uint64_t)st.st_size, 0, create, false, create};
+    v->segs[at] = (struct vseg){id, fd, (uint64_t)st.st_size, 0, create, 0, false, create};
     v->n++;
     return 0;
 }
@@ -180,7 +181,19 @@ static bool take(md__vlog *v, size_t n, uint32_t *seg, uint64_t *off)
     *seg = s->id;
     *off = s->size;
     s->size += n;
+    s->pending++;
     return true;
+}
+
+void md__vlog_release(md__vlog *v, uint32_t seg)
+{
+    pthread_rwlock_rdlock(&v->lk);
+    pthread_mutex_lock(&v->mu);
+    struct vseg *s = find(v, seg);
+    if (s && s->pending)
+        s->pending--;
+    pthread_mutex_unlock(&v->mu);
+    pthread_rwlock_unlock(&v->lk);
 }
 
 int md__vlog_reserve(md__vlog *v, size_t n, uint32_t *seg, uint64_t *off)
@@ -310,7 +323,8 @@ size_t md__vlog_segments(md__vlog *v, md__vseg_info *out, size_t max)
     pthread_mutex_lock(&v->mu);
     for (size_t i = 0; i < v->n && k < max; i++) {
         const struct vseg *s = &v->segs[i];
-        out[k++] = (md__vseg_info){s->id, s->size, s->dead, s->known, s->id == v->active};
+        out[k++] = (md__vseg_info){s->id, s->size, s->dead, s->pending, s->known,
+                                   s->id == v->active};
     }
     if (k == max && v->n > max)
         k = v->n; /* tells the caller to ask again with more room */

@@ -2,7 +2,7 @@
  * (metadata/vlog.c and its use by objects.c and db.c): which objects keep
  * their bytes there, reads after reopen, a corrupt value, the collector
  * (moving live values out of mostly dead segments and dropping them, also
- * after a reopen), and kill -9 of writers with the unsynced value-log bytes
+ * after a reopen, never a segment with a reservation pending), and kill -9 of writers with the unsynced value-log bytes
  * and LevelDB's log lost afterwards (the journal brings them back). TAP. */
 #include "metadata/md_int.h"
 #include "tests/unit/tap.h"
@@ -316,6 +316,64 @@ static void test_readers(void)
     md__vlog_seg_bytes = saved;
 }
 
+/* A value reserved in a segment that stops being active before its record
+ * is committed: the collector must not drop that segment meanwhile, even
+ * though no record points there yet. */
+static void test_pending(void)
+{
+    char path[128], key[32], seg[200];
+    uint64_t saved = md__vlog_seg_bytes;
+    size_t moved = 0, dropped = 0;
+    uint8_t late[3000];
+    int bad = 0;
+
+    md__vlog_seg_bytes = 16 * 1024;
+    snprintf(path, sizeof path, "%s/pending", g_dir);
+    md_db_t *db = open_db(path);
+    if (!db)
+        return;
+    mkbucket(db, "p");
+    bad += put_val(db, "p", "a0", 3000, 1, 0) != 0; /* segment 1 */
+    /* The late value, reserved in segment 1 too, its record not yet written. */
+    struct md__batch *b = md__batch_new();
+    md_value_ref ref;
+    fill(late, sizeof late, 77, 0);
+    bad += md__batch_value(db, b, CM_SLICE(late, sizeof late), &ref) != 0;
+    ok(ref.seg == 1, "the late value is reserved in segment %u", ref.seg);
+    /* Fill segment 1 and go on to 2 and 3; then segment 1's only record goes. */
+    for (uint32_t i = 1; i < 12; i++) {
+        snprintf(key, sizeof key, "a%u", i);
+        bad += put_val(db, "p", key, 3000, 1 + i, 0) != 0;
+    }
+    for (uint32_t i = 0; i < 12; i++) {
+        snprintf(key, sizeof key, "a%u", i);
+        bad += md_object_delete(db, "p", CM_SLICE_STR(key), NULL, NULL) != 0;
+    }
+    is_int(bad, 0, "puts and deletes");
+    is_int(md__values_gc(db, &moved, &dropped), 0, "a collector pass");
+    snprintf(seg, sizeof seg, "%s/cairn-values.00000001", path);
+    ok(access(seg, F_OK) == 0, "segment 1 is kept while a reservation in it is pending");
+    /* Now the late record, then the batch is freed: the reservation ends. */
+    md_object o = {0};
+    cm_buf k = {0}, v = {0};
+    o.size = sizeof late;
+    o.etag = CM_SLICE_STR("0123456789abcdef0123456789abcdef");
+    o.vref = ref;
+    bad += md__key_object(&k, "p", CM_SLICE_STR("late")) || md__obj_encode(&v, &o);
+    md__batch_put(b, cm_buf_slice(&k), cm_buf_slice(&v));
+    bad += md__batch_commit(db, b, true) != 0;
+    md__batch_free(b);
+    cm_buf_free(&k);
+    cm_buf_free(&v);
+    is_int(bad, 0, "the late record is committed");
+    is_int(md__values_gc(db, &moved, &dropped), 0, "another pass");
+    ok(moved >= 1 && access(seg, F_OK) != 0, "now segment 1 goes, its value moved (%zu, %zu)",
+       moved, dropped);
+    is_int(check_val(db, "p", "late", sizeof late, 77, 0), 0, "the late object reads back");
+    md_close(db);
+    md__vlog_seg_bytes = saved;
+}
+
 static bool newest_log(const char *dir, char *out, size_t cap)
 {
     DIR *d = opendir(dir);
@@ -496,6 +554,7 @@ int main(void)
     test_basics();
     test_collector();
     test_readers();
+    test_pending();
     crash("kill", false);
     crash("lost", true);
     nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
