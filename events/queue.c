@@ -1759,7 +1759,7 @@ static void *worker_main(void *arg)
 {
     evt__worker *w = arg;
     evt_t *e = w->e;
-    cm_buf err = {0}, v = {0};
+    cm_buf err = {0}, vals[EVT__BATCH] = {{0}};
     sigset_t pipe_set;
 
     pthread_setname_np(pthread_self(), "events"); /* in top -H, perf, gdb */
@@ -1835,6 +1835,12 @@ static void *worker_main(void *arg)
             deliver_tgt(w, b, nb, rc, &err);
         now = cm_now_ms();
         bool bury[EVT__BATCH], failed = false, acked = false;
+        /* The failed events' records: rewritten (attempts, last error) in
+         * one batch, dead letters moved in another (sync), whatever the
+         * number of events the call carried. */
+        uint64_t useq[EVT__BATCH], bseq[EVT__BATCH];
+        cm_slice urec[EVT__BATCH], brec[EVT__BATCH];
+        size_t nu = 0, nbury = 0;
         for (size_t i = 0; i < nb; i++) {
             evt__pend *x = b[i];
             bury[i] = false;
@@ -1847,18 +1853,23 @@ static void *worker_main(void *arg)
             cm_buf_append_slice(&x->r.err, cm_buf_slice(&err));
             bury[i] = (int)x->r.attempts >= e->cfg.max_attempts ||
                       now - x->r.created_ms >= e->cfg.max_age_ms;
-            cm_buf_reset(&v);
-            evt__rec_encode(&x->r, &v);
+            cm_buf *xv = &vals[nu + nbury];
+            cm_buf_reset(xv);
+            evt__rec_encode(&x->r, xv);
             if (bury[i]) {
                 cm_log(CM_LOG_WARN, "events: dead-lettered event %llu for %s after %u attempts: %s",
                        (unsigned long long)x->seq, x->r.dest, x->r.attempts, cm_buf_str(&err));
-                md_outbox_bury(e->md, x->seq, cm_buf_slice(&v));
+                bseq[nbury] = x->seq;
+                brec[nbury++] = cm_buf_slice(xv);
             } else {
                 cm_log(CM_LOG_INFO, "events: delivery of %llu to %s failed (attempt %u): %s",
                        (unsigned long long)x->seq, x->r.dest, x->r.attempts, cm_buf_str(&err));
-                md_outbox_update(e->md, x->seq, cm_buf_slice(&v));
+                useq[nu] = x->seq;
+                urec[nu++] = cm_buf_slice(xv);
             }
         }
+        md_outbox_update_many(e->md, useq, urec, nu);
+        md_outbox_bury_many(e->md, bseq, brec, nbury);
 
         pthread_mutex_lock(&e->lk);
         bool recovered = false; /* a probe succeeded: the target's backlog may all go */
@@ -1929,7 +1940,8 @@ static void *worker_main(void *arg)
     pthread_mutex_unlock(&e->lk);
     evt__worker_cleanup(w);
     cm_buf_free(&err);
-    cm_buf_free(&v);
+    for (size_t i = 0; i < EVT__BATCH; i++)
+        cm_buf_free(&vals[i]);
     free(w);
     return NULL;
 }

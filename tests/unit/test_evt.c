@@ -974,6 +974,36 @@ static void test_changelog(void)
     cm_buf_free(&want);
 }
 
+/* md_outbox_update_many: the failed events of one pipelined call are
+ * rewritten in one batch; each keeps its own record. */
+static int collect_recs(void *arg, uint64_t seq, cm_slice v)
+{
+    cm_buf *b = arg;
+    cm_buf_printf(b, "%llu=%.*s;", (unsigned long long)seq, (int)v.n, (const char *)v.p);
+    return 0;
+}
+
+static void test_outbox_update_many(void)
+{
+    md_db_t *md = NULL;
+    evt_config c;
+    char dir[64];
+    cm_buf b = {0};
+    if (!fixture(dir, "update many", &md, &c))
+        return;
+    uint64_t seqs[3] = {7, 9, 8};
+    cm_slice recs[3] = {CM_SLICE_STR("a"), CM_SLICE_STR("b"), CM_SLICE_STR("c")};
+    ok(md_outbox_update_many(md, seqs, recs, 3) == 0, "three records in one write");
+    ok(md_outbox_update_many(md, seqs, recs, 0) == 0, "none: nothing to write");
+    recs[0] = CM_SLICE_STR("a2");
+    ok(md_outbox_update_many(md, seqs, recs, 1) == 0, "one rewritten");
+    md_outbox_scan(md, false, 0, collect_recs, &b);
+    is_str(cm_buf_str(&b), "7=a2;8=c;9=b;", "each seq holds its own record");
+    md_close(md);
+    nftw(dir, rm_fn, 16, FTW_DEPTH | FTW_PHYS);
+    cm_buf_free(&b);
+}
+
 /* Refills: a small window drains a longer backlog in seq order per key
  * while new changes keep coming. */
 static bool drained(evt_t *e, void *arg)
@@ -1446,6 +1476,7 @@ int main(void)
     test_backoff();
     test_end_to_end();
     test_changelog();
+    test_outbox_update_many();
     test_window_down();
     test_window_refill();
     test_pipeline(0, "webhook", "http://127.0.0.1:%d/hook?x=1");
