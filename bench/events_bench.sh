@@ -136,18 +136,24 @@ EOF
 # jget JSON KEY
 jget() { printf '%s\n' "$1" | sed -n "s/.*\"$2\":\"\{0,1\}\([^,\"}]*\).*/\1/p" | head -n 1; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; } # utime + stime
+# Busy ticks of the whole machine (user nice system irq softirq steal): what a phase cost
+# everything on it, client and receiver included, not only cairn.
+busy() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
 HZ=$(getconf CLK_TCK)
 SENT=0 # events the receiver should have by now
-put_phase() { # BUCKET PREFIX -> "ops/s cairn-CPU-us-per-PUT receiver-CPU-ms PUTs"
+put_phase() { # BUCKET PREFIX -> "ops/s cairn-CPU-us-per-PUT receiver-CPU-ms PUTs machine-CPU-us-per-PUT"
     c0=$(ticks "$CAIRN_PID")
     r0=$(ticks "$RECV_PID")
+    s0=$(busy)
     line=$("$BUILD/cairn-bench" --endpoint "$EP" --bucket "$1" --prefix "$2" --op put --size 4k \
         --concurrency "$CONC" --duration "$SECS" --json 2>>"$TMP/bench.err" | grep '"phase":"run"' | tail -n 1)
     c1=$(ticks "$CAIRN_PID")
     r1=$(ticks "$RECV_PID")
+    s1=$(busy)
     ops=$(jget "$line" ops)
     ops=${ops:-0}
-    echo "$(jget "$line" ops_per_s) $(((c1 - c0) * 1000000 / HZ / (ops + 1))) $(((r1 - r0) * 1000 / HZ)) $ops"
+    echo "$(jget "$line" ops_per_s) $(((c1 - c0) * 1000000 / HZ / (ops + 1))) $(((r1 - r0) * 1000 / HZ)) $ops" \
+        "$(((s1 - s0) * 1000000 / HZ / (ops + 1)))"
 }
 # Waits (up to 120 s) until the receiver logged SENT events; prints the seconds it took.
 drain() {
@@ -168,20 +174,21 @@ EOF
 }
 
 PLAIN="" RULE="" DOWN="" CPU_P="" CPU_R="" CPU_D="" RCV_R="" RCV_O="" DRAIN=""
+SYS_P="" SYS_R="" SYS_D=""
 phase_plain() {
     set -- $(put_phase evb-plain "p$r-")
-    PLAIN="$PLAIN $1" CPU_P="$CPU_P $2" RCV_O="$RCV_O $3"
+    PLAIN="$PLAIN $1" CPU_P="$CPU_P $2" RCV_O="$RCV_O $3" SYS_P="$SYS_P $5"
 }
 phase_rule() {
     set -- $(put_phase evb-rule "r$r-")
-    RULE="$RULE $1" CPU_R="$CPU_R $2" RCV_R="$RCV_R $3" SENT=$((SENT + $4))
+    RULE="$RULE $1" CPU_R="$CPU_R $2" RCV_R="$RCV_R $3" SENT=$((SENT + $4)) SYS_R="$SYS_R $5"
     d0=$(ticks "$RECV_PID")
     DRAIN="$DRAIN $(drain)"
     RCV_R="$RCV_R+$((($(ticks "$RECV_PID") - d0) * 1000 / HZ))"
 }
 phase_down() {
     set -- $(put_phase evb-down "d$r-")
-    DOWN="$DOWN $1" CPU_D="$CPU_D $2" RCV_O="$RCV_O $3"
+    DOWN="$DOWN $1" CPU_D="$CPU_D $2" RCV_O="$RCV_O $3" SYS_D="$SYS_D $5"
 }
 # Odd rounds run plain, rule, down; even rounds down, rule, plain: the metadata store grows
 # during the run and each PUT gets a little dearer, and this order gives every case the same
@@ -205,6 +212,8 @@ echo "  with a rule:    ops/s per phase:$RULE  (cairn CPU us/PUT:$CPU_R)"
 echo "    receiver CPU ms, phase+drain:$RCV_R; backlog drained after the phase, s:$DRAIN"
 echo "  rule, target down (outbox writes only): ops/s per phase:$DOWN  (cairn CPU us/PUT:$CPU_D)"
 echo "    receiver CPU ms in the other phases (ideally 0):$RCV_O"
+echo "  machine CPU us/PUT (/proc/stat, everything: client, cairn, receiver):" \
+    "without a rule:$SYS_P; with a rule:$SYS_R; target down:$SYS_D"
 "$PY" -c "
 import sys
 p=[float(x) for x in '$PLAIN'.split()]; r=[float(x) for x in '$RULE'.split()]; d=[float(x) for x in '$DOWN'.split()]

@@ -9,16 +9,21 @@
 
 #include <pthread.h>
 
-/* An outbox record ('E' 'Q' seq value; doc/metadata-keys.md):
- * version u8 (1 or 2), dest kind u8, dest (4+n), bucket (4+n), key (4+n),
- * type u32, depth u8, created ms u64, event time ms u64, sequencer u64,
- * attempts u32, last error (4+n), then
+/* An outbox record ('E' 'Q' seq value; doc/metadata-keys.md), version 3:
+ * version u8 (3), dest kind u8, dest, bucket, key (str), type (varint),
+ * depth u8, event time ms (varint), created ms - event time (zigzag
+ * varint), sequencer (varint), attempts (varint), last error (str), size
+ * (varint), etag (str), then config id, region, principal, owner, source
+ * ip, request id, host id (str each). varint: unsigned LEB128. str: a
+ * varint (stored length << 2 | form), then the stored bytes; form 0 as
+ * is, 1 lowercase and 2 uppercase hex digits packed two to a byte, 3 the
+ * stored bytes followed by the string before it (queue.c).
+ * Versions 1 and 2 (older releases) still decode: u32 lengths and fixed
+ * widths for the same fields up to the last error, then
  *   version 1: message JSON (4+n);
- *   version 2: the compact change the message is built from at delivery:
- *     size u64, etag (4+n), config id, region, principal, owner,
- *     source ip, request id, host id (4+n each).
- * Records are written as version 2; version 1 (older releases) still
- * decodes, delivers with its stored message and re-encodes as version 1. */
+ *   version 2: size u64, etag (4+n), the seven strings (4+n each).
+ * Compact records (2 or 3) are rewritten as version 3; version 1 delivers
+ * with its stored message and re-encodes as version 1. */
 #define EVT__REC_NSTR 7 /* config id .. host id */
 typedef struct evt__rec {
     uint8_t dest_kind;  /* enum evt_dest_kind */
@@ -32,25 +37,27 @@ typedef struct evt__rec {
     uint64_t evseq;     /* the sequencer of the change */
     uint32_t attempts;
     cm_buf err;         /* last delivery error */
-    uint8_t ver;        /* stored format: 1 (json) or 2 (compact; the default for 0) */
+    uint8_t ver;        /* 1: json stored; 2 (or 0): compact fields, stored as version 3 */
     cm_buf json;        /* version 1: the stored S3 event message */
-    uint64_t size;      /* version 2: the change (see evt_change) */
+    uint64_t size;      /* compact: the change (see evt_change) */
     cm_buf etag;
-    cm_buf strs;        /* version 2: EVT__REC_NSTR strings, each NUL-terminated */
+    cm_buf strs;        /* compact: EVT__REC_NSTR strings, each NUL-terminated */
 } evt__rec;
 
 int evt__rec_encode(const evt__rec *r, cm_buf *out);
 int evt__rec_decode(cm_slice v, evt__rec *r /* OUT, zeroed */);
 void evt__rec_free(evt__rec *r);
-/* Version 2: stores the change fields of c and config_id in r (the rest of
+/* Compact: stores the change fields of c and config_id in r (the rest of
  * r is set by the caller). */
 int evt__rec_set_change(evt__rec *r, const evt_change *c, const char *config_id);
 /* The S3 event message of r: for version 1 the stored one (*msg borrowed
- * from r, tmp untouched), for version 2 built into tmp (byte-identical to
- * evt_record_json at staging time). 0 or CM_ENOMEM. */
+ * from r, tmp untouched), for compact records built into tmp (byte-identical
+ * to evt_record_json at staging time). 0 or CM_ENOMEM. */
 int evt__rec_message(const evt__rec *r, cm_buf *tmp, cm_slice *msg /* OUT */);
 
-/* A change-log entry ('E' 'C' bucket 0x00 seq value): version u8 (1),
+/* A change-log entry ('E' 'C' bucket 0x00 seq value), version 2: version
+ * u8 (2), type, time ms, size (varint each), etag, key (str each, as in
+ * the outbox record), depth u8. Version 1 (older releases) still decodes:
  * type u32, time ms u64, size u64, etag (4+n), key (4+n), depth u8. */
 
 /* A function definition (copied out under the lock for a run). */

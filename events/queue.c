@@ -14,11 +14,186 @@
 #include <unistd.h>
 
 /* ---------------------------------------------------------------- records */
-int evt__rec_encode(const evt__rec *r, cm_buf *out)
+/* The compact fields of outbox records (version 3) and change-log entries
+ * (version 2): unsigned LEB128 varints, and strings as a varint header
+ * (stored length << 2 | form) followed by the stored bytes. Forms:
+ *   0  the bytes as they are;
+ *   1  an even run of lowercase hex digits, stored packed (half the bytes);
+ *   2  the same in uppercase;
+ *   3  the stored bytes followed by the string before it in the record
+ *      (the host id "cairn-" + request id stores "cairn-" only).
+ * The encoder takes the shortest form; any string may take any form. */
+static int put_varint(cm_buf *b, uint64_t v)
+{
+    uint8_t x[10];
+    size_t n = 0;
+    while (v >= 0x80) {
+        x[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    x[n++] = (uint8_t)v;
+    return cm_buf_append(b, x, n);
+}
+
+static int get_varint(cm_reader *rd, uint64_t *out)
+{
+    uint64_t v = 0;
+    for (unsigned shift = 0; shift < 64; shift += 7) {
+        if (!rd->n)
+            return CM_ECORRUPT;
+        uint8_t c = *rd->p++;
+        rd->n--;
+        if (shift == 63 && c > 1)
+            return CM_ECORRUPT;
+        v |= (uint64_t)(c & 0x7f) << shift;
+        if (!(c & 0x80)) {
+            *out = v;
+            return 0;
+        }
+    }
+    return CM_ECORRUPT;
+}
+
+static int get_varint32(cm_reader *rd, uint32_t *out)
+{
+    uint64_t v;
+    if (get_varint(rd, &v) || v > UINT32_MAX)
+        return CM_ECORRUPT;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* 1 if s is all lowercase hex digits, 2 if all uppercase (digits alone
+ * count as lowercase), 0 otherwise. */
+static int hex_case(cm_slice s)
+{
+    bool lower = false, upper = false;
+    for (size_t i = 0; i < s.n; i++) {
+        uint8_t c = s.p[i];
+        if (c >= 'a' && c <= 'f')
+            lower = true;
+        else if (c >= 'A' && c <= 'F')
+            upper = true;
+        else if (c < '0' || c > '9')
+            return 0;
+    }
+    return lower && upper ? 0 : upper ? 2 : 1;
+}
+
+/* Appends string s in its shortest form; prev is the string before it in
+ * the record (empty if none). */
+static int put_str(cm_buf *b, cm_slice s, cm_slice prev)
+{
+    int hc = s.n >= 2 && s.n % 2 == 0 ? hex_case(s) : 0;
+    bool tail = prev.n && s.n >= prev.n && !memcmp(s.p + s.n - prev.n, prev.p, prev.n);
+    if (tail && (!hc || s.n - prev.n <= s.n / 2)) {
+        size_t n = s.n - prev.n;
+        if (put_varint(b, (uint64_t)n << 2 | 3) || cm_buf_append(b, s.p, n))
+            return CM_ENOMEM;
+        return 0;
+    }
+    if (hc) {
+        size_t n = s.n / 2;
+        if (put_varint(b, (uint64_t)n << 2 | (unsigned)hc) || cm_buf_reserve(b, n))
+            return CM_ENOMEM;
+        for (size_t i = 0; i < n; i++)
+            b->p[b->n++] = (uint8_t)(cm_hexval(s.p[2 * i]) << 4 | cm_hexval(s.p[2 * i + 1]));
+        b->p[b->n] = 0;
+        return 0;
+    }
+    if (put_varint(b, (uint64_t)s.n << 2) || (s.n && cm_buf_append(b, s.p, s.n)))
+        return CM_ENOMEM;
+    return 0;
+}
+
+/* A string read by get_str: its form, stored bytes and decoded length. */
+typedef struct str_in {
+    unsigned form;
+    cm_slice raw;
+    size_t n;
+} str_in;
+
+/* Reads a string's header and stored bytes; nprev is the length of the
+ * string before it (the decoded length of form 3 depends on it). */
+static int get_str(cm_reader *rd, size_t nprev, str_in *s)
+{
+    uint64_t h;
+    if (get_varint(rd, &h) || (h >> 2) > rd->n)
+        return CM_ECORRUPT;
+    s->form = (unsigned)(h & 3);
+    s->raw = CM_SLICE(rd->p, (size_t)(h >> 2));
+    rd->p += s->raw.n;
+    rd->n -= s->raw.n;
+    s->n = s->form == 0 ? s->raw.n : s->form == 3 ? s->raw.n + nprev : 2 * s->raw.n;
+    return 0;
+}
+
+/* Writes the s->n decoded bytes of s to dst; prev as for put_str. */
+static void str_write(const str_in *s, const uint8_t *prev, uint8_t *dst)
+{
+    static const char lo[] = "0123456789abcdef", up[] = "0123456789ABCDEF";
+    const char *digits = s->form == 2 ? up : lo;
+    switch (s->form) {
+    case 1:
+    case 2:
+        for (size_t i = 0; i < s->raw.n; i++) {
+            dst[2 * i] = (uint8_t)digits[s->raw.p[i] >> 4];
+            dst[2 * i + 1] = (uint8_t)digits[s->raw.p[i] & 15];
+        }
+        break;
+    case 3:
+        if (s->raw.n)
+            memcpy(dst, s->raw.p, s->raw.n);
+        if (s->n > s->raw.n)
+            memmove(dst + s->raw.n, prev, s->n - s->raw.n);
+        break;
+    default:
+        if (s->n)
+            memcpy(dst, s->raw.p, s->n);
+    }
+}
+
+/* Reads a string into out (cap bytes, NUL-terminated; no NUL inside). */
+static int get_cstr(cm_reader *rd, char *out, size_t cap)
+{
+    str_in s;
+    if (get_str(rd, 0, &s) || s.form == 3 || s.n >= cap)
+        return CM_ECORRUPT;
+    str_write(&s, NULL, (uint8_t *)out);
+    out[s.n] = 0;
+    return memchr(out, 0, s.n) ? CM_ECORRUPT : 0;
+}
+
+/* Reads a string and appends it to out; prev_off is where the string
+ * before it starts in out (its length nprev), for form 3. */
+static int get_buf(cm_reader *rd, cm_buf *out, size_t prev_off, size_t nprev)
+{
+    str_in s;
+    if (get_str(rd, nprev, &s) || (s.form == 3 && nprev > out->n - prev_off))
+        return CM_ECORRUPT;
+    if (cm_buf_reserve(out, s.n))
+        return CM_ENOMEM;
+    str_write(&s, out->p + prev_off, out->p + out->n);
+    out->n += s.n;
+    out->p[out->n] = 0;
+    return 0;
+}
+
+static uint64_t zigzag(int64_t v)
+{
+    return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+}
+
+static int64_t unzigzag(uint64_t v)
+{
+    return (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
+}
+
+/* Version 1 (older releases): u32 lengths, the stored JSON message. */
+static int rec_encode_v1(const evt__rec *r, cm_buf *out)
 {
     int rc = 0;
-    bool v1 = r->ver == 1;
-    rc |= cm_buf_put_u8(out, v1 ? 1 : 2);
+    rc |= cm_buf_put_u8(out, 1);
     rc |= cm_buf_put_u8(out, r->dest_kind);
     rc |= cm_buf_put_bytes(out, CM_SLICE_STR(r->dest));
     rc |= cm_buf_put_bytes(out, CM_SLICE_STR(r->bucket));
@@ -30,18 +205,39 @@ int evt__rec_encode(const evt__rec *r, cm_buf *out)
     rc |= cm_buf_put_u64(out, r->evseq);
     rc |= cm_buf_put_u32(out, r->attempts);
     rc |= cm_buf_put_bytes(out, cm_buf_slice(&r->err));
-    if (v1) {
-        rc |= cm_buf_put_bytes(out, cm_buf_slice(&r->json));
-        return rc ? CM_ENOMEM : 0;
-    }
-    rc |= cm_buf_put_u64(out, r->size);
-    rc |= cm_buf_put_bytes(out, cm_buf_slice(&r->etag));
+    rc |= cm_buf_put_bytes(out, cm_buf_slice(&r->json));
+    return rc ? CM_ENOMEM : 0;
+}
+
+int evt__rec_encode(const evt__rec *r, cm_buf *out)
+{
+    if (r->ver == 1)
+        return rec_encode_v1(r, out);
+    int rc = 0;
+    cm_slice none = CM_SLICE_NULL, prev = none;
+    rc |= cm_buf_put_u8(out, 3);
+    rc |= cm_buf_put_u8(out, r->dest_kind);
+    rc |= put_str(out, CM_SLICE_STR(r->dest), none);
+    rc |= put_str(out, CM_SLICE_STR(r->bucket), none);
+    rc |= put_str(out, cm_buf_slice(&r->key), none);
+    rc |= put_varint(out, r->type);
+    rc |= cm_buf_put_u8(out, (uint8_t)r->depth);
+    rc |= put_varint(out, (uint64_t)r->time_ms);
+    rc |= put_varint(out, zigzag(r->created_ms - r->time_ms));
+    rc |= put_varint(out, r->evseq);
+    rc |= put_varint(out, r->attempts);
+    rc |= put_str(out, cm_buf_slice(&r->err), none);
+    rc |= put_varint(out, r->size);
+    rc |= put_str(out, cm_buf_slice(&r->etag), none);
     const char *p = (const char *)r->strs.p, *end = p + r->strs.n;
     for (int i = 0; i < EVT__REC_NSTR; i++) {
-        size_t n = p && p < end ? strlen(p) : 0;
-        rc |= cm_buf_put_bytes(out, CM_SLICE(p && p < end ? p : "", n));
-        if (p && p < end)
-            p += n + 1;
+        cm_slice s = CM_SLICE("", 0);
+        if (p && p < end) {
+            s = CM_SLICE(p, strlen(p));
+            p += s.n + 1;
+        }
+        rc |= put_str(out, s, prev);
+        prev = s;
     }
     return rc ? CM_ENOMEM : 0;
 }
@@ -103,7 +299,8 @@ int evt__rec_message(const evt__rec *r, cm_buf *tmp, cm_slice *msg)
     return rc;
 }
 
-static int get_str(cm_reader *rd, char *out, size_t cap)
+/* Versions 1 and 2: a u32-length string into out (cap bytes, NUL-terminated). */
+static int get_str32(cm_reader *rd, char *out, size_t cap)
 {
     cm_slice s;
     int rc = cm_get_bytes(rd, &s);
@@ -116,6 +313,47 @@ static int get_str(cm_reader *rd, char *out, size_t cap)
     return 0;
 }
 
+/* Version 3: the compact fields (above). */
+static int rec_decode_v3(cm_reader *rd, evt__rec *r)
+{
+    uint8_t kind, depth;
+    uint64_t t, dc, size;
+    int rc;
+    if (cm_get_u8(rd, &kind) || get_cstr(rd, r->dest, sizeof r->dest) ||
+        get_cstr(rd, r->bucket, sizeof r->bucket))
+        return CM_ECORRUPT;
+    if ((rc = get_buf(rd, &r->key, 0, 0)))
+        return rc;
+    if (get_varint32(rd, &r->type) || cm_get_u8(rd, &depth) || get_varint(rd, &t) ||
+        get_varint(rd, &dc) || get_varint(rd, &r->evseq) || get_varint32(rd, &r->attempts))
+        return CM_ECORRUPT;
+    if ((rc = get_buf(rd, &r->err, 0, 0)))
+        return rc;
+    if (get_varint(rd, &size))
+        return CM_ECORRUPT;
+    if ((rc = get_buf(rd, &r->etag, 0, 0)))
+        return rc;
+    size_t prev_off = 0, nprev = 0;
+    for (int i = 0; i < EVT__REC_NSTR; i++) {
+        size_t off = r->strs.n;
+        if ((rc = get_buf(rd, &r->strs, prev_off, nprev)))
+            return rc;
+        if (memchr(r->strs.p + off, 0, r->strs.n - off))
+            return CM_ECORRUPT;
+        if (cm_buf_append_byte(&r->strs, 0))
+            return CM_ENOMEM;
+        prev_off = off;
+        nprev = r->strs.n - 1 - off;
+    }
+    r->ver = 2;
+    r->dest_kind = kind;
+    r->depth = depth;
+    r->time_ms = (int64_t)t;
+    r->created_ms = r->time_ms + unzigzag(dc);
+    r->size = size;
+    return 0;
+}
+
 int evt__rec_decode(cm_slice v, evt__rec *r)
 {
     cm_reader rd = {v.p, v.n};
@@ -125,10 +363,15 @@ int evt__rec_decode(cm_slice v, evt__rec *r)
     int rc;
 
     memset(r, 0, sizeof *r);
-    if ((rc = cm_get_u8(&rd, &ver)) || (ver != 1 && ver != 2))
+    if ((rc = cm_get_u8(&rd, &ver)) || ver < 1 || ver > 3)
         return CM_ECORRUPT;
-    if ((rc = cm_get_u8(&rd, &kind)) || (rc = get_str(&rd, r->dest, sizeof r->dest)) ||
-        (rc = get_str(&rd, r->bucket, sizeof r->bucket)) || (rc = cm_get_bytes(&rd, &key)) ||
+    if (ver == 3) {
+        if ((rc = rec_decode_v3(&rd, r)))
+            evt__rec_free(r);
+        return rc;
+    }
+    if ((rc = cm_get_u8(&rd, &kind)) || (rc = get_str32(&rd, r->dest, sizeof r->dest)) ||
+        (rc = get_str32(&rd, r->bucket, sizeof r->bucket)) || (rc = cm_get_bytes(&rd, &key)) ||
         (rc = cm_get_u32(&rd, &r->type)) || (rc = cm_get_u8(&rd, &depth)) ||
         (rc = cm_get_u64(&rd, &created)) || (rc = cm_get_u64(&rd, &t)) ||
         (rc = cm_get_u64(&rd, &r->evseq)) || (rc = cm_get_u32(&rd, &r->attempts)) ||
@@ -759,18 +1002,60 @@ static void pend_free(evt__pend *p)
     }
 }
 
-/* Change-log entry of c. */
+/* Change-log entry of c (version 2; evt_int.h). */
 static int log_entry(const evt_change *c, cm_buf *out)
 {
     int rc = 0;
-    rc |= cm_buf_put_u8(out, 1);
-    rc |= cm_buf_put_u32(out, c->type);
-    rc |= cm_buf_put_u64(out, (uint64_t)c->time_ms);
-    rc |= cm_buf_put_u64(out, c->size);
-    rc |= cm_buf_put_bytes(out, c->etag);
-    rc |= cm_buf_put_bytes(out, c->key);
+    cm_slice none = CM_SLICE_NULL;
+    rc |= cm_buf_put_u8(out, 2);
+    rc |= put_varint(out, c->type);
+    rc |= put_varint(out, (uint64_t)c->time_ms);
+    rc |= put_varint(out, c->size);
+    rc |= put_str(out, c->etag, none);
+    rc |= put_str(out, c->key, none);
     rc |= cm_buf_put_u8(out, (uint8_t)(c->depth > 255 ? 255 : c->depth));
     return rc ? CM_ENOMEM : 0;
+}
+
+/* A decoded change-log entry; etag and key point into tmp or the entry. */
+typedef struct log_ent {
+    uint32_t type;
+    int64_t time_ms;
+    uint64_t size;
+    cm_slice etag, key;
+} log_ent;
+
+/* Decodes a change-log entry of version 1 or 2 (only the time when
+ * time_only). Version 2 strings are unpacked into tmp. 0 or CM_ECORRUPT. */
+static int log_decode(cm_slice v, bool time_only, cm_buf *tmp, log_ent *out /* OUT */)
+{
+    cm_reader rd = {v.p, v.n};
+    uint8_t ver;
+    uint64_t t;
+    if (cm_get_u8(&rd, &ver))
+        return CM_ECORRUPT;
+    if (ver == 1) {
+        if (cm_get_u32(&rd, &out->type) || cm_get_u64(&rd, &t) ||
+            (!time_only && (cm_get_u64(&rd, &out->size) || cm_get_bytes(&rd, &out->etag) ||
+                            cm_get_bytes(&rd, &out->key))))
+            return CM_ECORRUPT;
+        out->time_ms = (int64_t)t;
+        return 0;
+    }
+    if (ver != 2 || get_varint32(&rd, &out->type) || get_varint(&rd, &t))
+        return CM_ECORRUPT;
+    out->time_ms = (int64_t)t;
+    if (time_only)
+        return 0;
+    cm_buf_reset(tmp);
+    if (get_varint(&rd, &out->size) || get_buf(&rd, tmp, 0, 0))
+        return CM_ECORRUPT;
+    size_t ne = tmp->n;
+    if (get_buf(&rd, tmp, 0, 0))
+        return CM_ECORRUPT;
+    out->etag = CM_SLICE(tmp->p, ne);
+    out->key = CM_SLICE(tmp->p + ne, tmp->n - ne);
+    return 0;
 }
 
 int evt_stage(evt_t *e, md_batch_t *b, const evt_change *c, evt_staged **staged)
@@ -1052,7 +1337,11 @@ static bool rec_dest(cm_slice v, uint8_t *kind, char *name)
     cm_reader rd = {v.p, v.n};
     uint8_t ver;
     cm_slice d;
-    if (cm_get_u8(&rd, &ver) || cm_get_u8(&rd, kind) || cm_get_bytes(&rd, &d) || d.n >= 64)
+    if (cm_get_u8(&rd, &ver) || cm_get_u8(&rd, kind))
+        return false;
+    if (ver == 3)
+        return get_cstr(&rd, name, 64) == 0;
+    if (cm_get_bytes(&rd, &d) || d.n >= 64)
         return false;
     memcpy(name, d.p, d.n);
     name[d.n] = 0;
@@ -1329,13 +1618,10 @@ static evt__pend *pick(evt_t *e, int64_t now, int64_t *wait_ms)
 static bool log_expired(void *arg, cm_slice rec)
 {
     int64_t cutoff = *(int64_t *)arg;
-    cm_reader rd = {rec.p, rec.n};
-    uint8_t ver;
-    uint32_t type;
-    uint64_t t;
-    if (cm_get_u8(&rd, &ver) || cm_get_u32(&rd, &type) || cm_get_u64(&rd, &t))
+    log_ent le;
+    if (log_decode(rec, true, NULL, &le))
         return true;
-    return (int64_t)t < cutoff;
+    return le.time_ms < cutoff;
 }
 
 /* Deletes the outbox records of the delivered events noted in e->done, in
@@ -1473,7 +1759,7 @@ static void *worker_main(void *arg)
 {
     evt__worker *w = arg;
     evt_t *e = w->e;
-    cm_buf err = {0}, v = {0};
+    cm_buf err = {0}, vals[EVT__BATCH] = {{0}};
     sigset_t pipe_set;
 
     pthread_setname_np(pthread_self(), "events"); /* in top -H, perf, gdb */
@@ -1549,6 +1835,12 @@ static void *worker_main(void *arg)
             deliver_tgt(w, b, nb, rc, &err);
         now = cm_now_ms();
         bool bury[EVT__BATCH], failed = false, acked = false;
+        /* The failed events' records: rewritten (attempts, last error) in
+         * one batch, dead letters moved in another (sync), whatever the
+         * number of events the call carried. */
+        uint64_t useq[EVT__BATCH], bseq[EVT__BATCH];
+        cm_slice urec[EVT__BATCH], brec[EVT__BATCH];
+        size_t nu = 0, nbury = 0;
         for (size_t i = 0; i < nb; i++) {
             evt__pend *x = b[i];
             bury[i] = false;
@@ -1561,18 +1853,23 @@ static void *worker_main(void *arg)
             cm_buf_append_slice(&x->r.err, cm_buf_slice(&err));
             bury[i] = (int)x->r.attempts >= e->cfg.max_attempts ||
                       now - x->r.created_ms >= e->cfg.max_age_ms;
-            cm_buf_reset(&v);
-            evt__rec_encode(&x->r, &v);
+            cm_buf *xv = &vals[nu + nbury];
+            cm_buf_reset(xv);
+            evt__rec_encode(&x->r, xv);
             if (bury[i]) {
                 cm_log(CM_LOG_WARN, "events: dead-lettered event %llu for %s after %u attempts: %s",
                        (unsigned long long)x->seq, x->r.dest, x->r.attempts, cm_buf_str(&err));
-                md_outbox_bury(e->md, x->seq, cm_buf_slice(&v));
+                bseq[nbury] = x->seq;
+                brec[nbury++] = cm_buf_slice(xv);
             } else {
                 cm_log(CM_LOG_INFO, "events: delivery of %llu to %s failed (attempt %u): %s",
                        (unsigned long long)x->seq, x->r.dest, x->r.attempts, cm_buf_str(&err));
-                md_outbox_update(e->md, x->seq, cm_buf_slice(&v));
+                useq[nu] = x->seq;
+                urec[nu++] = cm_buf_slice(xv);
             }
         }
+        md_outbox_update_many(e->md, useq, urec, nu);
+        md_outbox_bury_many(e->md, bseq, brec, nbury);
 
         pthread_mutex_lock(&e->lk);
         bool recovered = false; /* a probe succeeded: the target's backlog may all go */
@@ -1643,7 +1940,8 @@ static void *worker_main(void *arg)
     pthread_mutex_unlock(&e->lk);
     evt__worker_cleanup(w);
     cm_buf_free(&err);
-    cm_buf_free(&v);
+    for (size_t i = 0; i < EVT__BATCH; i++)
+        cm_buf_free(&vals[i]);
     free(w);
     return NULL;
 }
@@ -1891,33 +2189,29 @@ struct changes_ctx {
     size_t n, limit;
     uint64_t last;
     bool more;
+    cm_buf tmp; /* unpacked strings of the entry being listed */
 };
 
 static int change_one(void *arg, uint64_t seq, cm_slice v)
 {
     struct changes_ctx *cc = arg;
-    cm_reader rd = {v.p, v.n};
-    uint8_t ver;
-    uint32_t type;
-    uint64_t t, size;
-    cm_slice etag, key;
+    log_ent le;
     char sq[17], ts[32];
     if (cc->n >= cc->limit) {
         cc->more = true;
         return 1;
     }
-    if (cm_get_u8(&rd, &ver) || cm_get_u32(&rd, &type) || cm_get_u64(&rd, &t) ||
-        cm_get_u64(&rd, &size) || cm_get_bytes(&rd, &etag) || cm_get_bytes(&rd, &key))
+    if (log_decode(v, false, &cc->tmp, &le))
         return 0;
     evt_sequencer(seq, sq);
-    cm_time_iso8601_ms((int64_t)t, ts);
+    cm_time_iso8601_ms(le.time_ms, ts);
     cm_buf_printf(cc->out, "%s{\"sequencer\":\"%s\",\"eventName\":\"%s\",\"eventTime\":\"%s\","
                            "\"key\":",
-                  cc->n ? "," : "", sq, evt_type_name(type), ts);
-    cm_json_str(cc->out, key);
-    if (type & EVT_CREATED_ALL) {
-        cm_buf_printf(cc->out, ",\"size\":%llu,\"eTag\":", (unsigned long long)size);
-        cm_json_str(cc->out, etag);
+                  cc->n ? "," : "", sq, evt_type_name(le.type), ts);
+    cm_json_str(cc->out, le.key);
+    if (le.type & EVT_CREATED_ALL) {
+        cm_buf_printf(cc->out, ",\"size\":%llu,\"eTag\":", (unsigned long long)le.size);
+        cm_json_str(cc->out, le.etag);
     }
     cm_buf_append_byte(cc->out, '}');
     cc->n++;
@@ -1927,12 +2221,13 @@ static int change_one(void *arg, uint64_t seq, cm_slice v)
 
 int evt_changes_json(evt_t *e, const char *bucket, uint64_t since, size_t limit, cm_buf *out)
 {
-    struct changes_ctx cc = {out, 0, limit ? limit : 1000, 0, false};
+    struct changes_ctx cc = {out, 0, limit ? limit : 1000, 0, false, {0}};
     char sq[17];
     cm_buf_append_str(out, "{\"bucket\":");
     cm_json_cstr(out, bucket);
     cm_buf_append_str(out, ",\"changes\":[");
     int rc = md_changelog_scan(e->md, bucket, since, change_one, &cc);
+    cm_buf_free(&cc.tmp);
     if (rc == 1)
         rc = 0;
     evt_sequencer(cc.last, sq);

@@ -383,6 +383,9 @@ int md_outbox_done(md_db_t *db, uint64_t seq);
 int md_outbox_done_many(md_db_t *db, const uint64_t *seqs, size_t n);
 /* Rewrites a pending event in place (attempt count; non-sync). */
 int md_outbox_update(md_db_t *db, uint64_t seq, cm_slice rec);
+/* The same for n events (seqs[i] with recs[i]) in one non-sync batch.
+ * Inputs borrowed. 0 or an I/O error. */
+int md_outbox_update_many(md_db_t *db, const uint64_t *seqs, const cm_slice *recs, size_t n);
 /* In one sync batch: drops pending seq and stores rec as dead letter seq. */
 int md_outbox_bury(md_db_t *db, uint64_t seq, cm_slice rec);
 /* The same for n events (seqs[i] with recs[i]) in one sync batch; events

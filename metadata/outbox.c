@@ -125,6 +125,26 @@ int md_outbox_update(md_db_t *db, uint64_t seq, cm_slice rec)
     return rc;
 }
 
+int md_outbox_update_many(md_db_t *db, const uint64_t *seqs, const cm_slice *recs, size_t n)
+{
+    struct md__batch *b;
+    cm_buf k = {0};
+    int rc = 0;
+
+    if (!n)
+        return 0;
+    if (!(b = md__batch_new()))
+        return CM_ENOMEM;
+    for (size_t i = 0; i < n && !rc; i++)
+        if (!(rc = seq_key(&k, 'Q', seqs[i])))
+            md__batch_put(b, cm_buf_slice(&k), recs[i]);
+    if (!rc)
+        rc = md__batch_commit(db, b, false);
+    md__batch_free(b);
+    cm_buf_free(&k);
+    return rc;
+}
+
 /* Moves seq from family `from` to family `to` with value rec. */
 static int move(md_db_t *db, char from, char to, uint64_t seq, cm_slice rec)
 {

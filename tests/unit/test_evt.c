@@ -246,12 +246,39 @@ static void test_record(void)
     cm_buf_free(&b);
 }
 
-/* The outbox record: version 2 keeps the change and builds the message at
- * delivery byte-identical to evt_record_json at staging; version 1 (with
- * the message stored) still decodes, delivers its message and re-encodes
- * unchanged. */
+/* A version 2 record as the release before version 3 wrote it (u32
+ * lengths, fixed-width numbers). */
+static void encode_v2(const evt__rec *r, cm_buf *out)
+{
+    cm_buf_put_u8(out, 2);
+    cm_buf_put_u8(out, r->dest_kind);
+    cm_buf_put_bytes(out, CM_SLICE_STR(r->dest));
+    cm_buf_put_bytes(out, CM_SLICE_STR(r->bucket));
+    cm_buf_put_bytes(out, cm_buf_slice(&r->key));
+    cm_buf_put_u32(out, r->type);
+    cm_buf_put_u8(out, (uint8_t)r->depth);
+    cm_buf_put_u64(out, (uint64_t)r->created_ms);
+    cm_buf_put_u64(out, (uint64_t)r->time_ms);
+    cm_buf_put_u64(out, r->evseq);
+    cm_buf_put_u32(out, r->attempts);
+    cm_buf_put_bytes(out, cm_buf_slice(&r->err));
+    cm_buf_put_u64(out, r->size);
+    cm_buf_put_bytes(out, cm_buf_slice(&r->etag));
+    const char *p = (const char *)r->strs.p;
+    for (int i = 0; i < EVT__REC_NSTR; i++) {
+        cm_buf_put_bytes(out, CM_SLICE_STR(p));
+        p += strlen(p) + 1;
+    }
+}
+
+/* The outbox record: version 3 keeps the change in compact fields and
+ * builds the message at delivery byte-identical to evt_record_json at
+ * staging; version 2 (same fields, fixed widths) and version 1 (the
+ * message stored) from older releases still decode and deliver the same. */
 static void test_outbox_record(void)
 {
+    char owner[65];
+    cm_hex_encode("0123456789abcdef0123456789abcdef", 32, owner);
     evt_change c = {
         .bucket = "photos",
         .key = CM_SLICE_STR("my dir/a+b%c \xc3\xa9.jpg"),
@@ -261,21 +288,35 @@ static void test_outbox_record(void)
         .time_ms = 1700000000123LL,
         .region = "us-east-1",
         .principal = "AKID",
-        .owner = "owner1",
+        .owner = owner,
         .source_ip = "127.0.0.1",
-        .request_id = "REQ1",
-        .host_id = "cairn-REQ1",
+        .request_id = "18B0A3C4D5E6F701",
+        .host_id = "cairn-18B0A3C4D5E6F701",
         .depth = 2,
     };
-    for (int round = 0; round < 2; round++) {
+    for (int round = 0; round < 4; round++) {
         if (round == 1) { /* a removal with absent strings */
             c.type = EVT_REMOVED_DELETE;
             c.size = 0;
             c.etag = CM_SLICE(NULL, 0);
             c.principal = NULL;
             c.source_ip = NULL;
+        } else if (round == 2) { /* what packs, half packs or does not */
+            c.type = EVT_CREATED_COPY;
+            c.key = CM_SLICE("AB\x00" "cd", 5);
+            c.etag = CM_SLICE_STR("0123456789abcdef0123456789abcdef-12");
+            c.owner = "aB";
+            c.request_id = "cafe";
+            c.host_id = "cafe"; /* the request id itself */
+            c.principal = "0123";
+        } else if (round == 3) { /* hex keys; a host id without the request id */
+            c.key = CM_SLICE_STR("DEADBEEF");
+            c.etag = CM_SLICE_STR("ABCDEF");
+            c.request_id = "";
+            c.host_id = "cairn-";
+            c.owner = "owner1";
         }
-        cm_buf want = {0}, v = {0}, tmp = {0}, v2 = {0};
+        cm_buf want = {0}, v = {0}, tmp = {0}, v2 = {0}, old = {0};
         evt_record_json(&c, "cfg-1", 0x2a, &want);
         evt__rec r;
         memset(&r, 0, sizeof r);
@@ -285,26 +326,78 @@ static void test_outbox_record(void)
         cm_buf_append_slice(&r.key, c.key);
         r.type = c.type;
         r.depth = c.depth;
-        r.created_ms = 1700000000999LL;
+        r.created_ms = round == 3 ? 1699999999000LL : 1700000000999LL; /* before time_ms too */
         r.time_ms = c.time_ms;
-        r.evseq = 0x2a;
-        ok(evt__rec_set_change(&r, &c, "cfg-1") == 0, "v2 record set (%d)", round);
-        ok(evt__rec_encode(&r, &v) == 0 && v.n && v.p[0] == 2, "v2 record encodes (%d)", round);
-        ok(v.n < 300, "v2 record is compact: %zu bytes (%d)", v.n, round);
+        r.evseq = round == 2 ? UINT64_MAX : 0x2a;
+        r.attempts = round == 2 ? UINT32_MAX : 0;
+        ok(evt__rec_set_change(&r, &c, "cfg-1") == 0, "record set (%d)", round);
+        ok(evt__rec_encode(&r, &v) == 0 && v.n && v.p[0] == 3, "record encodes as v3 (%d)", round);
+        encode_v2(&r, &old);
+        if (round == 0)
+            ok(v.n * 10 < old.n * 6, "v3 record: %zu bytes, v2 wrote %zu", v.n, old.n);
         evt__rec d;
-        ok(evt__rec_decode(cm_buf_slice(&v), &d) == 0, "v2 record decodes (%d)", round);
+        ok(evt__rec_decode(cm_buf_slice(&v), &d) == 0, "v3 record decodes (%d)", round);
+        ok(d.created_ms == r.created_ms && d.evseq == r.evseq && d.attempts == r.attempts &&
+               d.key.n == r.key.n && !memcmp(d.key.p, r.key.p, r.key.n),
+           "v3 record fields (%d)", round);
+        if (r.evseq == UINT64_MAX)
+            r.evseq = d.evseq = 0x2a; /* the message below is for sequencer 0x2a */
         cm_slice msg = {0};
-        ok(evt__rec_message(&d, &tmp, &msg) == 0, "v2 message builds (%d)", round);
+        ok(evt__rec_message(&d, &tmp, &msg) == 0, "v3 message builds (%d)", round);
         ok(msg.n == want.n && !memcmp(msg.p, want.p, want.n),
-           "v2 message byte-identical to staging-time JSON (%d)", round);
+           "v3 message byte-identical to staging-time JSON (%d)", round);
+        cm_buf_reset(&v);
+        evt__rec_encode(&r, &v);
+        cm_buf_reset(&old);
+        encode_v2(&r, &old);
         ok(evt__rec_encode(&d, &v2) == 0 && v2.n == v.n && !memcmp(v2.p, v.p, v.n),
-           "v2 record re-encodes unchanged (%d)", round);
+           "v3 record re-encodes unchanged (%d)", round);
+        /* Every truncation is refused, none read past the end. */
+        bool refused = true;
+        for (size_t n = 0; n < v.n; n++) {
+            uint8_t *cut = malloc(n ? n : 1);
+            memcpy(cut, v.p, n);
+            evt__rec t;
+            if (evt__rec_decode(CM_SLICE(cut, n), &t) != CM_ECORRUPT)
+                refused = false;
+            free(cut);
+        }
+        ok(refused, "truncated v3 records refused (%d)", round);
+        evt__rec_free(&d);
+        /* The same event as the release before wrote it. */
+        cm_buf_reset(&v2);
+        ok(evt__rec_decode(cm_buf_slice(&old), &d) == 0, "v2 record decodes (%d)", round);
+        cm_buf_reset(&want);
+        evt_record_json(&c, "cfg-1", r.evseq, &want);
+        ok(evt__rec_message(&d, &tmp, &msg) == 0 && msg.n == want.n &&
+               !memcmp(msg.p, want.p, want.n),
+           "v2 record delivers the same message (%d)", round);
+        ok(evt__rec_encode(&d, &v2) == 0 && v2.n == v.n && !memcmp(v2.p, v.p, v.n),
+           "v2 record re-encodes as the v3 one (%d)", round);
         evt__rec_free(&d);
         evt__rec_free(&r);
         cm_buf_free(&want);
         cm_buf_free(&v);
         cm_buf_free(&v2);
+        cm_buf_free(&old);
         cm_buf_free(&tmp);
+    }
+
+    /* Strings in forms no encoder writes still decode: a hex-packed
+     * destination, a form-3 string with nothing before it is refused. */
+    {
+        static const uint8_t ok3[] = {3, 2, 1 << 2 | 1, 0xab, 1 << 2, 'b', 0 << 2, 0, 0, 0,
+                                      0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+        evt__rec d;
+        ok(evt__rec_decode(CM_SLICE(ok3, sizeof ok3), &d) == 0 && !strcmp(d.dest, "ab") &&
+               !strcmp(d.bucket, "b"),
+           "a hex-packed destination decodes");
+        evt__rec_free(&d);
+        uint8_t bad3[sizeof ok3];
+        memcpy(bad3, ok3, sizeof ok3);
+        bad3[2] = 1 << 2 | 3;
+        ok(evt__rec_decode(CM_SLICE(bad3, sizeof bad3), &d) == CM_ECORRUPT,
+           "a destination that repeats a string before it is refused");
     }
 
     /* A version 1 record as older releases wrote it. */
@@ -341,7 +434,7 @@ static void test_outbox_record(void)
        "updated v1 record decodes");
     evt__rec_free(&d2);
     evt__rec_free(&d);
-    v.p[0] = 3;
+    v.p[0] = 4;
     ok(evt__rec_decode(cm_buf_slice(&v), &d) == CM_ECORRUPT, "unknown version refused");
     v.p[0] = 2;
     ok(evt__rec_decode(cm_buf_slice(&v), &d) == CM_ECORRUPT, "v1 body under v2 refused");
@@ -782,6 +875,133 @@ static void test_window_down(void)
     evt_stop(e);
     md_close(md);
     nftw(dir, rm_fn, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Change-log entries: version 2 (compact) and version 1 (older releases)
+ * list the same in `events changes`, and retention reads the time of both. */
+static int hook_log_v1(void *arg, md_batch_t *b, const md_object *cur, const md_object *next)
+{
+    uint64_t seq = md_batch_seq(b);
+    (void)cur;
+    (void)next;
+    return seq ? md_changelog_add(b, "b", seq, cm_buf_slice(arg)) : CM_EIO;
+}
+
+static size_t count_str(const char *hay, const char *needle)
+{
+    size_t n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p++)
+        n++;
+    return n;
+}
+
+static void test_changelog(void)
+{
+    md_db_t *md = NULL;
+    evt_t *e = NULL;
+    evt_config c;
+    char dir[64];
+    cm_buf b = {0}, v1 = {0}, want = {0};
+    static const char key[] = "k\x00\"\xc3\xa9 ab";
+    cm_slice k = CM_SLICE(key, sizeof key - 1);
+
+    if (!fixture(dir, "change log", &md, &c))
+        return;
+    ok(evt_start(&c, md, &e) == 0, "events start");
+    md_object o;
+    memset(&o, 0, sizeof o);
+    o.size = 3;
+    o.mtime_ms = cm_now_ms();
+    o.etag = CM_SLICE_STR("acbd18db4cc2f85cedef654fccc4a4d8");
+    o.inline_data = CM_SLICE_STR("foo");
+    /* As an older release wrote it. */
+    cm_buf_put_u8(&v1, 1);
+    cm_buf_put_u32(&v1, EVT_CREATED_PUT);
+    cm_buf_put_u64(&v1, 1700000000123ULL);
+    cm_buf_put_u64(&v1, 3);
+    cm_buf_put_bytes(&v1, o.etag);
+    cm_buf_put_bytes(&v1, k);
+    cm_buf_put_u8(&v1, 0);
+    md_write_opts wo = {NULL, NULL, hook_log_v1, &v1, 0};
+    ok(md_object_put_ex(md, "b", k, &o, 0, &wo) == 0, "a v1 change-log entry written");
+    struct hook_arg h = {e, {.bucket = "b", .key = k, .type = EVT_CREATED_PUT,
+                             .time_ms = 1700000000123LL, .region = "us-east-1"},
+                         NULL};
+    md_write_opts wo2 = {NULL, NULL, hook, &h, 0};
+    ok(md_object_put_ex(md, "b", k, &o, 0, &wo2) == 0, "a v2 change-log entry written");
+    evt_staged_finish(e, h.st, true);
+    h.st = NULL;
+    h.c.key = CM_SLICE_STR("now");
+    h.c.time_ms = cm_now_ms();
+    md_write_opts wo3 = {NULL, NULL, hook, &h, 0};
+    ok(md_object_put_ex(md, "b", CM_SLICE_STR("now"), &o, 0, &wo3) == 0, "a recent one");
+    evt_staged_finish(e, h.st, true);
+    h.st = NULL;
+    h.c.type = EVT_REMOVED_DELETE;
+    ok(md_object_delete_ex(md, "b", CM_SLICE_STR("now"), &wo3) == 0, "and its removal");
+    evt_staged_finish(e, h.st, true);
+
+    cm_buf_append_str(&want, "\"eventName\":\"ObjectCreated:Put\","
+                             "\"eventTime\":\"2023-11-14T22:13:20.123Z\",\"key\":");
+    cm_json_str(&want, k);
+    cm_buf_append_str(&want, ",\"size\":3,\"eTag\":\"acbd18db4cc2f85cedef654fccc4a4d8\"}");
+    evt_changes_json(e, "b", 0, 100, &b);
+    is_int(count_str(cm_buf_str(&b), cm_buf_str(&want)), 2,
+           "v1 and v2 entries of the same change list the same");
+    ok(strstr(cm_buf_str(&b), "\"eventName\":\"ObjectRemoved:Delete\"") &&
+           strstr(cm_buf_str(&b), "\"key\":\"now\"}"),
+       "a removal lists without size and ETag");
+    evt_stop(e);
+    e = NULL;
+    /* Retention (7 days) at the next start drops the 2023 entries of both
+     * versions and keeps the recent ones. */
+    ok(evt_start(&c, md, &e) == 0, "events start again");
+    bool trimmed = false;
+    for (int i = 0; i < 500 && !trimmed; i++) {
+        cm_buf_reset(&b);
+        evt_changes_json(e, "b", 0, 100, &b);
+        trimmed = !strstr(cm_buf_str(&b), "2023-11-14");
+        if (!trimmed)
+            usleep(10000);
+    }
+    ok(trimmed, "expired v1 and v2 entries trimmed");
+    is_int(count_str(cm_buf_str(&b), "\"sequencer\""), 2, "recent entries kept");
+    evt_stop(e);
+    md_close(md);
+    nftw(dir, rm_fn, 16, FTW_DEPTH | FTW_PHYS);
+    cm_buf_free(&b);
+    cm_buf_free(&v1);
+    cm_buf_free(&want);
+}
+
+/* md_outbox_update_many: the failed events of one pipelined call are
+ * rewritten in one batch; each keeps its own record. */
+static int collect_recs(void *arg, uint64_t seq, cm_slice v)
+{
+    cm_buf *b = arg;
+    cm_buf_printf(b, "%llu=%.*s;", (unsigned long long)seq, (int)v.n, (const char *)v.p);
+    return 0;
+}
+
+static void test_outbox_update_many(void)
+{
+    md_db_t *md = NULL;
+    evt_config c;
+    char dir[64];
+    cm_buf b = {0};
+    if (!fixture(dir, "update many", &md, &c))
+        return;
+    uint64_t seqs[3] = {7, 9, 8};
+    cm_slice recs[3] = {CM_SLICE_STR("a"), CM_SLICE_STR("b"), CM_SLICE_STR("c")};
+    ok(md_outbox_update_many(md, seqs, recs, 3) == 0, "three records in one write");
+    ok(md_outbox_update_many(md, seqs, recs, 0) == 0, "none: nothing to write");
+    recs[0] = CM_SLICE_STR("a2");
+    ok(md_outbox_update_many(md, seqs, recs, 1) == 0, "one rewritten");
+    md_outbox_scan(md, false, 0, collect_recs, &b);
+    is_str(cm_buf_str(&b), "7=a2;8=c;9=b;", "each seq holds its own record");
+    md_close(md);
+    nftw(dir, rm_fn, 16, FTW_DEPTH | FTW_PHYS);
+    cm_buf_free(&b);
 }
 
 /* Refills: a small window drains a longer backlog in seq order per key
@@ -1255,6 +1475,8 @@ int main(void)
     test_outbox_record();
     test_backoff();
     test_end_to_end();
+    test_changelog();
+    test_outbox_update_many();
     test_window_down();
     test_window_refill();
     test_pipeline(0, "webhook", "http://127.0.0.1:%d/hook?x=1");
