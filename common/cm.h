@@ -87,6 +87,10 @@ int cm_get_bytes(cm_reader *r, cm_slice *out); /* u32 length + bytes; borrowed *
 typedef struct cm_pool cm_pool;
 cm_pool *cm_pool_new(void);
 void cm_pool_free(cm_pool *pool); /* NULL is a no-op */
+/* Runs the cleanups and frees every allocation, as cm_pool_free would, but
+ * keeps the pool and up to four 4 KiB blocks of its memory for the next user
+ * (a kept-alive connection's next request). */
+void cm_pool_reset(cm_pool *pool);
 void *cm_pool_alloc(cm_pool *pool, size_t n); /* zeroed; NULL on OOM */
 char *cm_pool_strndup(cm_pool *pool, const void *p, size_t n);
 int cm_pool_cleanup_add(cm_pool *pool, void (*fn)(void *), void *arg);

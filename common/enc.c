@@ -31,15 +31,24 @@ int cm_hexval(int c)
     return -1;
 }
 
+/* Digit value + 1 by byte, 0 for a non-digit: every request decodes a
+ * signature and most a payload hash. */
+static const uint8_t hexvals[256] = {
+    ['0'] = 1,  ['1'] = 2,  ['2'] = 3,  ['3'] = 4,  ['4'] = 5,  ['5'] = 6,  ['6'] = 7,
+    ['7'] = 8,  ['8'] = 9,  ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14,
+    ['e'] = 15, ['f'] = 16, ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15,
+    ['F'] = 16,
+};
+
 int cm_hex_decode(const char *hex, size_t hexlen, uint8_t *out)
 {
     if (hexlen % 2)
         return CM_EINVAL;
     for (size_t i = 0; i < hexlen / 2; i++) {
-        int a = cm_hexval((unsigned char)hex[2 * i]), b = cm_hexval((unsigned char)hex[2 * i + 1]);
-        if (a < 0 || b < 0)
+        unsigned a = hexvals[(unsigned char)hex[2 * i]], b = hexvals[(unsigned char)hex[2 * i + 1]];
+        if (!a || !b)
             return CM_EINVAL;
-        out[i] = (uint8_t)(a << 4 | b);
+        out[i] = (uint8_t)((a - 1) << 4 | (b - 1));
     }
     return 0;
 }
