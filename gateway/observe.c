@@ -142,6 +142,7 @@ void gw_observe(gw_req *r)
     }
     if (o->alog || (o->ship && r->bucket[0])) {
         cm_buf line = {0};
+        cm_buf_reserve(&line, 1023); /* most lines fit: one malloc, not five */
         gw_alog_format(r, &line);
         if (o->alog)
             gw_alog_write(o->alog, cm_buf_slice(&line));
