@@ -564,6 +564,15 @@ static int parse_range(cm_slice h, uint64_t size, uint64_t *off, uint64_t *len)
     return 1;
 }
 
+/* pfx followed by name, in buf[64] unless pfx is "". */
+static const char *cond_name(char *buf, const char *pfx, const char *name)
+{
+    if (!*pfx)
+        return name;
+    snprintf(buf, 64, "%s%s", pfx, name);
+    return buf;
+}
+
 /* Evaluates GET/HEAD conditionals. Returns 0 to go on, or sets the error. */
 int gw_read_conditions(gw_req *r, const md_object *o, const char *pfx)
 {
@@ -571,28 +580,24 @@ int gw_read_conditions(gw_req *r, const md_object *o, const char *pfx)
     cm_slice v;
     time_t t, mt = (time_t)(o->mtime_ms / 1000);
     bool has_im, has_inm;
-    snprintf(name, sizeof name, "%sIf-Match", pfx);
-    has_im = gw_hdr(r, name, &v);
+    has_im = gw_hdr(r, cond_name(name, pfx, "If-Match"), &v);
     if (has_im && !etag_matches(v, o->etag)) {
         gw_error(r, S3E_PreconditionFailed);
         return -1;
     }
-    snprintf(name, sizeof name, "%sIf-Unmodified-Since", pfx);
-    if (!has_im && gw_hdr(r, name, &v) && cm_time_parse_http((const char *)v.p, v.n, &t) == 0 &&
-        mt > t) {
+    if (!has_im && gw_hdr(r, cond_name(name, pfx, "If-Unmodified-Since"), &v) &&
+        cm_time_parse_http((const char *)v.p, v.n, &t) == 0 && mt > t) {
         gw_error(r, S3E_PreconditionFailed);
         return -1;
     }
-    snprintf(name, sizeof name, "%sIf-None-Match", pfx);
-    has_inm = gw_hdr(r, name, &v);
+    has_inm = gw_hdr(r, cond_name(name, pfx, "If-None-Match"), &v);
     bool copy = *pfx != 0;
     if (has_inm && etag_matches(v, o->etag)) {
         gw_error(r, copy ? S3E_PreconditionFailed : S3E_NotModified);
         return -1;
     }
-    snprintf(name, sizeof name, "%sIf-Modified-Since", pfx);
-    if (!has_inm && gw_hdr(r, name, &v) && cm_time_parse_http((const char *)v.p, v.n, &t) == 0 &&
-        mt <= t) {
+    if (!has_inm && gw_hdr(r, cond_name(name, pfx, "If-Modified-Since"), &v) &&
+        cm_time_parse_http((const char *)v.p, v.n, &t) == 0 && mt <= t) {
         gw_error(r, copy ? S3E_PreconditionFailed : S3E_NotModified);
         return -1;
     }
