@@ -29,6 +29,17 @@ struct auth_state {
     gw_req *r;
 };
 
+/* snprintf(dst, cap, "%s", src) without printf: every request copies its
+ * access key and secret. cap > 0. */
+static void copy_cstr(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n > cap - 1)
+        n = cap - 1;
+    memcpy(dst, src, n);
+    dst[n] = 0;
+}
+
 /* The secret of access key ak into secret (wiped by the caller), and who
  * the requester is (r->root, r->user). False with the error set when the
  * key is unknown or its user is disabled (AWS answers InvalidAccessKeyId
@@ -36,7 +47,7 @@ struct auth_state {
 static bool lookup_secret(gw_req *r, const char *ak, char *secret, size_t n)
 {
     if (!strcmp(ak, r->srv->access_key)) {
-        snprintf(secret, n, "%s", r->srv->secret_key);
+        copy_cstr(secret, n, r->srv->secret_key);
         r->root = true;
         return true;
     }
@@ -294,7 +305,7 @@ static int auth_begin(gw_req *r, char *secret, size_t secret_n)
         }
         return -1;
     }
-    snprintf(r->access_key, sizeof r->access_key, "%s", st->a.access_key);
+    copy_cstr(r->access_key, sizeof r->access_key, st->a.access_key);
     if (!lookup_secret(r, st->a.access_key, secret, secret_n))
         return -1;
     cm_buf creq = {0}, sts = {0};
