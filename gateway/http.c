@@ -122,11 +122,12 @@ static enum MHD_Result queue_response(struct MHD_Connection *con, struct conn_st
                                                  r, stream_free_cb);
     } else {
         /* No copy: MHD reads the body only while sending it, and the
-         * request (request_done frees resp_body) outlives that. */
-        resp = MHD_create_response_from_buffer(r->resp_body.n, r->resp_body.p,
-                                               MHD_RESPMEM_PERSISTENT);
+         * request (request_done frees resp_body and what resp_ref borrows
+         * from) outlives that. */
+        cm_slice body = r->resp_ref.p ? r->resp_ref : cm_buf_slice(&r->resp_body);
+        resp = MHD_create_response_from_buffer(body.n, (void *)body.p, MHD_RESPMEM_PERSISTENT);
         if (!r->head_only)
-            r->bytes_out = r->resp_body.n;
+            r->bytes_out = body.n;
     }
     if (!resp)
         return MHD_NO;
@@ -136,7 +137,7 @@ static enum MHD_Result queue_response(struct MHD_Connection *con, struct conn_st
     if (r->err != S3E__NONE)
         MHD_add_response_header(resp, "x-amz-error-code", gw_s3err_code(r->err));
     const char *ct = r->content_type;
-    if (!ct && r->resp_body.n && !r->stream)
+    if (!ct && (r->resp_ref.p ? r->resp_ref.n : r->resp_body.n) && !r->stream)
         ct = "application/xml";
     if (ct)
         MHD_add_response_header(resp, "Content-Type", ct);

@@ -322,6 +322,11 @@ int gw_put_object_begin(gw_req *r)
         gw_error(r, S3E_InternalError);
         return -1;
     }
+    /* A body that will be inline gets its buffer at once, not by doubling
+     * from 64 bytes as it arrives (a failure here only defers the growth). */
+    if (pc->w->allow_inline && r->has_length && r->content_length > 0 &&
+        r->content_length <= r->srv->inline_max)
+        cm_buf_reserve(&pc->w->inl, (size_t)r->content_length);
     r->op_ctx = pc;
     return 0;
 }
@@ -778,8 +783,9 @@ void gw_get_object(gw_req *r)
     gs->off = off;
     gs->len = len;
     if (gw_obj_inline(o)) {
-        /* inline: the bytes are at hand, no streaming needed */
-        cm_buf_append(&r->resp_body, o->inline_data.p + off, (size_t)len);
+        /* inline: the bytes are at hand (in gs, which the request owns),
+         * no streaming and no copy needed */
+        r->resp_ref = CM_SLICE(o->inline_data.p + off, (size_t)len);
         if (!r->content_type)
             r->content_type = "binary/octet-stream";
         return;
