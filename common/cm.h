@@ -141,6 +141,9 @@ int cm_base64_decode(const char *s, size_t len, uint8_t *out, size_t *outn);
 int cm_uri_encode(cm_buf *b, cm_slice s, bool encode_slash);
 /* Decodes %XX (and '+' as space if plus_space); CM_EINVAL on bad escapes. */
 int cm_uri_decode(cm_buf *b, cm_slice s, bool plus_space);
+/* The same into out (room for s.n bytes; no NUL added), *outn set to the
+ * bytes written (up to the bad escape on CM_EINVAL). No allocation. */
+int cm_uri_decode_into(cm_slice s, bool plus_space, uint8_t *out, size_t *outn);
 
 /* Times. Buffers must be at least 32 bytes. */
 void cm_time_rfc1123(time_t t, char *out);        /* "Tue, 30 Aug 2015 12:36:00 GMT" */

@@ -139,25 +139,38 @@ int cm_uri_encode(cm_buf *b, cm_slice s, bool encode_slash)
     return 0;
 }
 
-int cm_uri_decode(cm_buf *b, cm_slice s, bool plus_space)
+int cm_uri_decode_into(cm_slice s, bool plus_space, uint8_t *out, size_t *outn)
 {
-    if (cm_buf_reserve(b, s.n))
-        return CM_ENOMEM;
+    size_t n = 0;
+    int rc = 0;
     for (size_t i = 0; i < s.n; i++) {
         uint8_t c = s.p[i];
         if (c == '%') {
-            if (i + 2 >= s.n)
-                return CM_EINVAL;
-            int h = cm_hexval(s.p[i + 1]), l = cm_hexval(s.p[i + 2]);
-            if (h < 0 || l < 0)
-                return CM_EINVAL;
+            int h = i + 2 < s.n ? cm_hexval(s.p[i + 1]) : -1;
+            int l = i + 2 < s.n ? cm_hexval(s.p[i + 2]) : -1;
+            if (h < 0 || l < 0) {
+                rc = CM_EINVAL;
+                break;
+            }
             c = (uint8_t)(h << 4 | l);
             i += 2;
         } else if (c == '+' && plus_space) {
             c = ' ';
         }
-        b->p[b->n++] = c;
+        out[n++] = c;
     }
-    b->p[b->n] = 0;
-    return 0;
+    *outn = n;
+    return rc;
+}
+
+int cm_uri_decode(cm_buf *b, cm_slice s, bool plus_space)
+{
+    size_t n;
+    if (cm_buf_reserve(b, s.n))
+        return CM_ENOMEM;
+    int rc = cm_uri_decode_into(s, plus_space, b->p + b->n, &n);
+    b->n += n;
+    if (rc == 0)
+        b->p[b->n] = 0;
+    return rc;
 }

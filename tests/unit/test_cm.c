@@ -87,6 +87,17 @@ static void test_encodings(void)
     cm_buf_reset(&b);
     is_int(cm_uri_decode(&b, CM_SLICE_STR("%zz"), false), CM_EINVAL, "bad escape");
     cm_buf_free(&b);
+    uint8_t d[16];
+    size_t dn = 99;
+    ok(cm_uri_decode_into(CM_SLICE_STR("a%2Fb+c%e2%82%ac"), true, d, &dn) == 0 && dn == 8 &&
+           memcmp(d, "a/b c\xe2\x82\xac", 8) == 0,
+       "decode into a buffer");
+    ok(cm_uri_decode_into(CM_SLICE_STR("a+b"), false, d, &dn) == 0 && dn == 3 &&
+           memcmp(d, "a+b", 3) == 0,
+       "decode into: '+' kept without plus_space");
+    is_int(cm_uri_decode_into(CM_SLICE_STR("ab%4"), false, d, &dn), CM_EINVAL,
+           "decode into: truncated escape");
+    is_int(dn, 2, "decode into: bytes before the bad escape");
 }
 
 static void test_times(void)
