@@ -87,6 +87,10 @@ int cm_get_bytes(cm_reader *r, cm_slice *out); /* u32 length + bytes; borrowed *
 typedef struct cm_pool cm_pool;
 cm_pool *cm_pool_new(void);
 void cm_pool_free(cm_pool *pool); /* NULL is a no-op */
+/* Runs the cleanups and frees every allocation, as cm_pool_free would, but
+ * keeps the pool and up to four 4 KiB blocks of its memory for the next user
+ * (a kept-alive connection's next request). */
+void cm_pool_reset(cm_pool *pool);
 void *cm_pool_alloc(cm_pool *pool, size_t n); /* zeroed; NULL on OOM */
 char *cm_pool_strndup(cm_pool *pool, const void *p, size_t n);
 int cm_pool_cleanup_add(cm_pool *pool, void (*fn)(void *), void *arg);
@@ -137,6 +141,9 @@ int cm_base64_decode(const char *s, size_t len, uint8_t *out, size_t *outn);
 int cm_uri_encode(cm_buf *b, cm_slice s, bool encode_slash);
 /* Decodes %XX (and '+' as space if plus_space); CM_EINVAL on bad escapes. */
 int cm_uri_decode(cm_buf *b, cm_slice s, bool plus_space);
+/* The same into out (room for s.n bytes; no NUL added), *outn set to the
+ * bytes written (up to the bad escape on CM_EINVAL). No allocation. */
+int cm_uri_decode_into(cm_slice s, bool plus_space, uint8_t *out, size_t *outn);
 
 /* Times. Buffers must be at least 32 bytes. */
 void cm_time_rfc1123(time_t t, char *out);        /* "Tue, 30 Aug 2015 12:36:00 GMT" */

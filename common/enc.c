@@ -31,15 +31,24 @@ int cm_hexval(int c)
     return -1;
 }
 
+/* Digit value + 1 by byte, 0 for a non-digit: every request decodes a
+ * signature and most a payload hash. */
+static const uint8_t hexvals[256] = {
+    ['0'] = 1,  ['1'] = 2,  ['2'] = 3,  ['3'] = 4,  ['4'] = 5,  ['5'] = 6,  ['6'] = 7,
+    ['7'] = 8,  ['8'] = 9,  ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14,
+    ['e'] = 15, ['f'] = 16, ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15,
+    ['F'] = 16,
+};
+
 int cm_hex_decode(const char *hex, size_t hexlen, uint8_t *out)
 {
     if (hexlen % 2)
         return CM_EINVAL;
     for (size_t i = 0; i < hexlen / 2; i++) {
-        int a = cm_hexval((unsigned char)hex[2 * i]), b = cm_hexval((unsigned char)hex[2 * i + 1]);
-        if (a < 0 || b < 0)
+        unsigned a = hexvals[(unsigned char)hex[2 * i]], b = hexvals[(unsigned char)hex[2 * i + 1]];
+        if (!a || !b)
             return CM_EINVAL;
-        out[i] = (uint8_t)(a << 4 | b);
+        out[i] = (uint8_t)((a - 1) << 4 | (b - 1));
     }
     return 0;
 }
@@ -130,25 +139,38 @@ int cm_uri_encode(cm_buf *b, cm_slice s, bool encode_slash)
     return 0;
 }
 
-int cm_uri_decode(cm_buf *b, cm_slice s, bool plus_space)
+int cm_uri_decode_into(cm_slice s, bool plus_space, uint8_t *out, size_t *outn)
 {
-    if (cm_buf_reserve(b, s.n))
-        return CM_ENOMEM;
+    size_t n = 0;
+    int rc = 0;
     for (size_t i = 0; i < s.n; i++) {
         uint8_t c = s.p[i];
         if (c == '%') {
-            if (i + 2 >= s.n)
-                return CM_EINVAL;
-            int h = cm_hexval(s.p[i + 1]), l = cm_hexval(s.p[i + 2]);
-            if (h < 0 || l < 0)
-                return CM_EINVAL;
+            int h = i + 2 < s.n ? cm_hexval(s.p[i + 1]) : -1;
+            int l = i + 2 < s.n ? cm_hexval(s.p[i + 2]) : -1;
+            if (h < 0 || l < 0) {
+                rc = CM_EINVAL;
+                break;
+            }
             c = (uint8_t)(h << 4 | l);
             i += 2;
         } else if (c == '+' && plus_space) {
             c = ' ';
         }
-        b->p[b->n++] = c;
+        out[n++] = c;
     }
-    b->p[b->n] = 0;
-    return 0;
+    *outn = n;
+    return rc;
+}
+
+int cm_uri_decode(cm_buf *b, cm_slice s, bool plus_space)
+{
+    size_t n;
+    if (cm_buf_reserve(b, s.n))
+        return CM_ENOMEM;
+    int rc = cm_uri_decode_into(s, plus_space, b->p + b->n, &n);
+    b->n += n;
+    if (rc == 0)
+        b->p[b->n] = 0;
+    return rc;
 }

@@ -18,9 +18,13 @@ struct pool_cleanup {
     void *arg;
 };
 
+#define POOL_SPARE_MAX 4 /* blocks a reset pool keeps */
+
 struct cm_pool {
     struct pool_block *blocks;     /* newest first */
     struct pool_cleanup *cleanups; /* newest first */
+    struct pool_block *spare;      /* POOL_BLOCK-sized blocks kept by cm_pool_reset */
+    int nspare;
 };
 
 cm_pool *cm_pool_new(void)
@@ -40,7 +44,31 @@ void cm_pool_free(cm_pool *pool)
         nx = b->next;
         free(b);
     }
+    for (struct pool_block *b = pool->spare, *nx; b; b = nx) {
+        nx = b->next;
+        free(b);
+    }
     free(pool);
+}
+
+void cm_pool_reset(cm_pool *pool)
+{
+    for (struct pool_cleanup *c = pool->cleanups, *nx; c; c = nx) {
+        nx = c->next;
+        c->fn(c->arg);
+    }
+    pool->cleanups = NULL;
+    for (struct pool_block *b = pool->blocks, *nx; b; b = nx) {
+        nx = b->next;
+        if (b->cap == POOL_BLOCK && pool->nspare < POOL_SPARE_MAX) {
+            b->next = pool->spare;
+            pool->spare = b;
+            pool->nspare++;
+        } else {
+            free(b);
+        }
+    }
+    pool->blocks = NULL;
 }
 
 void *cm_pool_alloc(cm_pool *pool, size_t n)
@@ -49,9 +77,13 @@ void *cm_pool_alloc(cm_pool *pool, size_t n)
     struct pool_block *b = pool->blocks;
     if (!b || b->cap - b->used < n) {
         size_t cap = n > POOL_BLOCK ? n : POOL_BLOCK;
-        struct pool_block *nb = malloc(sizeof *nb + cap);
-        if (!nb)
+        struct pool_block *nb = pool->spare;
+        if (cap == POOL_BLOCK && nb) {
+            pool->spare = nb->next;
+            pool->nspare--;
+        } else if (!(nb = malloc(sizeof *nb + cap))) {
             return NULL;
+        }
         nb->used = 0;
         nb->cap = cap;
         if (b && n > POOL_BLOCK) { /* keep the current block for small allocations */

@@ -7,18 +7,22 @@ bool cm_slice_eq(cm_slice a, cm_slice b)
     return a.n == b.n && (a.n == 0 || memcmp(a.p, b.p, a.n) == 0);
 }
 
+/* Both compare as they go instead of taking strlen(s) first: names looked
+ * up among request headers mostly differ in their first bytes. */
 bool cm_slice_eq_str(cm_slice a, const char *s)
 {
-    return cm_slice_eq(a, CM_SLICE_STR(s));
+    for (size_t i = 0; i < a.n; i++)
+        if (!s[i] || (uint8_t)s[i] != a.p[i])
+            return false;
+    return s[a.n] == 0;
 }
 
 bool cm_slice_case_eq_str(cm_slice a, const char *s)
 {
-    size_t n = strlen(s);
-    if (a.n != n)
-        return false;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < a.n; i++) {
         uint8_t x = a.p[i], y = (uint8_t)s[i];
+        if (!y)
+            return false;
         if (x >= 'A' && x <= 'Z')
             x += 32;
         if (y >= 'A' && y <= 'Z')
@@ -26,7 +30,7 @@ bool cm_slice_case_eq_str(cm_slice a, const char *s)
         if (x != y)
             return false;
     }
-    return true;
+    return s[a.n] == 0;
 }
 
 int cm_slice_cmp(cm_slice a, cm_slice b)

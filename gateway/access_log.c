@@ -83,17 +83,34 @@ static void rest_name(const gw_req *r, cm_buf *b)
     cm_buf_append_str(b, r->has_key ? ".OBJECT" : r->bucket[0] ? ".BUCKET" : ".SERVICE");
 }
 
-/* Text inside "...": '"', '\' and control bytes are %-escaped. */
+/* Appends "%XX" (upper-case hex) for byte c. */
+static void pct(cm_buf *b, uint8_t c)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    char t[3] = {'%', hex[c >> 4], hex[c & 15]};
+    cm_buf_append(b, t, 3);
+}
+
+/* Text inside "..." without the quotes: '"', '\' and control bytes are
+ * %-escaped. Runs of plain bytes are appended at once. */
+static void quoted_text(cm_buf *b, cm_slice s)
+{
+    size_t i = 0;
+    while (i < s.n) {
+        size_t j = i;
+        for (uint8_t c; j < s.n && (c = s.p[j]) != '"' && c != '\\' && c >= 0x20 && c != 0x7f;)
+            j++;
+        cm_buf_append(b, s.p + i, j - i);
+        if (j < s.n)
+            pct(b, s.p[j++]);
+        i = j;
+    }
+}
+
 static void quoted(cm_buf *b, cm_slice s)
 {
     cm_buf_append_byte(b, '"');
-    for (size_t i = 0; i < s.n; i++) {
-        uint8_t c = s.p[i];
-        if (c == '"' || c == '\\' || c < 0x20 || c == 0x7f)
-            cm_buf_printf(b, "%%%02X", c);
-        else
-            cm_buf_append_byte(b, c);
-    }
+    quoted_text(b, s);
     cm_buf_append_byte(b, '"');
 }
 
@@ -104,13 +121,35 @@ static void bare(cm_buf *b, cm_slice s)
         cm_buf_append_byte(b, '-');
         return;
     }
-    for (size_t i = 0; i < s.n; i++) {
-        uint8_t c = s.p[i];
-        if (c <= 0x20 || c == 0x7f || c == '"')
-            cm_buf_printf(b, "%%%02X", c);
-        else
-            cm_buf_append_byte(b, c);
+    size_t i = 0;
+    while (i < s.n) {
+        size_t j = i;
+        for (uint8_t c; j < s.n && (c = s.p[j]) > 0x20 && c != 0x7f && c != '"';)
+            j++;
+        cm_buf_append(b, s.p + i, j - i);
+        if (j < s.n)
+            pct(b, s.p[j++]);
+        i = j;
     }
+}
+
+/* Appends the decimal u and then c (printf's "%llu%c"). */
+static void unum(cm_buf *b, uint64_t u, char c)
+{
+    char t[24], *o = t + sizeof t;
+    *--o = c;
+    do
+        *--o = (char)('0' + u % 10);
+    while (u /= 10);
+    cm_buf_append(b, o, (size_t)(t + sizeof t - o));
+}
+
+/* The same for a signed v ("%lld%c"). */
+static void snum(cm_buf *b, int64_t v, char c)
+{
+    if (v < 0)
+        cm_buf_append_byte(b, '-');
+    unum(b, v < 0 ? 0 - (uint64_t)v : (uint64_t)v, c);
 }
 
 static bool secret_param(cm_slice name)
@@ -124,13 +163,13 @@ static bool secret_param(cm_slice name)
 /* "METHOD /path?query HTTP/1.1" with secret query values replaced. */
 static void request_uri(const gw_req *r, cm_buf *b)
 {
-    cm_buf u = {0};
-    cm_buf_append_slice(&u, r->method);
-    cm_buf_append_byte(&u, ' ');
-    cm_buf_append_slice(&u, r->raw_path);
+    cm_buf_append_byte(b, '"');
+    quoted_text(b, r->method);
+    cm_buf_append_byte(b, ' ');
+    quoted_text(b, r->raw_path);
     cm_slice q = r->raw_query;
     if (q.n) {
-        cm_buf_append_byte(&u, '?');
+        cm_buf_append_byte(b, '?');
         size_t i = 0;
         bool first = true;
         while (i < q.n) {
@@ -140,80 +179,99 @@ static void request_uri(const gw_req *r, cm_buf *b)
             cm_slice part = CM_SLICE(q.p + i, j - i);
             const uint8_t *eq = memchr(part.p, '=', part.n);
             cm_slice name = eq ? CM_SLICE(part.p, (size_t)(eq - part.p)) : part;
-            cm_buf dn = {0};
-            bool secret = cm_uri_decode(&dn, name, true) == 0 && secret_param(cm_buf_slice(&dn));
-            cm_buf_free(&dn);
+            bool secret;
+            if (!memchr(name.p, '%', name.n) && !memchr(name.p, '+', name.n)) {
+                secret = secret_param(name); /* decoding would not change it */
+            } else {
+                cm_buf dn = {0};
+                secret = cm_uri_decode(&dn, name, true) == 0 && secret_param(cm_buf_slice(&dn));
+                cm_buf_free(&dn);
+            }
             if (!first)
-                cm_buf_append_byte(&u, '&');
+                cm_buf_append_byte(b, '&');
             first = false;
             if (secret) {
-                cm_buf_append_slice(&u, name);
-                cm_buf_append_str(&u, "=REDACTED");
+                quoted_text(b, name);
+                cm_buf_append_str(b, "=REDACTED");
             } else {
-                cm_buf_append_slice(&u, part);
+                quoted_text(b, part);
             }
             i = j + 1;
         }
     }
-    cm_buf_append_str(&u, " HTTP/1.1");
-    quoted(b, cm_buf_slice(&u));
-    cm_buf_free(&u);
+    cm_buf_append_str(b, " HTTP/1.1\"");
+}
+
+/* "[30/Aug/2015:12:36:00 +0000]" of the second secs, formatted once per
+ * second per thread. */
+static const char *log_time(time_t secs)
+{
+    static _Thread_local time_t last = (time_t)-1;
+    static _Thread_local char t[64];
+    if (secs != last || !t[0]) {
+        struct tm tm;
+        gmtime_r(&secs, &tm);
+        strftime(t, sizeof t, "[%d/%b/%Y:%H:%M:%S +0000]", &tm);
+        last = secs;
+    }
+    return t;
 }
 
 void gw_alog_format(gw_req *r, cm_buf *b)
 {
     int64_t now = cm_now_ms();
     int status = r->status ? r->status : 200;
-    char t[64];
-    time_t secs = (time_t)(r->start_ms / 1000);
-    struct tm tm;
     cm_slice v;
 
-    gmtime_r(&secs, &tm);
-    strftime(t, sizeof t, "[%d/%b/%Y:%H:%M:%S +0000]", &tm);
     /* bucket owner, bucket, time, remote IP, requester, request id */
     bare(b, CM_SLICE_STR(r->srv->owner_id));
     cm_buf_append_byte(b, ' ');
     bare(b, r->bucket[0] ? CM_SLICE_STR(r->bucket) : CM_SLICE_NULL);
-    cm_buf_printf(b, " %s ", t);
+    cm_buf_append_byte(b, ' ');
+    cm_buf_append_str(b, log_time((time_t)(r->start_ms / 1000)));
+    cm_buf_append_byte(b, ' ');
     bare(b, CM_SLICE_STR(r->peer ? r->peer : ""));
     cm_buf_append_byte(b, ' ');
     bare(b, r->anonymous ? CM_SLICE_NULL : CM_SLICE_STR(r->access_key));
-    cm_buf_printf(b, " %s ", r->id);
+    cm_buf_append_byte(b, ' ');
+    cm_buf_append_str(b, r->id);
+    cm_buf_append_byte(b, ' ');
     /* operation, key (URL-encoded), request URI, status, error code */
     rest_name(r, b);
     cm_buf_append_byte(b, ' ');
     if (r->has_key && r->key.n) {
-        cm_buf k = {0};
-        cm_uri_encode(&k, r->key, false);
-        cm_buf_append_slice(b, cm_buf_slice(&k));
-        cm_buf_free(&k);
+        cm_uri_encode(b, r->key, false);
     } else {
         cm_buf_append_byte(b, '-');
     }
     cm_buf_append_byte(b, ' ');
     request_uri(r, b);
-    cm_buf_printf(b, " %d %s ", status, r->err != S3E__NONE ? gw_s3err_code(r->err) : "-");
+    cm_buf_append_byte(b, ' ');
+    snum(b, status, ' ');
+    cm_buf_append_str(b, r->err != S3E__NONE ? gw_s3err_code(r->err) : "-");
+    cm_buf_append_byte(b, ' ');
     /* bytes sent, object size, total time, turn-around time (ms) */
     if (r->bytes_out)
-        cm_buf_printf(b, "%llu ", (unsigned long long)r->bytes_out);
+        unum(b, r->bytes_out, ' ');
     else
         cm_buf_append_str(b, "- ");
     if ((r->op == GW_OP_PutObject || r->op == GW_OP_UploadPart) && r->err == S3E__NONE)
-        cm_buf_printf(b, "%llu ", (unsigned long long)r->body_n);
+        unum(b, r->body_n, ' ');
     else if ((r->op == GW_OP_GetObject || r->op == GW_OP_HeadObject) && status == 200 &&
              r->stream)
-        cm_buf_printf(b, "%llu ", (unsigned long long)r->stream_len);
+        unum(b, r->stream_len, ' ');
     else
         cm_buf_append_str(b, "- ");
     int64_t resp = r->resp_ms ? r->resp_ms : now;
-    cm_buf_printf(b, "%lld %lld ", (long long)(now - r->start_ms),
-                  (long long)(resp - r->start_ms));
+    snum(b, now - r->start_ms, ' ');
+    snum(b, resp - r->start_ms, ' ');
     /* "referer" "user-agent" version-id host-id */
     quoted(b, gw_hdr(r, "Referer", &v) ? v : CM_SLICE_STR("-"));
     cm_buf_append_byte(b, ' ');
     quoted(b, gw_hdr(r, "User-Agent", &v) ? v : CM_SLICE_STR("-"));
-    cm_buf_printf(b, " - %s ", r->host_id);
+    cm_buf_append_str(b, " - ");
+    cm_buf_append_str(b, r->host_id);
+    cm_buf_append_byte(b, ' ');
     /* signature version, cipher suite, authentication type, host header,
      * TLS version, access point ARN, acl required */
     bool hdr_auth = gw_hdr(r, "Authorization", NULL);

@@ -15,6 +15,7 @@ struct auth_state {
     gw_cksum sha;                /* raw body SHA-256 (signed payload mode) */
     bool check_sha;
     gw_cksum md5;                /* decoded body MD5 (ETag, Content-MD5) */
+    bool md5_started;            /* md5 set up: at the first body bytes */
     uint8_t md5_digest[16];
     bool has_content_md5;
     uint8_t content_md5[16];
@@ -28,6 +29,17 @@ struct auth_state {
     gw_req *r;
 };
 
+/* snprintf(dst, cap, "%s", src) without printf: every request copies its
+ * access key and secret. cap > 0. */
+static void copy_cstr(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n > cap - 1)
+        n = cap - 1;
+    memcpy(dst, src, n);
+    dst[n] = 0;
+}
+
 /* The secret of access key ak into secret (wiped by the caller), and who
  * the requester is (r->root, r->user). False with the error set when the
  * key is unknown or its user is disabled (AWS answers InvalidAccessKeyId
@@ -35,7 +47,7 @@ struct auth_state {
 static bool lookup_secret(gw_req *r, const char *ak, char *secret, size_t n)
 {
     if (!strcmp(ak, r->srv->access_key)) {
-        snprintf(secret, n, "%s", r->srv->secret_key);
+        copy_cstr(secret, n, r->srv->secret_key);
         r->root = true;
         return true;
     }
@@ -99,6 +111,10 @@ static void hex_bytes(cm_buf *out, cm_slice s)
 static int decoded_sink(void *arg, const uint8_t *p, size_t n)
 {
     struct auth_state *st = arg;
+    if (!st->md5_started) {
+        gw_cksum_init(&st->md5, GW_CKSUM_MD5);
+        st->md5_started = true;
+    }
     gw_cksum_update(&st->md5, p, n);
     if (st->ck_algo != GW_CKSUM_NONE)
         gw_cksum_update(&st->ck, p, n);
@@ -260,14 +276,16 @@ int gw_auth_begin(gw_req *r)
 
 static int auth_begin(gw_req *r, char *secret, size_t secret_n)
 {
-    struct auth_state *st = calloc(1, sizeof *st);
+    /* From the request's pool (about 1 KiB: a malloc of that size makes
+     * glibc consolidate its fast bins every time); gw_auth_free frees what
+     * it points to. */
+    struct auth_state *st = cm_pool_alloc(r->pool, sizeof *st);
     if (!st) {
         gw_error(r, S3E_InternalError);
         return -1;
     }
     r->auth = st;
     st->r = r;
-    gw_cksum_init(&st->md5, GW_CKSUM_MD5);
     if (gw_sigv2_present(r)) {
         /* Legacy Signature Version 2 (e.g. aws cli v1's `s3 presign`). */
         if (gw_sigv2_auth(r, lookup_secret, secret, secret_n))
@@ -287,7 +305,7 @@ static int auth_begin(gw_req *r, char *secret, size_t secret_n)
         }
         return -1;
     }
-    snprintf(r->access_key, sizeof r->access_key, "%s", st->a.access_key);
+    copy_cstr(r->access_key, sizeof r->access_key, st->a.access_key);
     if (!lookup_secret(r, st->a.access_key, secret, secret_n))
         return -1;
     cm_buf creq = {0}, sts = {0};
@@ -405,8 +423,14 @@ int gw_auth_end(gw_req *r)
     }
     size_t dn = 0;
     uint8_t d[GW_CKSUM_MAX_DIGEST];
-    gw_cksum_final(&st->md5, d, &dn);
-    memcpy(st->md5_digest, d, 16);
+    if (st->md5_started) {
+        gw_cksum_final(&st->md5, d, &dn);
+        memcpy(st->md5_digest, d, 16);
+    } else { /* no body (GET, HEAD, DELETE...): the MD5 of nothing */
+        static const uint8_t empty[16] = {0xd4, 0x1d, 0x8c, 0xd9, 0x8f, 0x00, 0xb2, 0x04,
+                                          0xe9, 0x80, 0x09, 0x98, 0xec, 0xf8, 0x42, 0x7e};
+        memcpy(st->md5_digest, empty, 16);
+    }
     if (st->has_content_md5 && memcmp(st->content_md5, st->md5_digest, 16)) {
         gw_error(r, S3E_BadDigest);
         return -1;
@@ -457,6 +481,5 @@ void gw_auth_free(gw_req *r)
     gw_cksum_free(&st->sha);
     gw_cksum_free(&st->md5);
     gw_cksum_free(&st->ck);
-    free(st);
-    r->auth = NULL;
+    r->auth = NULL; /* st itself goes with the pool */
 }

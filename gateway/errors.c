@@ -72,6 +72,7 @@ void gw_error_render(gw_req *r)
     cm_buf *b = &r->resp_body;
     cm_buf_reset(b);
     r->stream = NULL;
+    r->resp_ref = CM_SLICE_NULL;
     if (r->status == 304 || r->head_only)
         return; /* no body; the code travels in headers only */
     cm_buf_append_str(b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error>");

@@ -136,6 +136,9 @@ struct gw_req {
     cm_buf err_extra;          /* extra XML elements inside <Error> */
     cm_buf resp_hdrs;          /* "Name\0Value\0" pairs */
     cm_buf resp_body;
+    cm_slice resp_ref;         /* set: the body instead of resp_body, borrowed from
+                                  what the request owns (an inline object's data);
+                                  cleared by gw_error_render */
     const char *content_type;  /* of resp_body; default application/xml when body is set */
     gw_stream_fn stream;       /* streamed body (GET) instead of resp_body */
     void *stream_ctx;

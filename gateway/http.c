@@ -11,10 +11,17 @@
 
 enum phase { PH_NEW, PH_BODY, PH_DONE };
 
+/* A request's state. A kept-alive connection keeps one (made when it opens,
+ * freed when it closes) and reuses it, with its pool's first block and the
+ * response header buffer, for each of its requests in turn; the connection's
+ * thread is the only user. */
 struct conn_state {
     gw_req r;
     enum phase phase;
     bool queued;
+    bool kept;                      /* the connection's: reset, not freed, after a request */
+    bool busy;                      /* a request is using it */
+    char peer[INET6_ADDRSTRLEN];    /* the client's address ("" until known) */
 };
 
 static uint64_t reqid_counter;
@@ -114,10 +121,13 @@ static enum MHD_Result queue_response(struct MHD_Connection *con, struct conn_st
         resp = MHD_create_response_from_callback(r->stream_len, bs < 4096 ? 4096 : bs, stream_cb,
                                                  r, stream_free_cb);
     } else {
-        resp = MHD_create_response_from_buffer(r->resp_body.n, r->resp_body.p,
-                                               MHD_RESPMEM_MUST_COPY);
+        /* No copy: MHD reads the body only while sending it, and the
+         * request (request_done frees resp_body and what resp_ref borrows
+         * from) outlives that. */
+        cm_slice body = r->resp_ref.p ? r->resp_ref : cm_buf_slice(&r->resp_body);
+        resp = MHD_create_response_from_buffer(body.n, (void *)body.p, MHD_RESPMEM_PERSISTENT);
         if (!r->head_only)
-            r->bytes_out = r->resp_body.n;
+            r->bytes_out = body.n;
     }
     if (!resp)
         return MHD_NO;
@@ -127,7 +137,7 @@ static enum MHD_Result queue_response(struct MHD_Connection *con, struct conn_st
     if (r->err != S3E__NONE)
         MHD_add_response_header(resp, "x-amz-error-code", gw_s3err_code(r->err));
     const char *ct = r->content_type;
-    if (!ct && r->resp_body.n && !r->stream)
+    if (!ct && (r->resp_ref.p ? r->resp_ref.n : r->resp_body.n) && !r->stream)
         ct = "application/xml";
     if (ct)
         MHD_add_response_header(resp, "Content-Type", ct);
@@ -155,21 +165,65 @@ static enum MHD_Result queue_response(struct MHD_Connection *con, struct conn_st
 }
 
 /* ------------------------------------------------------------ life cycle */
+static void conn_state_free(struct conn_state *cs)
+{
+    cm_buf_free(&cs->r.resp_hdrs);
+    cm_pool_free(cs->r.pool);
+    free(cs);
+}
+
+static void notify_conn(void *cls, struct MHD_Connection *con, void **socket_context,
+                        enum MHD_ConnectionNotificationCode toe)
+{
+    (void)cls;
+    (void)con;
+    struct conn_state *cs = *socket_context;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        /* Without it (out of memory) each request allocates its own. */
+        if ((cs = calloc(1, sizeof *cs)) && !(cs->r.pool = cm_pool_new())) {
+            free(cs);
+            cs = NULL;
+        }
+        if (cs)
+            cs->kept = true;
+        *socket_context = cs;
+    } else if (cs) {
+        if (cs->busy)
+            cs->kept = false; /* request_done frees it */
+        else
+            conn_state_free(cs);
+        *socket_context = NULL;
+    }
+}
+
+/* "%016llX" of v into out[17]. */
+static void hex16(char *out, uint64_t v)
+{
+    static const char digits[] = "0123456789ABCDEF";
+    for (int i = 15; i >= 0; i--, v >>= 4)
+        out[i] = digits[v & 15];
+    out[16] = 0;
+}
+
 static void *uri_log_cb(void *cls, const char *uri, struct MHD_Connection *con)
 {
     gw_server *srv = cls;
-    (void)con;
-    struct conn_state *cs = calloc(1, sizeof *cs);
-    if (!cs)
-        return NULL;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(con, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    struct conn_state *cs = ci ? ci->socket_context : NULL;
+    if (!cs || cs->busy) {
+        if (!(cs = calloc(1, sizeof *cs)))
+            return NULL;
+        cs->r.pool = cm_pool_new();
+    }
+    cs->busy = true;
     gw_req *r = &cs->r;
-    r->pool = cm_pool_new();
     r->srv = srv;
     r->start_ms = cm_now_ms();
     uint64_t n = __atomic_add_fetch(&reqid_counter, 1, __ATOMIC_RELAXED);
-    snprintf(r->id, sizeof r->id, "%016llX",
-             (unsigned long long)(((uint64_t)r->start_ms << 20) ^ n));
-    snprintf(r->host_id, sizeof r->host_id, "cairn-%s", r->id);
+    hex16(r->id, ((uint64_t)r->start_ms << 20) ^ n);
+    memcpy(r->host_id, "cairn-", 6);
+    memcpy(r->host_id + 6, r->id, 17);
     size_t ul = strlen(uri);
     char *u = cm_pool_strndup(r->pool, uri, ul);
     const char *q = memchr(u, '?', ul);
@@ -196,11 +250,27 @@ static void request_done(void *cls, struct MHD_Connection *con, void **con_cls,
     gw_auth_free(r);
     cm_buf_free(&r->body);
     cm_buf_free(&r->err_extra);
-    cm_buf_free(&r->resp_hdrs);
     cm_buf_free(&r->resp_body);
-    cm_pool_free(r->pool);
-    free(cs);
     *con_cls = NULL;
+    if (!cs->kept) {
+        conn_state_free(cs);
+        return;
+    }
+    /* Ready for the connection's next request: as new from calloc, but
+     * with the pool's first block, the header buffer and the peer kept. */
+    cm_pool *pool = r->pool;
+    cm_buf hdrs = r->resp_hdrs;
+    cm_pool_reset(pool);
+    if (hdrs.cap > 4096)
+        cm_buf_free(&hdrs);
+    else
+        cm_buf_reset(&hdrs);
+    memset(&cs->r, 0, sizeof cs->r);
+    cs->r.pool = pool;
+    cs->r.resp_hdrs = hdrs;
+    cs->phase = PH_NEW;
+    cs->queued = false;
+    cs->busy = false;
 }
 
 static int body_sink(gw_req *r, const uint8_t *p, size_t n)
@@ -219,24 +289,29 @@ static int body_sink(gw_req *r, const uint8_t *p, size_t n)
     return 0;
 }
 
-static void begin_request(struct MHD_Connection *con, gw_req *r, const char *method)
+static void begin_request(struct MHD_Connection *con, struct conn_state *cs, const char *method)
 {
+    gw_req *r = &cs->r;
     struct hdr_collect hc = {r, 0};
     MHD_get_connection_values(con, MHD_HEADER_KIND, collect_hdr, &hc);
-    r->method = CM_SLICE(cm_pool_strndup(r->pool, method, strlen(method)), strlen(method));
+    size_t ml = strlen(method);
+    r->method = CM_SLICE(cm_pool_strndup(r->pool, method, ml), ml);
     r->head_only = strcmp(method, "HEAD") == 0;
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(con, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    char addr[INET6_ADDRSTRLEN] = "-";
-    if (ci && ci->client_addr) {
-        if (ci->client_addr->sa_family == AF_INET)
-            inet_ntop(AF_INET, &((const struct sockaddr_in *)ci->client_addr)->sin_addr, addr,
-                      sizeof addr);
-        else if (ci->client_addr->sa_family == AF_INET6)
-            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ci->client_addr)->sin6_addr,
-                      addr, sizeof addr);
+    if (!cs->peer[0]) { /* once per connection */
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(con, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        char *addr = cs->peer;
+        strcpy(addr, "-");
+        if (ci && ci->client_addr) {
+            if (ci->client_addr->sa_family == AF_INET)
+                inet_ntop(AF_INET, &((const struct sockaddr_in *)ci->client_addr)->sin_addr,
+                          addr, sizeof cs->peer);
+            else if (ci->client_addr->sa_family == AF_INET6)
+                inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ci->client_addr)->sin6_addr,
+                          addr, sizeof cs->peer);
+        }
     }
-    r->peer = cm_pool_strndup(r->pool, addr, strlen(addr));
+    r->peer = cs->peer; /* lives as long as the connection, longer than r */
     cm_slice host = CM_SLICE_NULL;
     gw_hdr(r, "Host", &host);
     if (r->srv->cfg.trust_proxy)
@@ -275,7 +350,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *con, const ch
         return MHD_NO;
     gw_req *r = &cs->r;
     if (cs->phase == PH_NEW) {
-        begin_request(con, r, method);
+        begin_request(con, cs, method);
         cs->phase = PH_BODY;
         return MHD_YES;
     }
@@ -344,7 +419,7 @@ int gw_http_start(gw_server *srv, const char *listen_addr)
             MHD_USE_ERROR_LOG,
         (uint16_t)port, NULL, NULL, access_cb, srv, MHD_OPTION_SOCK_ADDR, &sa,
         MHD_OPTION_URI_LOG_CALLBACK, uri_log_cb, srv, MHD_OPTION_NOTIFY_COMPLETED,
-        request_done, srv, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
+        request_done, srv, MHD_OPTION_NOTIFY_CONNECTION, notify_conn, srv, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300, MHD_OPTION_LISTEN_BACKLOG_SIZE,
         (unsigned)1024, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
     if (!d) {

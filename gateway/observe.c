@@ -43,7 +43,7 @@ static int64_t intended_out(const gw_req *r)
         return 0;
     if (r->stream && r->err == S3E__NONE)
         return (int64_t)r->stream_len;
-    return (int64_t)r->resp_body.n;
+    return (int64_t)(r->resp_ref.p ? r->resp_ref.n : r->resp_body.n);
 }
 
 static void fill_event(const gw_req *r, bill_event *ev, int64_t ms, int64_t out)
@@ -142,6 +142,7 @@ void gw_observe(gw_req *r)
     }
     if (o->alog || (o->ship && r->bucket[0])) {
         cm_buf line = {0};
+        cm_buf_reserve(&line, 1023); /* most lines fit: one malloc, not five */
         gw_alog_format(r, &line);
         if (o->alog)
             gw_alog_write(o->alog, cm_buf_slice(&line));

@@ -105,18 +105,17 @@ static int parse_query(gw_req *r)
             const uint8_t *eq = memchr(part.p, '=', part.n);
             cm_slice name = eq ? CM_SLICE(part.p, (size_t)(eq - part.p)) : part;
             cm_slice val = eq ? CM_SLICE(eq + 1, part.n - name.n - 1) : CM_SLICE_NULL;
-            cm_buf dn = {0}, dv = {0};
-            if (cm_uri_decode(&dn, name, true) || cm_uri_decode(&dv, val, true)) {
-                cm_buf_free(&dn);
-                cm_buf_free(&dv);
+            /* decoded straight into the pool: never longer than encoded */
+            uint8_t *dn = cm_pool_alloc(r->pool, name.n + 1);
+            uint8_t *dv = cm_pool_alloc(r->pool, val.n + 1);
+            size_t nn, nv;
+            if (!dn || !dv || cm_uri_decode_into(name, true, dn, &nn) ||
+                cm_uri_decode_into(val, true, dv, &nv))
                 return CM_EINVAL;
-            }
             gw_kv *kv = &r->params[r->nparams++];
-            kv->name = CM_SLICE(cm_pool_strndup(r->pool, dn.p, dn.n), dn.n);
-            kv->value = CM_SLICE(cm_pool_strndup(r->pool, dv.p, dv.n), dv.n);
+            kv->name = CM_SLICE(dn, nn);
+            kv->value = CM_SLICE(dv, nv);
             kv->has_value = eq != NULL;
-            cm_buf_free(&dn);
-            cm_buf_free(&dv);
         }
         i = j + 1;
     }
@@ -168,30 +167,30 @@ int gw_route(gw_req *r)
         bucket = CM_SLICE(path.p + 1, bl);
         rest = slash ? CM_SLICE(slash + 1, path.n - bl - 2) : CM_SLICE_NULL;
     }
-    cm_buf db = {0};
     if (bucket.n) {
-        if (cm_uri_decode(&db, bucket, false) || db.n > 63 || memchr(db.p, 0, db.n)) {
+        uint8_t *db = cm_pool_alloc(r->pool, bucket.n + 1);
+        size_t dbn = 0;
+        if (!db || cm_uri_decode_into(bucket, false, db, &dbn) || dbn > 63 ||
+            memchr(db, 0, dbn)) {
             /* Never a valid bucket: keep a printable form for errors. */
-            cm_buf_free(&db);
             snprintf(r->bucket, sizeof r->bucket, "%.*s", (int)(bucket.n > 63 ? 63 : bucket.n),
                      (const char *)bucket.p);
             r->bucket_invalid = true;
         } else {
-            memcpy(r->bucket, db.p, db.n);
-            r->bucket[db.n] = 0;
-            cm_buf_free(&db);
+            memcpy(r->bucket, db, dbn);
+            r->bucket[dbn] = 0;
         }
     }
     if (rest.n) {
-        cm_buf dk = {0};
-        if (cm_uri_decode(&dk, rest, false)) {
-            cm_buf_free(&dk);
+        /* decoded straight into the pool (NUL-terminated, as before) */
+        uint8_t *dk = cm_pool_alloc(r->pool, rest.n + 1);
+        size_t dkn;
+        if (!dk || cm_uri_decode_into(rest, false, dk, &dkn)) {
             gw_error_msg(r, S3E_InvalidArgument, "The key is not correctly encoded.");
             return -1;
         }
-        r->key = CM_SLICE(cm_pool_strndup(r->pool, dk.p, dk.n), dk.n);
+        r->key = CM_SLICE(dk, dkn);
         r->has_key = true;
-        cm_buf_free(&dk);
     }
     int scope = r->has_key ? 2 : r->bucket[0] ? 1 : 0;
     for (const char *const *s = unbuilt_subresources; *s; s++) {

@@ -322,6 +322,11 @@ int gw_put_object_begin(gw_req *r)
         gw_error(r, S3E_InternalError);
         return -1;
     }
+    /* A body that will be inline gets its buffer at once, not by doubling
+     * from 64 bytes as it arrives (a failure here only defers the growth). */
+    if (pc->w->allow_inline && r->has_length && r->content_length > 0 &&
+        r->content_length <= r->srv->inline_max)
+        cm_buf_reserve(&pc->w->inl, (size_t)r->content_length);
     r->op_ctx = pc;
     return 0;
 }
@@ -564,6 +569,15 @@ static int parse_range(cm_slice h, uint64_t size, uint64_t *off, uint64_t *len)
     return 1;
 }
 
+/* pfx followed by name, in buf[64] unless pfx is "". */
+static const char *cond_name(char *buf, const char *pfx, const char *name)
+{
+    if (!*pfx)
+        return name;
+    snprintf(buf, 64, "%s%s", pfx, name);
+    return buf;
+}
+
 /* Evaluates GET/HEAD conditionals. Returns 0 to go on, or sets the error. */
 int gw_read_conditions(gw_req *r, const md_object *o, const char *pfx)
 {
@@ -571,28 +585,24 @@ int gw_read_conditions(gw_req *r, const md_object *o, const char *pfx)
     cm_slice v;
     time_t t, mt = (time_t)(o->mtime_ms / 1000);
     bool has_im, has_inm;
-    snprintf(name, sizeof name, "%sIf-Match", pfx);
-    has_im = gw_hdr(r, name, &v);
+    has_im = gw_hdr(r, cond_name(name, pfx, "If-Match"), &v);
     if (has_im && !etag_matches(v, o->etag)) {
         gw_error(r, S3E_PreconditionFailed);
         return -1;
     }
-    snprintf(name, sizeof name, "%sIf-Unmodified-Since", pfx);
-    if (!has_im && gw_hdr(r, name, &v) && cm_time_parse_http((const char *)v.p, v.n, &t) == 0 &&
-        mt > t) {
+    if (!has_im && gw_hdr(r, cond_name(name, pfx, "If-Unmodified-Since"), &v) &&
+        cm_time_parse_http((const char *)v.p, v.n, &t) == 0 && mt > t) {
         gw_error(r, S3E_PreconditionFailed);
         return -1;
     }
-    snprintf(name, sizeof name, "%sIf-None-Match", pfx);
-    has_inm = gw_hdr(r, name, &v);
+    has_inm = gw_hdr(r, cond_name(name, pfx, "If-None-Match"), &v);
     bool copy = *pfx != 0;
     if (has_inm && etag_matches(v, o->etag)) {
         gw_error(r, copy ? S3E_PreconditionFailed : S3E_NotModified);
         return -1;
     }
-    snprintf(name, sizeof name, "%sIf-Modified-Since", pfx);
-    if (!has_inm && gw_hdr(r, name, &v) && cm_time_parse_http((const char *)v.p, v.n, &t) == 0 &&
-        mt <= t) {
+    if (!has_inm && gw_hdr(r, cond_name(name, pfx, "If-Modified-Since"), &v) &&
+        cm_time_parse_http((const char *)v.p, v.n, &t) == 0 && mt <= t) {
         gw_error(r, copy ? S3E_PreconditionFailed : S3E_NotModified);
         return -1;
     }
@@ -773,8 +783,9 @@ void gw_get_object(gw_req *r)
     gs->off = off;
     gs->len = len;
     if (gw_obj_inline(o)) {
-        /* inline: the bytes are at hand, no streaming needed */
-        cm_buf_append(&r->resp_body, o->inline_data.p + off, (size_t)len);
+        /* inline: the bytes are at hand (in gs, which the request owns),
+         * no streaming and no copy needed */
+        r->resp_ref = CM_SLICE(o->inline_data.p + off, (size_t)len);
         if (!r->content_type)
             r->content_type = "binary/octet-stream";
         return;

@@ -257,7 +257,15 @@ static int parse_credential(const sigv4_req *req, sigv4_auth *a, cm_slice cred, 
     if (!cm_slice_eq_str(part[3], "aws4_request"))
         return fail(a, bad, "%s; incorrect terminal \"%.*s\". This endpoint uses \"aws4_request\".",
                     what, (int)(part[3].n > 32 ? 32 : part[3].n), (const char *)part[3].p);
-    snprintf(a->scope, sizeof a->scope, "%s/%s/%s/aws4_request", a->date, a->region, a->service);
+    /* "date/region/service/aws4_request": at most 8+1+63+1+31+13 bytes */
+    char *o = a->scope;
+    const char *const parts[] = {a->date, "/", a->region, "/", a->service, "/aws4_request"};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        size_t n = strlen(parts[i]);
+        memcpy(o, parts[i], n);
+        o += n;
+    }
+    *o = 0;
     return 0;
 }
 
@@ -833,7 +841,11 @@ int sigv4_string_to_sign(const sigv4_auth *auth, cm_slice creq, cm_buf *out)
     if ((rc = gw_sha256(creq.p, creq.n, h)))
         return rc;
     cm_hex_encode(h, 32, hex);
-    return cm_buf_printf(out, SIGV4_ALGORITHM "\n%s\n%s\n%s", auth->amz_date, auth->scope, hex);
+    if ((rc = cm_buf_append_str(out, SIGV4_ALGORITHM "\n")) ||
+        (rc = cm_buf_append_str(out, auth->amz_date)) || (rc = cm_buf_append_byte(out, '\n')) ||
+        (rc = cm_buf_append_str(out, auth->scope)) || (rc = cm_buf_append_byte(out, '\n')))
+        return rc;
+    return cm_buf_append(out, hex, 64);
 }
 
 int sigv4_sign(const uint8_t key[32], cm_slice sts, uint8_t sig[32])
@@ -865,18 +877,29 @@ out:
 int sigv4_verify_key(const sigv4_req *req, sigv4_auth *auth, const uint8_t key[32],
                      cm_buf *creq_out, cm_buf *sts_out, sigv4_seed *seed)
 {
-    cm_buf creq = {0}, sts = {0};
+    cm_buf creq_own = {0}, sts_own = {0};
     uint8_t sig[32];
     int rc;
 
     if (!auth->signed_headers)
         return CM_EINVAL;
-    if ((rc = sigv4_canonical_request(req, auth, &creq)) ||
-        (rc = sigv4_string_to_sign(auth, cm_buf_slice(&creq), &sts)) ||
-        (rc = sigv4_sign(key, cm_buf_slice(&sts), sig)))
+    /* Built in place when the caller's buffers are empty (auth.c's always
+     * are), else in our own and appended; sized once for common requests. */
+    cm_buf *creq = creq_out && !creq_out->n ? creq_out : &creq_own;
+    cm_buf *sts = sts_out && !sts_out->n ? sts_out : &sts_own;
+    if ((rc = cm_buf_reserve(creq, 1023)) || (rc = cm_buf_reserve(sts, 255)) ||
+        (rc = sigv4_canonical_request(req, auth, creq)) ||
+        (rc = sigv4_string_to_sign(auth, cm_buf_slice(creq), sts)) ||
+        (rc = sigv4_sign(key, cm_buf_slice(sts), sig))) {
+        if (creq == creq_out) /* as if nothing had been appended */
+            cm_buf_reset(creq_out);
+        if (sts == sts_out)
+            cm_buf_reset(sts_out);
         goto out;
-    if ((creq_out && (rc = cm_buf_append_slice(creq_out, cm_buf_slice(&creq)))) ||
-        (sts_out && (rc = cm_buf_append_slice(sts_out, cm_buf_slice(&sts)))))
+    }
+    if ((creq_out && creq != creq_out &&
+         (rc = cm_buf_append_slice(creq_out, cm_buf_slice(creq)))) ||
+        (sts_out && sts != sts_out && (rc = cm_buf_append_slice(sts_out, cm_buf_slice(sts)))))
         goto out;
     if (CRYPTO_memcmp(sig, auth->signature, 32) != 0) {
         rc = fail(auth, SIGV4_ERR_SIGNATURE,
@@ -891,8 +914,8 @@ int sigv4_verify_key(const sigv4_req *req, sigv4_auth *auth, const uint8_t key[3
         memcpy(seed->scope, auth->scope, sizeof seed->scope);
     }
 out:
-    cm_buf_free(&creq);
-    cm_buf_free(&sts);
+    cm_buf_free(&creq_own);
+    cm_buf_free(&sts_own);
     return rc;
 }
 

@@ -45,6 +45,17 @@ static void test_encodings(void)
     ok(cm_hex_decode("01ABff", 6, out) == 0 && memcmp(out, "\x01\xab\xff", 3) == 0,
        "hex decode mixed case");
     is_int(cm_hex_decode("0g", 2, out), CM_EINVAL, "bad hex digit");
+    int bad = 0;
+    for (int a = 0; a < 256; a++) {
+        for (int b = 0; b < 256; b++) {
+            char h[2] = {(char)a, (char)b};
+            int va = cm_hexval(a), vb = cm_hexval(b);
+            uint8_t o = 0;
+            int rc = cm_hex_decode(h, 2, &o);
+            bad += va < 0 || vb < 0 ? rc != CM_EINVAL : rc != 0 || o != (va << 4 | vb);
+        }
+    }
+    is_int(bad, 0, "hex decode of every byte pair agrees with cm_hexval");
     static const struct {
         const char *in, *out;
     } b64v[] = {{"", ""}, {"f", "Zg=="}, {"fo", "Zm8="}, {"foo", "Zm9v"}, {"foob", "Zm9vYg=="},
@@ -76,6 +87,17 @@ static void test_encodings(void)
     cm_buf_reset(&b);
     is_int(cm_uri_decode(&b, CM_SLICE_STR("%zz"), false), CM_EINVAL, "bad escape");
     cm_buf_free(&b);
+    uint8_t d[16];
+    size_t dn = 99;
+    ok(cm_uri_decode_into(CM_SLICE_STR("a%2Fb+c%e2%82%ac"), true, d, &dn) == 0 && dn == 8 &&
+           memcmp(d, "a/b c\xe2\x82\xac", 8) == 0,
+       "decode into a buffer");
+    ok(cm_uri_decode_into(CM_SLICE_STR("a+b"), false, d, &dn) == 0 && dn == 3 &&
+           memcmp(d, "a+b", 3) == 0,
+       "decode into: '+' kept without plus_space");
+    is_int(cm_uri_decode_into(CM_SLICE_STR("ab%4"), false, d, &dn), CM_EINVAL,
+           "decode into: truncated escape");
+    is_int(dn, 2, "decode into: bytes before the bad escape");
 }
 
 static void test_times(void)
@@ -95,6 +117,55 @@ static void test_times(void)
     ok(cm_time_parse_http("2015-08-30T12:36:00.000Z", 24, &t) == 0 && t == 1440938160,
        "parse iso8601");
     ok(cm_time_parse_http("yesterday", 9, &t) != 0, "reject garbage date");
+}
+
+/* The formatters and the x-amz-date parser against libc's, which they
+ * replace for years 1000-9999: same text, same time, same refusals. */
+static void test_times_vs_libc(void)
+{
+    uint64_t x = 88172645463325252ull;
+    int bad_fmt = 0, bad_parse = 0;
+    for (int i = 0; i < 200000; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        /* times spread over years ~900-10100, and near the epoch */
+        int64_t t = i % 2 ? (int64_t)(x % 290000000000ull) - 32000000000LL
+                          : (int64_t)(x % 200000000ull) - 100000000LL;
+        char a[64], b[64];
+        struct tm tm;
+        time_t tt = (time_t)t;
+        gmtime_r(&tt, &tm);
+        cm_time_amz(tt, a);
+        strftime(b, 32, "%Y%m%dT%H%M%SZ", &tm);
+        bad_fmt += strcmp(a, b) != 0;
+        cm_time_rfc1123(tt, a);
+        strftime(b, 32, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        bad_fmt += strcmp(a, b) != 0;
+        int64_t ms = t * 1000 + (int64_t)(x >> 50) % 1000;
+        cm_time_iso8601_ms(ms, a);
+        if (ms >= 0) {
+            char tmp[24];
+            strftime(tmp, sizeof tmp, "%Y-%m-%dT%H:%M:%S", &tm);
+            snprintf(b, 32, "%s.%03dZ", tmp, (int)(ms % 1000));
+            bad_fmt += strcmp(a, b) != 0;
+        }
+        /* x-amz-date strings with each field often out of range */
+        char s[17];
+        snprintf(s, sizeof s, "%04u%02u%02uT%02u%02u%02uZ", (unsigned)(x % 10000),
+                 (unsigned)(x >> 14) % 14, (unsigned)(x >> 18) % 33, (unsigned)(x >> 24) % 25,
+                 (unsigned)(x >> 30) % 61, (unsigned)(x >> 36) % 63);
+        time_t got = 0, want = 0;
+        int rc = cm_time_parse_amz(s, 16, &got);
+        memset(&tm, 0, sizeof tm);
+        const char *end = strptime(s, "%Y%m%dT%H%M%S", &tm);
+        int wrc = end && strcmp(end, "Z") == 0 ? 0 : CM_EINVAL;
+        if (!wrc)
+            want = timegm(&tm);
+        bad_parse += rc != wrc || (!rc && got != want);
+    }
+    is_int(bad_fmt, 0, "time formatting matches strftime");
+    is_int(bad_parse, 0, "x-amz-date parsing matches strptime + timegm");
 }
 
 static void count_cleanup(void *arg)
@@ -119,6 +190,28 @@ static void test_slices_pool(void)
     cm_pool_cleanup_add(p, count_cleanup, &called);
     cm_pool_free(p);
     is_int(called, 2, "pool cleanups ran");
+    /* reset: cleanups run once, memory comes back zeroed and is reused */
+    p = cm_pool_new();
+    called = 0;
+    a = cm_pool_alloc(p, 100);
+    memset(a, 7, 100);
+    big = cm_pool_alloc(p, 100000);
+    memset(big, 7, 100000);
+    for (int i = 0; i < 100; i++)
+        memset(cm_pool_alloc(p, 200), 7, 200); /* several blocks */
+    cm_pool_cleanup_add(p, count_cleanup, &called);
+    cm_pool_reset(p);
+    is_int(called, 1, "pool reset ran the cleanup");
+    char *a2 = cm_pool_alloc(p, 100);
+    bool zero = a2 != NULL;
+    for (int i = 0; zero && i < 100; i++)
+        zero = a2[i] == 0;
+    ok(zero, "pool reset: allocations zeroed again");
+    char *big2 = cm_pool_alloc(p, 100000);
+    ok(big2 && big2[99999] == 0, "pool reset: large allocations after a reset");
+    cm_pool_reset(p);
+    cm_pool_free(p);
+    is_int(called, 1, "pool cleanups ran once across reset and free");
     uint8_t r1[16], r2[16];
     cm_random_bytes(r1, 16);
     cm_random_bytes(r2, 16);
@@ -152,6 +245,7 @@ int main(void)
     test_buf_codec();
     test_encodings();
     test_times();
+    test_times_vs_libc();
     test_slices_pool();
     test_bufkeep();
     return done_testing();
