@@ -199,9 +199,10 @@ static void ldb_free(struct md__ldb *l)
  * Payload: per operation u8 (1 put, 0 delete), the key, and for a put the
  * value, each as cm_buf_put_bytes writes it (u32 LE length + bytes). A
  * group's value-log writes come first, each as u8 2, segment u32 LE, offset
- * u64 LE and the bytes: they are written to the value log after the journal
- * and before LevelDB (buffered: the value log is synced at checkpoints), and
- * again by a replay, to the same place. */
+ * u64 LE and the bytes: md__batch_value has already written them to the
+ * value log (buffered, before the record is journaled, so a checkpoint's
+ * sync of the value log covers every value its records refer to); a replay
+ * writes them again, to the same place. */
 static const char JOURNAL_KEY[] = "#journal"; /* MD__K_META */
 
 /* The encoder's state: the payload, and the first append's failure. */
@@ -241,32 +242,14 @@ static int replay_value(struct md__ldb *l, cm_reader *r)
     return md__vlog_write(l->vlog, seg, off, v);
 }
 
-/* Writes the value-log writes encoded in vals (md__batch_value), buffered. */
-static int write_values(struct md__ldb *l, const cm_buf *vals)
+/* Makes a group's value-log bytes durable when it is not journaled (they
+ * were written, buffered, by md__batch_value). */
+static int group_values_sync(struct md__ldb *l, const struct commit_req *g)
 {
-    cm_reader r = {vals->p, vals->n};
-    uint8_t op;
-    int rc = 0;
-
-    while (!rc && r.n && !(rc = cm_get_u8(&r, &op)))
-        rc = op == 2 ? replay_value(l, &r) : CM_ECORRUPT;
-    return rc;
-}
-
-/* The value-log writes of a group; sync: then fdatasync them. */
-static int group_values(struct md__ldb *l, const struct commit_req *g, bool sync)
-{
-    bool any = false;
-    int rc = 0;
-
-    for (const struct commit_req *r = g; r && !rc; r = r->next)
-        if (r->vals && r->vals->n) {
-            any = true;
-            rc = write_values(l, r->vals);
-        }
-    if (!rc && any && sync)
-        rc = md__vlog_sync(l->vlog);
-    return rc;
+    for (const struct commit_req *r = g; r; r = r->next)
+        if (r->vals && r->vals->n)
+            return md__vlog_sync(l->vlog);
+    return 0;
 }
 
 /* Replays one journal record into LevelDB (without sync). */
@@ -343,7 +326,7 @@ static int journal_write(struct md__ldb *l, leveldb_writebatch_t *b, const struc
     if (enc.rc)
         return enc.rc;
     if (!md__journal_ever_fits(l->jr, l->jpay.n)) { /* too big for it: LevelDB syncs */
-        if (!(rc = checkpoint(l)) && !(rc = group_values(l, g, true)))
+        if (!(rc = checkpoint(l)) && !(rc = group_values_sync(l, g)))
             rc = ldb_write(l, l->wsync, b);
         return rc;
     }
@@ -355,7 +338,7 @@ static int journal_write(struct md__ldb *l, leveldb_writebatch_t *b, const struc
         return rc;
     }
     l->lsn++;
-    if (((rc = group_values(l, g, false)) || (rc = ldb_write(l, l->wasync, b))) &&
+    if ((rc = ldb_write(l, l->wasync, b)) &&
         md__journal_unappend(l->jr))
         cm_log(CM_LOG_ERROR, "metadata: cannot undo the journal record of a failed write; "
                              "it may reappear after a restart");
@@ -440,7 +423,7 @@ static void *committer_main(void *arg)
                 leveldb_writebatch_append(l->group, r->b);
             b = l->group;
         }
-        int rc = l->jr ? journal_write(l, b, g) : group_values(l, g, sync);
+        int rc = l->jr ? journal_write(l, b, g) : sync ? group_values_sync(l, g) : 0;
         if (!rc && !l->jr)
             rc = ldb_write(l, sync ? l->wsync : l->wasync, b);
         int crc = 0; /* the checkpoint's result, for md__checkpoint */
@@ -691,8 +674,7 @@ int md__batch_commit(md_db_t *db, struct md__batch *b, bool sync)
     /* With a journal, every write is journaled (see journal_write). */
     if (sync || db->ldb->jr)
         return committer_write(db->ldb, b->wb, b->bytes, &b->vals, false);
-    int rc = b->vals.n ? write_values(db->ldb, &b->vals) : 0;
-    return rc ? rc : ldb_write(db->ldb, db->ldb->wasync, b->wb);
+    return ldb_write(db->ldb, db->ldb->wasync, b->wb);
 }
 
 int md__checkpoint(md_db_t *db)
@@ -722,8 +704,12 @@ int md__batch_value(md_db_t *db, struct md__batch *b, cm_slice bytes, md_value_r
         return CM_EINVAL;
     if ((rc = md__vlog_reserve(db->ldb->vlog, bytes.n, &seg, &off)))
         return rc;
+    /* The bytes go to the segment now, from the caller's thread (nothing
+     * refers to them before the commit); the journal record has them too,
+     * for a replay after a power loss. */
     size_t was = b->vals.n;
-    if ((rc = cm_buf_put_u8(&b->vals, 2)) || (rc = cm_buf_put_u32(&b->vals, seg)) ||
+    if ((rc = md__vlog_write(db->ldb->vlog, seg, off, bytes)) ||
+        (rc = cm_buf_put_u8(&b->vals, 2)) || (rc = cm_buf_put_u32(&b->vals, seg)) ||
         (rc = cm_buf_put_u64(&b->vals, off)) || (rc = cm_buf_put_bytes(&b->vals, bytes))) {
         b->vals.n = was;
         md__vlog_release(db->ldb->vlog, seg);
