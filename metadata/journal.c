@@ -39,11 +39,9 @@ struct md__journal {
     size_t cap;    /* its size */
 };
 
-/* A 64-bit check of a record: detects torn and stale records, not made
- * to resist tampering. Multiply-xorshift over 8-byte words. */
-static uint64_t jsum(uint64_t lsn, uint32_t len, const uint8_t *p, size_t n)
+uint64_t md__sum64(uint64_t seed, const uint8_t *p, size_t n)
 {
-    uint64_t h = 0x9e3779b97f4a7c15ull ^ lsn ^ ((uint64_t)len << 40);
+    uint64_t h = seed;
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
         uint64_t w;
@@ -56,6 +54,12 @@ static uint64_t jsum(uint64_t lsn, uint32_t len, const uint8_t *p, size_t n)
         memcpy(&w, p + i, n - i);
     h = (h ^ w ^ (uint64_t)(n - i)) * 0xc4ceb9fe1a85ec53ull;
     return h ^ (h >> 32);
+}
+
+/* A record's check: md__sum64 over the payload, seeded with lsn and length. */
+static uint64_t jsum(uint64_t lsn, uint32_t len, const uint8_t *p, size_t n)
+{
+    return md__sum64(0x9e3779b97f4a7c15ull ^ lsn ^ ((uint64_t)len << 40), p, n);
 }
 
 static size_t round_up(size_t n)

@@ -139,15 +139,19 @@ int md__vlog_sync(md__vlog *v);
 /* Reads n bytes at (seg, off): CM_ENOTFOUND if the segment was dropped,
  * CM_ECORRUPT past its end. */
 int md__vlog_read(md__vlog *v, uint32_t seg, uint64_t off, uint8_t *p, size_t n);
-/* Counts n more dead bytes in seg / sets its count (after a full scan). */
-void md__vlog_dead(md__vlog *v, uint32_t seg, uint64_t n);
-void md__vlog_set_dead(md__vlog *v, uint32_t seg, uint64_t dead);
+/* Counts n more dead bytes in seg, or (set) makes n its count, known from
+ * a full scan. */
+void md__vlog_dead(md__vlog *v, uint32_t seg, uint64_t n, bool set);
 /* Copies up to max segments' state, ascending by id; returns how many
  * there are (more than max: call again with more room). */
 size_t md__vlog_segments(md__vlog *v, md__vseg_info *out, size_t max);
 /* Deletes a segment that is not the active one. */
 int md__vlog_drop(md__vlog *v, uint32_t seg);
-/* The check value stored in a md_value_ref (64-bit multiply-xorshift). */
+/* A 64-bit check of bytes (multiply-xorshift over 8-byte words, started
+ * from seed): detects torn, stale and flipped bytes, not made to resist
+ * tampering. The journal's records and the value log use it (journal.c). */
+uint64_t md__sum64(uint64_t seed, const uint8_t *p, size_t n);
+/* The check value stored in a md_value_ref. */
 uint64_t md__vsum(const uint8_t *p, size_t n);
 
 /* The database's value log (db.c owns it). */

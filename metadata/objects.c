@@ -82,7 +82,7 @@ int md__object_stage(md_db_t *db, struct md__batch *b, md__garbage *g, const cha
     /* The replaced bytes in the value log are dead (counted before the
      * commit: should it fail, the collector's scan finds them alive). */
     if (!rc && have && o.vref.len)
-        md__vlog_dead(md__values(db), o.vref.seg, o.vref.len);
+        md__vlog_dead(md__values(db), o.vref.seg, o.vref.len, false);
 out:
     md_object_clear(&o);
     cm_buf_free(&k);
@@ -425,7 +425,7 @@ static int move_live(void *arg, cm_slice k, cm_slice v)
         cm_log(CM_LOG_ERROR, "metadata: value log: cannot move a value out of segment %u: %s",
                seg, cm_strerror(rc));
         s->victim = false; /* kept */
-        md__vlog_set_dead(md__values(p->db), seg, 0); /* not tried again until more dies */
+        md__vlog_dead(md__values(p->db), seg, 0, true); /* not tried again until more dies */
         if (!p->failed)
             p->failed = rc;
     }
@@ -468,7 +468,7 @@ int md__values_gc(md_db_t *db, size_t *moved, size_t *dropped)
         struct gc_seg *s = &p.segs[i];
         if (s->info.active)
             continue;
-        md__vlog_set_dead(vl, s->info.id, s->info.size > s->live ? s->info.size - s->live : 0);
+        md__vlog_dead(vl, s->info.id, s->info.size > s->live ? s->info.size - s->live : 0, true);
         s->victim = 2 * s->live <= s->info.size;
         nvict += s->victim;
     }

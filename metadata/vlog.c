@@ -53,19 +53,7 @@ struct md__vlog {
 
 uint64_t md__vsum(const uint8_t *p, size_t n)
 {
-    uint64_t h = 0x9e3779b97f4a7c15ull ^ ((uint64_t)n << 32);
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w;
-        memcpy(&w, p + i, 8);
-        h = (h ^ w) * 0xff51afd7ed558ccdull;
-        h ^= h >> 29;
-    }
-    uint64_t w = 0;
-    if (n > i)
-        memcpy(&w, p + i, n - i);
-    h = (h ^ w ^ (uint64_t)(n - i)) * 0xc4ceb9fe1a85ec53ull;
-    return h ^ (h >> 32);
+    return md__sum64(0x9e3779b97f4a7c15ull ^ ((uint64_t)n << 32), p, n);
 }
 
 static void seg_path(const md__vlog *v, uint32_t id, char *out, size_t cap)
@@ -304,13 +292,17 @@ int md__vlog_read(md__vlog *v, uint32_t seg, uint64_t off, uint8_t *p, size_t n)
     return rc;
 }
 
-void md__vlog_dead(md__vlog *v, uint32_t seg, uint64_t n)
+void md__vlog_dead(md__vlog *v, uint32_t seg, uint64_t n, bool set)
 {
     pthread_rwlock_rdlock(&v->lk);
     pthread_mutex_lock(&v->mu);
     struct vseg *s = find(v, seg);
-    if (s)
+    if (s && set) {
+        s->dead = n;
+        s->known = true;
+    } else if (s) {
         s->dead += n;
+    }
     pthread_mutex_unlock(&v->mu);
     pthread_rwlock_unlock(&v->lk);
 }
@@ -331,19 +323,6 @@ size_t md__vlog_segments(md__vlog *v, md__vseg_info *out, size_t max)
     pthread_mutex_unlock(&v->mu);
     pthread_rwlock_unlock(&v->lk);
     return k;
-}
-
-void md__vlog_set_dead(md__vlog *v, uint32_t seg, uint64_t dead)
-{
-    pthread_rwlock_rdlock(&v->lk);
-    pthread_mutex_lock(&v->mu);
-    struct vseg *s = find(v, seg);
-    if (s) {
-        s->dead = dead;
-        s->known = true;
-    }
-    pthread_mutex_unlock(&v->mu);
-    pthread_rwlock_unlock(&v->lk);
 }
 
 int md__vlog_drop(md__vlog *v, uint32_t seg)
