@@ -114,6 +114,7 @@ void md__journal_rewind(md__journal *j);
  * durable, objects.c collects dead segments (md__values_gc). */
 typedef struct md__vlog md__vlog;
 extern uint64_t md__vlog_seg_bytes; /* a segment's size limit (tests make it small) */
+extern size_t md__vlog_fds;         /* segments that keep a descriptor open (64) */
 typedef struct md__vseg_info {
     uint32_t id;
     uint64_t size; /* bytes reserved or written */

@@ -30,10 +30,11 @@
 #define VLOG_PREFIX "cairn-values."
 
 uint64_t md__vlog_seg_bytes = (uint64_t)64 << 20; /* a segment stops growing past this */
+size_t md__vlog_fds = 64; /* segments that keep a descriptor open (the newest ones) */
 
 struct vseg {
     uint32_t id;
-    int fd;
+    int fd;        /* -1: closed (an old segment), opened for each use */
     uint64_t size; /* bytes reserved (the active one) or the file's size */
     uint64_t dead; /* bytes known to be dead (approximate: see md__vlog_dead) */
     bool known;    /* dead is counted since the segment began, or since a scan */
@@ -48,6 +49,7 @@ struct md__vlog {
     pthread_mutex_t mu;  /* reservations, sizes, dead counts, dirty flags */
     struct vseg *segs;   /* by id, ascending */
     size_t n, cap;
+    size_t nopen;        /* segments with fd >= 0 */
     uint32_t active;     /* id of the segment reservations go to */
 };
 
@@ -105,7 +107,36 @@ static int add_seg(md__vlog *v, uint32_t id, bool create)
     memmove(&v->segs[at + 1], &v->segs[at], (v->n - at) * sizeof *v->segs);
     v->segs[at] = (struct vseg){id, fd, (uint64_t)st.st_size, 0, create, 0, false, create};
     v->n++;
+    /* Past md__vlog_fds open descriptors the oldest segment's is closed: a
+     * store of many segments must not run out of descriptors, and old
+     * segments are read less. */
+    if (++v->nopen > md__vlog_fds) {
+        for (size_t i = 0; i < v->n; i++) {
+            struct vseg *o = &v->segs[i];
+            if (o->fd >= 0 && o->id != id && o->id != v->active) {
+                close(o->fd);
+                o->fd = -1;
+                v->nopen--;
+                break;
+            }
+        }
+    }
     return 0;
+}
+
+/* With lk held: s's descriptor, or one opened for this use (*tmp: the
+ * caller closes it). -1 if it cannot be opened. */
+static int seg_fd(const md__vlog *v, const struct vseg *s, bool *tmp)
+{
+    char path[4200];
+
+    *tmp = false;
+    if (s->fd >= 0)
+        return s->fd;
+    seg_path(v, s->id, path, sizeof path);
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    *tmp = fd >= 0;
+    return fd;
 }
 
 int md__vlog_open(const char *dir, md__vlog **out)
@@ -152,7 +183,8 @@ void md__vlog_close(md__vlog *v)
     if (!v)
         return;
     for (size_t i = 0; i < v->n; i++)
-        close(v->segs[i].fd);
+        if (v->segs[i].fd >= 0)
+            close(v->segs[i].fd);
     free(v->segs);
     pthread_rwlock_destroy(&v->lk);
     pthread_mutex_destroy(&v->mu);
@@ -222,8 +254,12 @@ int md__vlog_write(md__vlog *v, uint32_t seg, uint64_t off, cm_slice bytes)
         if (s && seg >= v->active)
             v->active = seg + 1;
     }
+    bool tmp = false;
+    int fd = s ? seg_fd(v, s, &tmp) : -1;
+    if (!rc && fd < 0)
+        rc = CM_EIO;
     for (size_t done = 0; !rc && done < bytes.n;) {
-        ssize_t w = pwrite(s->fd, bytes.p + done, bytes.n - done, (off_t)(off + done));
+        ssize_t w = pwrite(fd, bytes.p + done, bytes.n - done, (off_t)(off + done));
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
@@ -231,6 +267,8 @@ int md__vlog_write(md__vlog *v, uint32_t seg, uint64_t off, cm_slice bytes)
         else
             done += (size_t)w;
     }
+    if (tmp)
+        close(fd);
     if (s) {
         pthread_mutex_lock(&v->mu);
         s->dirty = true;
@@ -256,7 +294,12 @@ int md__vlog_sync(md__vlog *v)
         fresh |= s->fresh;
         s->fresh = false;
         pthread_mutex_unlock(&v->mu);
-        if (dirty && fdatasync(s->fd) && !rc) {
+        bool tmp = false;
+        int fd = dirty ? seg_fd(v, s, &tmp) : -1;
+        bool failed = dirty && (fd < 0 || fdatasync(fd));
+        if (tmp)
+            close(fd);
+        if (failed && !rc) {
             rc = CM_EIO;
             pthread_mutex_lock(&v->mu);
             s->dirty = true; /* still to do */
@@ -275,10 +318,14 @@ int md__vlog_read(md__vlog *v, uint32_t seg, uint64_t off, uint8_t *p, size_t n)
 
     pthread_rwlock_rdlock(&v->lk);
     struct vseg *s = find(v, seg);
+    bool tmp = false;
+    int fd = s ? seg_fd(v, s, &tmp) : -1;
     if (!s)
         rc = CM_ENOTFOUND;
+    else if (fd < 0)
+        rc = errno == ENOENT ? CM_ENOTFOUND : CM_EIO;
     for (size_t done = 0; !rc && done < n;) {
-        ssize_t r = pread(s->fd, p + done, n - done, (off_t)(off + done));
+        ssize_t r = pread(fd, p + done, n - done, (off_t)(off + done));
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0)
@@ -288,6 +335,8 @@ int md__vlog_read(md__vlog *v, uint32_t seg, uint64_t off, uint8_t *p, size_t n)
         else
             done += (size_t)r;
     }
+    if (tmp)
+        close(fd);
     pthread_rwlock_unlock(&v->lk);
     return rc;
 }
@@ -340,7 +389,10 @@ int md__vlog_drop(md__vlog *v, uint32_t seg)
     if (unlink(path) && errno != ENOENT)
         rc = CM_EIO;
     else {
-        close(s->fd);
+        if (s->fd >= 0) {
+            close(s->fd);
+            v->nopen--;
+        }
         size_t at = (size_t)(s - v->segs);
         memmove(s, s + 1, (v->n - at - 1) * sizeof *s);
         v->n--;

@@ -2,7 +2,8 @@
  * (metadata/vlog.c and its use by objects.c and db.c): which objects keep
  * their bytes there, reads after reopen, a corrupt value, the collector
  * (moving live values out of mostly dead segments and dropping them, also
- * after a reopen, never a segment with a reservation pending), and kill -9 of writers with the unsynced value-log bytes
+ * after a reopen, never a segment with a reservation pending; most
+ * segments without an open descriptor), and kill -9 of writers with the unsynced value-log bytes
  * and LevelDB's log lost afterwards (the journal brings them back). TAP. */
 #include "metadata/md_int.h"
 #include "tests/unit/tap.h"
@@ -108,6 +109,26 @@ static int count_segments(const char *dir)
     return n;
 }
 
+/* Descriptors of this process open on value-log segments. */
+static int open_segments(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    char p[300], target[512];
+    int n = 0;
+    while (d && (e = readdir(d))) {
+        snprintf(p, sizeof p, "/proc/self/fd/%s", e->d_name);
+        ssize_t l = readlink(p, target, sizeof target - 1);
+        if (l > 0) {
+            target[l] = 0;
+            n += strstr(target, "/cairn-values.") != NULL;
+        }
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
 static int mkbucket(md_db_t *db, const char *name)
 {
     md_bucket b = {0};
@@ -177,6 +198,8 @@ static void test_collector(void)
     int bad = 0;
 
     md__vlog_seg_bytes = 64 * 1024; /* about 21 values of 3000 bytes a segment */
+    size_t saved_fds = md__vlog_fds;
+    md__vlog_fds = 4; /* most segments without an open descriptor */
     snprintf(path, sizeof path, "%s/collector", g_dir);
     md_db_t *db = open_db(path);
     ok(db != NULL, "open");
@@ -190,6 +213,7 @@ static void test_collector(void)
     is_int(bad, 0, "400 puts of 3000 bytes");
     int before = count_segments(path);
     ok(before >= 18, "they fill %d segments", before);
+    ok(open_segments() <= 4, "with descriptors open on %d of them (at most 4)", open_segments());
     is_int(md__values_gc(db, &moved, &dropped), 0, "a collector pass with nothing dead");
     ok(moved == 0 && dropped == 0, "moves and drops nothing (%zu, %zu)", moved, dropped);
 
@@ -249,6 +273,7 @@ static void test_collector(void)
     is_int(bad, 0, "every object reads back after another reopen");
     md_close(db);
     md__vlog_seg_bytes = saved;
+    md__vlog_fds = saved_fds;
 }
 
 /* Readers while the collector moves values and drops segments: a read
@@ -280,6 +305,8 @@ static void test_readers(void)
     size_t moved = 0, dropped = 0, tm = 0, td = 0;
 
     md__vlog_seg_bytes = 32 * 1024;
+    size_t saved_fds = md__vlog_fds;
+    md__vlog_fds = 3; /* reads of old segments open them for the read */
     snprintf(path, sizeof path, "%s/readers", g_dir);
     md_db_t *db = open_db(path);
     if (!db)
@@ -314,6 +341,7 @@ static void test_readers(void)
     is_int(rd.bad, 0, "%d reads meanwhile, each of the right bytes", rd.reads);
     md_close(db);
     md__vlog_seg_bytes = saved;
+    md__vlog_fds = saved_fds;
 }
 
 /* A value reserved in a segment that stops being active before its record
