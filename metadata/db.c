@@ -308,8 +308,8 @@ static int checkpoint(struct md__ldb *l)
     return rc;
 }
 
-/* Writes group g (merged batch b): journal, value log, then LevelDB without
- * sync (see above). */
+/* Writes group g (merged batch b): journal (with its value-log bytes), then
+ * LevelDB without sync (see above). */
 static int journal_write(struct md__ldb *l, leveldb_writebatch_t *b, const struct commit_req *g)
 {
     int rc = __atomic_load_n(&l->failed, __ATOMIC_ACQUIRE);
@@ -338,8 +338,7 @@ static int journal_write(struct md__ldb *l, leveldb_writebatch_t *b, const struc
         return rc;
     }
     l->lsn++;
-    if ((rc = ldb_write(l, l->wasync, b)) &&
-        md__journal_unappend(l->jr))
+    if ((rc = ldb_write(l, l->wasync, b)) && md__journal_unappend(l->jr))
         cm_log(CM_LOG_ERROR, "metadata: cannot undo the journal record of a failed write; "
                              "it may reappear after a restart");
     return rc;
