@@ -228,6 +228,21 @@ int md_object_decode(cm_slice v, md_object *out)
     return md__obj_decode(v, true, out);
 }
 
+/* Splits an object record's key ('O' bucket 0x00 key) into bucket (NUL-
+ * terminated) and key (a slice into k). False if it is not well formed. */
+static bool split_object_key(cm_slice k, char bucket[MD_BUCKET_MAX + 1], cm_slice *key)
+{
+    const uint8_t *nul = k.n > 1 ? memchr(k.p + 1, 0, k.n - 1) : NULL;
+    size_t bl = nul ? (size_t)(nul - (k.p + 1)) : 0;
+
+    if (!nul || bl > MD_BUCKET_MAX)
+        return false;
+    memcpy(bucket, k.p + 1, bl);
+    bucket[bl] = 0;
+    *key = CM_SLICE(nul + 1, k.n - (size_t)(nul + 1 - k.p));
+    return true;
+}
+
 int md_object_scan(md_db_t *db, const char *after_bucket, cm_slice after_key, size_t max,
                    md_scan_fn fn, void *arg, bool *more)
 {
@@ -253,25 +268,19 @@ int md_object_scan(md_db_t *db, const char *after_bucket, cm_slice after_key, si
         cm_slice key = md__iter_key(it);
         if (key.n < 2 || key.p[0] != MD__K_OBJECT)
             break;
-        const uint8_t *nul = memchr(key.p + 1, 0, key.n - 1);
-        if (!nul)
+        char bucket[MD_BUCKET_MAX + 1];
+        cm_slice okey;
+        if (!split_object_key(key, bucket, &okey))
             continue;
         if (seen == max) {
             *more = true;
             break;
         }
-        char bucket[MD_BUCKET_MAX + 1];
-        size_t bl = (size_t)(nul - (key.p + 1));
-        if (bl > MD_BUCKET_MAX)
-            continue;
-        memcpy(bucket, key.p + 1, bl);
-        bucket[bl] = 0;
         md_object o;
         if (md__obj_decode(md__iter_val(it), false, &o)) {
             cm_log(CM_LOG_ERROR, "metadata: corrupt object record in bucket %s", bucket);
             continue;
         }
-        cm_slice okey = CM_SLICE(nul + 1, key.n - (size_t)(nul + 1 - key.p));
         seen++;
         o.vref = (md_value_ref){0}; /* scans do not read value-log bytes */
         rc = fn(arg, bucket, okey, &o);
@@ -325,19 +334,16 @@ static struct gc_seg *seg_of(struct gc_seg *segs, size_t n, uint32_t id)
  * the record's locks, if the record still points there. *moved counts it. */
 static int move_value(md_db_t *db, cm_slice rkey, uint32_t seg, size_t *moved)
 {
-    const uint8_t *nul = memchr(rkey.p + 1, 0, rkey.n - 1);
     char bucket[MD_BUCKET_MAX + 1];
+    cm_slice key;
     md_object o = {0};
     cm_buf cur = {0}, v = {0};
     struct md__batch *b = NULL;
     uint8_t *bytes = NULL;
     int rc;
 
-    if (!nul || (size_t)(nul - rkey.p - 1) > MD_BUCKET_MAX)
+    if (!split_object_key(rkey, bucket, &key))
         return 0;
-    memcpy(bucket, rkey.p + 1, (size_t)(nul - rkey.p - 1));
-    bucket[nul - rkey.p - 1] = 0;
-    cm_slice key = CM_SLICE(nul + 1, rkey.n - (size_t)(nul + 1 - rkey.p));
     pthread_rwlock_t *blk = md__bucket_lock(db, bucket);
     pthread_mutex_t *klk = md__key_lock(db, bucket, key);
     pthread_rwlock_rdlock(blk);

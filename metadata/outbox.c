@@ -92,24 +92,43 @@ int md_outbox_done(md_db_t *db, uint64_t seq)
     return rc;
 }
 
-int md_outbox_done_many(md_db_t *db, const uint64_t *seqs, size_t n)
+/* A batch of pending events' records: rewritten to recs[i], or (recs NULL)
+ * deleted. *out is NULL when n is 0. */
+static int pending_batch(const uint64_t *seqs, const cm_slice *recs, size_t n,
+                         struct md__batch **out)
 {
     struct md__batch *b;
     cm_buf k = {0};
     int rc = 0;
 
+    *out = NULL;
     if (!n)
         return 0;
     if (!(b = md__batch_new()))
         return CM_ENOMEM;
-    for (size_t i = 0; i < n && !rc; i++)
-        if (!(rc = seq_key(&k, 'Q', seqs[i])))
+    for (size_t i = 0; i < n && !rc; i++) {
+        if ((rc = seq_key(&k, 'Q', seqs[i])))
+            break;
+        if (recs)
+            md__batch_put(b, cm_buf_slice(&k), recs[i]);
+        else
             md__batch_del(b, cm_buf_slice(&k));
-    cm_buf_free(&k);
-    if (rc) {
-        md__batch_free(b);
-        return rc;
     }
+    cm_buf_free(&k);
+    if (rc)
+        md__batch_free(b);
+    else
+        *out = b;
+    return rc;
+}
+
+int md_outbox_done_many(md_db_t *db, const uint64_t *seqs, size_t n)
+{
+    struct md__batch *b;
+    int rc = pending_batch(seqs, NULL, n, &b);
+
+    if (rc || !b)
+        return rc;
     /* With the next group of sync writes: a LevelDB write of their own
      * would wait behind that group's log sync (LevelDB queues writers). */
     return md__batch_commit_later(db, b);
@@ -128,20 +147,12 @@ int md_outbox_update(md_db_t *db, uint64_t seq, cm_slice rec)
 int md_outbox_update_many(md_db_t *db, const uint64_t *seqs, const cm_slice *recs, size_t n)
 {
     struct md__batch *b;
-    cm_buf k = {0};
-    int rc = 0;
+    int rc = pending_batch(seqs, recs, n, &b);
 
-    if (!n)
-        return 0;
-    if (!(b = md__batch_new()))
-        return CM_ENOMEM;
-    for (size_t i = 0; i < n && !rc; i++)
-        if (!(rc = seq_key(&k, 'Q', seqs[i])))
-            md__batch_put(b, cm_buf_slice(&k), recs[i]);
-    if (!rc)
-        rc = md__batch_commit(db, b, false);
+    if (rc || !b)
+        return rc;
+    rc = md__batch_commit(db, b, false);
     md__batch_free(b);
-    cm_buf_free(&k);
     return rc;
 }
 

@@ -188,6 +188,14 @@ static void test_basics(void)
            "a value that does not check out: CM_ECORRUPT");
     is_int(check_val(db, "b", "at", MD__VALUE_MIN, 2, 1), 0, "its neighbour still reads back");
     md_close(db);
+
+    /* A segment cut short (bytes that never reached the disk): also corrupt. */
+    ok(truncate(seg, MD__VALUE_MIN + 100) == 0, "cut the segment inside big's value");
+    db = open_db(path);
+    is_int(md_object_get(db, "b", CM_SLICE_STR("big"), &o), CM_ECORRUPT,
+           "a value past the segment's end: CM_ECORRUPT");
+    is_int(check_val(db, "b", "at", MD__VALUE_MIN, 2, 1), 0, "the value before it reads back");
+    md_close(db);
 }
 
 static void test_collector(void)
