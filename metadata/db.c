@@ -613,6 +613,9 @@ struct md__batch {
     size_t bytes;
     cm_buf vals;
     md__vlog *vlog; /* where vals' space is reserved (set by the first) */
+    md_db_t *hdb;   /* set while b holds an id (md__batch_seq) */
+    uint64_t hseq;  /* the first id it was given */
+    struct md__batch *hprev, *hnext; /* hdb->held */
 };
 
 /* Releases the value-log reservations of b's writes: once it is freed, its
@@ -639,6 +642,7 @@ struct md__batch *md__batch_new(void)
     b->bytes = 0;
     b->vals = (cm_buf){0};
     b->vlog = NULL;
+    b->hdb = NULL;
     if (!(b->wb = leveldb_writebatch_create())) {
         free(b);
         return NULL;
@@ -652,6 +656,13 @@ void md__batch_free(struct md__batch *b)
         return;
     leveldb_writebatch_destroy(b->wb);
     release_values(b);
+    if (b->hdb) {
+        md_db_t *db = b->hdb;
+        pthread_mutex_lock(&db->hold_lk);
+        *(b->hprev ? &b->hprev->hnext : &db->held) = b->hnext;
+        *(b->hnext ? &b->hnext->hprev : &db->held_tail) = b->hprev;
+        pthread_mutex_unlock(&db->hold_lk);
+    }
     cm_buf_free(&b->vals);
     free(b);
 }
@@ -674,6 +685,33 @@ int md__batch_commit(md_db_t *db, struct md__batch *b, bool sync)
     if (sync || db->ldb->jr)
         return committer_write(db->ldb, b->wb, b->bytes, &b->vals, false);
     return ldb_write(db->ldb, db->ldb->wasync, b->wb);
+}
+
+int md__batch_seq(md_db_t *db, struct md__batch *b, uint64_t *out)
+{
+    int rc;
+
+    /* The id is taken under the lock that links b, so no id below the
+     * watermark is ever handed out to a batch not yet linked. */
+    pthread_mutex_lock(&db->hold_lk);
+    if (!(rc = md__seq_next(db, out)) && !b->hdb) {
+        b->hdb = db;
+        b->hseq = *out;
+        b->hnext = NULL;
+        b->hprev = db->held_tail;
+        *(db->held_tail ? &db->held_tail->hnext : &db->held) = b;
+        db->held_tail = b;
+    }
+    pthread_mutex_unlock(&db->hold_lk);
+    return rc;
+}
+
+uint64_t md__seq_watermark(md_db_t *db)
+{
+    pthread_mutex_lock(&db->hold_lk);
+    uint64_t w = db->held ? db->held->hseq : __atomic_load_n(&db->seq_next, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&db->hold_lk);
+    return w;
 }
 
 int md__checkpoint(md_db_t *db)
@@ -856,6 +894,7 @@ int md_open(const char *dir, md_db_t **out)
     if (!(db = calloc(1, sizeof *db)))
         return CM_ENOMEM;
     pthread_mutex_init(&db->seq_lk, NULL);
+    pthread_mutex_init(&db->hold_lk, NULL);
     for (int i = 0; i < MD__NRWLOCK; i++) {
         pthread_rwlock_init(&db->bucket_lk[i], NULL);
         pthread_rwlock_init(&db->upload_lk[i], NULL);
@@ -879,6 +918,7 @@ void md_close(md_db_t *db)
     md__usage_close(db);
     md__ldb_close(db->ldb);
     pthread_mutex_destroy(&db->seq_lk);
+    pthread_mutex_destroy(&db->hold_lk);
     for (int i = 0; i < MD__NRWLOCK; i++) {
         pthread_rwlock_destroy(&db->bucket_lk[i]);
         pthread_rwlock_destroy(&db->upload_lk[i]);

@@ -55,6 +55,12 @@ struct md_db {
     uint64_t seq_next;      /* atomic: next id to hand out */
     uint64_t seq_hw;        /* atomic: ids < seq_hw are covered by the durable '#seq' */
     pthread_mutex_t seq_lk; /* serialises raising seq_hw */
+    /* Batches holding an id from md__batch_seq until they are freed, in the
+     * order of those ids (the head has the smallest): every record keyed by
+     * a smaller id than the head's is committed or never will be. */
+    pthread_mutex_t hold_lk;
+    struct md__batch *held, *held_tail;
+    uint64_t fold_from[2];  /* usage.c, under its fold lock: where the next fold seeks */
     uint64_t nsteps;        /* atomic: iterator seeks + steps, for tests */
     pthread_rwlock_t bucket_lk[MD__NRWLOCK];
     pthread_rwlock_t upload_lk[MD__NRWLOCK];
@@ -78,6 +84,13 @@ void md__batch_free(struct md__batch *b); /* NULL is a no-op */
 void md__batch_put(struct md__batch *b, cm_slice key, cm_slice val);
 void md__batch_del(struct md__batch *b, cm_slice key);
 int md__batch_commit(md_db_t *db, struct md__batch *b, bool sync);
+/* A new id (md__seq_next) for a record in b: b holds it, and the ids after
+ * it, until md__batch_free (so its commit is over, or never happens). */
+int md__batch_seq(md_db_t *db, struct md__batch *b, uint64_t *out);
+/* The smallest id still held, or the next id if none is: a record keyed by
+ * an id below it that an iterator made after this call does not see was
+ * never committed. */
+uint64_t md__seq_watermark(md_db_t *db);
 /* Hands b (owned from now on, freed when written) to the committer, which
  * writes it with the next group of sync writes, or alone when it has
  * nothing else to do (without sync; with the journal on, journaled like

@@ -204,7 +204,7 @@ out:
 uint64_t md_batch_seq(md_batch_t *mb)
 {
     uint64_t id = 0;
-    if (md__seq_next(mb->db, &id))
+    if (md__batch_seq(mb->db, mb->b, &id))
         return 0;
     return id;
 }

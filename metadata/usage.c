@@ -133,7 +133,7 @@ static int add_ldb(md_db_t *db, const md_usage_req *u, bool sync)
     int rc;
     if (!b)
         return CM_ENOMEM;
-    if ((rc = md__seq_next(db, &seq)) || (rc = add_req(db, b, seq, u)))
+    if ((rc = md__batch_seq(db, b, &seq)) || (rc = add_req(db, b, seq, u)))
         goto out;
     rc = md__batch_commit(db, b, sync);
 out:
@@ -559,23 +559,60 @@ out:
     return rc;
 }
 
+/* Where a fold of kind's records starts: past the ones folded before, so
+ * that it never steps over their deletions again (LevelDB keeps them until
+ * a compaction reaches the bottom level; at thousands of changes a second a
+ * seek from the start walked hundreds of thousands). *next gets where the
+ * one after it may start: w (md__seq_watermark before the iterator was
+ * made) if the range was read to its end, else below the first id not
+ * read. Never past an id below w that was not seen: that record may still
+ * be committed. */
+static void fold_seek(md_db_t *db, struct md__iter *it, char kind)
+{
+    uint8_t start[10] = {MD__K_USAGE, (uint8_t)kind};
+    uint64_t from = db->fold_from[kind == K_DELTA];
+
+    for (int i = 0; i < 8; i++)
+        start[2 + i] = (uint8_t)(from >> (56 - 8 * i));
+    md__iter_seek(it, CM_SLICE(start, 10));
+}
+
+static uint64_t fold_next(uint64_t w, bool ended, uint64_t last)
+{
+    return ended || last + 1 > w ? w : last + 1;
+}
+
+static uint64_t key_id(cm_slice k)
+{
+    uint64_t id = 0;
+    for (int i = 0; i < 8; i++)
+        id = id << 8 | k.p[2 + i];
+    return id;
+}
+
 /* Adds up to FOLD_MAX 'R' records to s, deleting them in b. */
-static int fold_requests(md_db_t *db, struct md__batch *b, aggset *s, size_t *nfold)
+static int fold_requests(md_db_t *db, struct md__batch *b, aggset *s, size_t *nfold,
+                         uint64_t w, uint64_t *next)
 {
     struct md__iter *it = md__iter_new(db);
     size_t n = 0;
-    uint8_t start[2] = {MD__K_USAGE, K_REQ};
+    uint64_t last = 0;
+    bool ended = true;
     int rc = 0;
 
     if (!it)
         return CM_ENOMEM;
-    for (md__iter_seek(it, CM_SLICE(start, 2)); md__iter_valid(it) && n < FOLD_MAX;
-         md__iter_next(it)) {
+    for (fold_seek(db, it, K_REQ); md__iter_valid(it); md__iter_next(it)) {
         cm_slice k = md__iter_key(it);
         req_dec d;
         if (k.n != 10 || k.p[0] != MD__K_USAGE || k.p[1] != K_REQ)
             break;
+        if (n == FOLD_MAX) {
+            ended = false;
+            break;
+        }
         md__batch_del(b, k);
+        last = key_id(k);
         n++;
         if (req_decode(md__iter_val(it), &d)) {
             cm_log(CM_LOG_WARN, "metadata: dropping a corrupt usage record");
@@ -587,6 +624,7 @@ static int fold_requests(md_db_t *db, struct md__batch *b, aggset *s, size_t *nf
     if ((rc = md__iter_status(it)))
         goto out;
     *nfold += n;
+    *next = fold_next(w, ended, last);
 out:
     md__iter_free(it);
     return rc;
@@ -821,24 +859,30 @@ static int integrate(bms_ent **a, size_t *n, size_t *cap, const char *bucket, ui
     return 0;
 }
 
-static int fold_storage(md_db_t *db, struct md__batch *b, size_t *nfold)
+static int fold_storage(md_db_t *db, struct md__batch *b, size_t *nfold, uint64_t w,
+                        uint64_t *next)
 {
     struct md__iter *it = md__iter_new(db);
     st_ent *st = NULL;
     bms_ent *bm = NULL;
     size_t nst = 0, capst = 0, nbm = 0, capbm = 0, n = 0;
     cm_buf k = {0}, v = {0};
-    uint8_t start[2] = {MD__K_USAGE, K_DELTA};
+    uint64_t last = 0;
+    bool ended = true;
     int rc = 0;
 
     if (!it)
         return CM_ENOMEM;
-    for (md__iter_seek(it, CM_SLICE(start, 2)); md__iter_valid(it) && n < FOLD_MAX;
-         md__iter_next(it)) {
+    for (fold_seek(db, it, K_DELTA); md__iter_valid(it); md__iter_next(it)) {
         cm_slice key = md__iter_key(it);
         if (key.n != 10 || key.p[0] != MD__K_USAGE || key.p[1] != K_DELTA)
             break;
+        if (n == FOLD_MAX) {
+            ended = false;
+            break;
+        }
         md__batch_del(b, key);
+        last = key_id(key);
         n++;
         cm_slice val = md__iter_val(it), bk;
         cm_reader r = {val.p, val.n};
@@ -928,6 +972,7 @@ static int fold_storage(md_db_t *db, struct md__batch *b, size_t *nfold)
     }
     rc = 0;
     *nfold += n;
+    *next = fold_next(w, ended, last);
 out:
     free(st);
     free(bm);
@@ -948,7 +993,9 @@ int md_usage_fold(md_db_t *db, size_t *out_n)
     for (;;) {
         struct md__batch *b = md__batch_new();
         aggset s = {0};
-        size_t n = 0;
+        size_t n = 0, nreq = 0;
+        /* Read before the fold's iterators are made (see fold_seek). */
+        uint64_t w = md__seq_watermark(db), next[2] = {0, 0};
         if (!b) {
             rc = CM_ENOMEM;
             break;
@@ -956,23 +1003,30 @@ int md_usage_fold(md_db_t *db, size_t *out_n)
         if (first && db->uj)
             rc = fold_journals(db, b, &s, &n, &nums, &nj);
         if (!rc)
-            rc = fold_requests(db, b, &s, &n);
+            rc = fold_requests(db, b, &s, &nreq, w, &next[0]);
+        n += nreq;
         if (!rc)
             rc = aggset_commit(db, b, &s);
+        size_t nst = 0;
         if (!rc)
-            rc = fold_storage(db, b, &n);
+            rc = fold_storage(db, b, &nst, w, &next[1]);
+        n += nst;
         /* Pending LevelDB records alone: not a sync write; the batch is
          * atomic, and if it is lost the records it deletes are still there
          * to fold again. Journals are unlinked after it: sync first. */
         if (!rc && (n || (first && nj)))
             rc = md__batch_commit(db, b, first && nj > 0);
+        if (!rc) {
+            db->fold_from[0] = next[0];
+            db->fold_from[1] = next[1];
+        }
         aggset_free(&s);
         md__batch_free(b);
         if (!rc && first && nj)
             rc = journal_cleanup(db, nums, nj);
         first = false;
         total += n;
-        if (rc || n < FOLD_MAX)
+        if (rc || (nreq < FOLD_MAX && nst < FOLD_MAX))
             break;
     }
     pthread_mutex_unlock(&fold_lk);

@@ -3,7 +3,8 @@
  * counting through record -> fold -> scan (with corrections), storage
  * byte-hours from object commits, the JSON report, records surviving a
  * SIGKILL of the writing process (sync records and the usage journal), and
- * a journal fold interrupted between its commit and the unlink. TAP. */
+ * a journal fold interrupted between its commit and the unlink, and where
+ * a fold starts. TAP. */
 #include "billing/bill.h"
 #include "common/json.h"
 #include "metadata/md_int.h"
@@ -273,6 +274,69 @@ static void test_counting(void)
     md_open(path, &db);
     sums s3 = scan_all(db);
     is_int(s3.req, s2.req, "counters persist across reopen");
+    md_close(db);
+}
+
+/* A fold starts past the records it folded before (LevelDB keeps their
+ * deletions until a compaction, and walking them made every fold slower
+ * than the last), but never past a record whose batch took its id before
+ * an earlier one committed and commits after the fold. */
+static uint64_t bucket_bytes(md_db_t *db, const char *bucket)
+{
+    md_storage_state *st = NULL;
+    size_t nst = 0;
+    uint64_t bytes = UINT64_MAX;
+    md_storage_list(db, &st, &nst);
+    for (size_t i = 0; i < nst; i++)
+        if (!strcmp(st[i].bucket, bucket))
+            bytes = st[i].bytes;
+    free(st);
+    return bytes;
+}
+
+static void test_fold_from(void)
+{
+    char path[128];
+    md_db_t *db = NULL;
+    snprintf(path, sizeof path, "%s/foldfrom", g_dir);
+    if (!ok(md_open(path, &db) == 0, "open"))
+        return;
+    md_bucket b = {.name = "ff", .ctime_ms = 1, .region = "us-east-1"};
+    md_bucket_create(db, &b);
+    struct hook_arg ha = {"ff"};
+    md_write_opts o = {NULL, NULL, delta_hook, &ha, 0};
+    md_object obj = {.size = 10, .mtime_ms = 1, .etag = CM_SLICE_STR("e"),
+                     .inline_data = CM_SLICE("x", 1)};
+    char key[32];
+    for (int i = 0; i < 200; i++) {
+        snprintf(key, sizeof key, "k%03d", i);
+        md_object_put_ex(db, "ff", CM_SLICE_STR(key), &obj, 0, &o);
+    }
+    size_t n = 0;
+    is_int(md_usage_fold(db, &n), 0, "fold of 200 deltas");
+    is_int(n, 200, "all folded");
+    uint64_t next_id = db->seq_next;
+    ok(db->fold_from[1] == next_id, "the next fold starts at the next id (%llu, %llu)",
+       (unsigned long long)db->fold_from[1], (unsigned long long)next_id);
+    is_int(bucket_bytes(db, "ff"), 2000, "200 x 10 bytes");
+
+    /* A batch takes its id and is held open while a later one commits
+     * and a fold runs. */
+    struct md__batch *held = md__batch_new();
+    md_batch_t mb = {db, held};
+    is_int(md_usage_storage_delta(&mb, "ff", cm_now_ms(), 7, 1), 0, "held delta staged");
+    uint64_t held_id = db->seq_next - 1;
+    md_object_put_ex(db, "ff", CM_SLICE_STR("later"), &obj, 0, &o);
+    is_int(md_usage_fold(db, &n), 0, "fold while one batch is held");
+    is_int(n, 1, "the committed delta folded");
+    ok(db->fold_from[1] <= held_id, "the next fold starts at or before the held id");
+    is_int(md__batch_commit(db, held, true), 0, "held batch commits after the fold");
+    md__batch_free(held);
+    is_int(md_usage_fold(db, &n), 0, "fold after it");
+    is_int(n, 1, "the late delta is folded");
+    is_int(bucket_bytes(db, "ff"), 2017, "and counted");
+    is_int(md_usage_fold(db, &n), 0, "fold again");
+    is_int(n, 0, "nothing folded twice");
     md_close(db);
 }
 
@@ -551,6 +615,7 @@ int main(void)
     test_prices();
     test_parse();
     test_counting();
+    test_fold_from();
     test_kill();
     test_journal_kill();
     test_journal_marker();
