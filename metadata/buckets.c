@@ -6,6 +6,12 @@
 
 #include <stdlib.h>
 
+/* The slot of md_db.bucket_seen that goes with bucket's lock. */
+static size_t seen_slot(md_db_t *db, const char *bucket)
+{
+    return (size_t)(md__bucket_lock(db, bucket) - db->bucket_lk);
+}
+
 int md__bucket_exists(md_db_t *db, const char *bucket)
 {
     cm_buf k = {0};
@@ -15,6 +21,42 @@ int md__bucket_exists(md_db_t *db, const char *bucket)
         rc = md__exists(db, cm_buf_slice(&k));
     cm_buf_free(&k);
     return rc;
+}
+
+/* Every object write asks under the bucket's read lock; a bucket is found
+ * in LevelDB once per lock stripe and then answered from memory (a PUT
+ * read LevelDB three times, now twice). Only a holder of the lock may
+ * fill the slot: md_bucket_delete clears it after its commit under the
+ * write side, so no answer from before the delete can land after it. */
+int md__bucket_exists_locked(md_db_t *db, const char *bucket)
+{
+    size_t i = seen_slot(db, bucket);
+    bool seen;
+    int rc;
+
+    pthread_mutex_lock(&db->bucket_seen[i].mu);
+    seen = !strcmp(db->bucket_seen[i].name, bucket);
+    pthread_mutex_unlock(&db->bucket_seen[i].mu);
+    if (seen)
+        return 0;
+    rc = md__bucket_exists(db, bucket);
+    if (rc == 0 && strlen(bucket) <= MD_BUCKET_MAX) {
+        pthread_mutex_lock(&db->bucket_seen[i].mu);
+        strcpy(db->bucket_seen[i].name, bucket);
+        pthread_mutex_unlock(&db->bucket_seen[i].mu);
+    }
+    return rc;
+}
+
+/* With the bucket's write lock held: it may be gone once this returns. */
+static void forget_bucket(md_db_t *db, const char *bucket)
+{
+    size_t i = seen_slot(db, bucket);
+
+    pthread_mutex_lock(&db->bucket_seen[i].mu);
+    if (!strcmp(db->bucket_seen[i].name, bucket))
+        db->bucket_seen[i].name[0] = 0;
+    pthread_mutex_unlock(&db->bucket_seen[i].mu);
 }
 
 int md_bucket_create(md_db_t *db, const md_bucket *b)
@@ -112,6 +154,7 @@ int md_bucket_delete(md_db_t *db, const char *name)
     if ((rc = md__bucket_docs_del(wb, name))) /* its policy and CORS go with it */
         goto out;
     rc = md__batch_commit(db, wb, true);
+    forget_bucket(db, name);
 out:
     pthread_rwlock_unlock(lk);
 out0:

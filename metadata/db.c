@@ -898,6 +898,7 @@ int md_open(const char *dir, md_db_t **out)
     for (int i = 0; i < MD__NRWLOCK; i++) {
         pthread_rwlock_init(&db->bucket_lk[i], NULL);
         pthread_rwlock_init(&db->upload_lk[i], NULL);
+        pthread_mutex_init(&db->bucket_seen[i].mu, NULL);
     }
     for (int i = 0; i < MD__NKEYLOCK; i++)
         pthread_mutex_init(&db->key_lk[i], NULL);
@@ -922,6 +923,7 @@ void md_close(md_db_t *db)
     for (int i = 0; i < MD__NRWLOCK; i++) {
         pthread_rwlock_destroy(&db->bucket_lk[i]);
         pthread_rwlock_destroy(&db->upload_lk[i]);
+        pthread_mutex_destroy(&db->bucket_seen[i].mu);
     }
     for (int i = 0; i < MD__NKEYLOCK; i++)
         pthread_mutex_destroy(&db->key_lk[i]);

@@ -63,6 +63,13 @@ struct md_db {
     uint64_t fold_from[2];  /* usage.c, under its fold lock: where the next fold seeks */
     uint64_t nsteps;        /* atomic: iterator seeks + steps, for tests */
     pthread_rwlock_t bucket_lk[MD__NRWLOCK];
+    /* Per bucket lock: the last bucket md__bucket_exists found there ("":
+     * none). Cleared by md_bucket_delete under that lock's write side, so
+     * a reader holding the read side can trust it. */
+    struct {
+        pthread_mutex_t mu;
+        char name[MD_BUCKET_MAX + 1];
+    } bucket_seen[MD__NRWLOCK];
     pthread_rwlock_t upload_lk[MD__NRWLOCK];
     pthread_mutex_t key_lk[MD__NKEYLOCK];
     struct md__ujournal *uj; /* usage journal (usage.c); NULL before md__usage_open */
@@ -326,6 +333,9 @@ pthread_mutex_t *md__key_lock(md_db_t *db, const char *bucket, cm_slice key);
 
 /* Returns 0 if the bucket exists, CM_ENOTFOUND if not. */
 int md__bucket_exists(md_db_t *db, const char *bucket);
+/* The same, answered from memory once found, for a holder of the bucket's
+ * lock (either side). */
+int md__bucket_exists_locked(md_db_t *db, const char *bucket);
 /* Little-endian fields in fixed-size headers (the usage and commit journals). */
 static inline void md__put_le32(uint8_t *p, uint32_t v)
 {

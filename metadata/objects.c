@@ -117,7 +117,7 @@ static int object_change(md_db_t *db, const char *bucket, cm_slice key, const md
     klk = md__key_lock(db, bucket, key);
     pthread_rwlock_rdlock(blk);
     pthread_mutex_lock(klk);
-    if ((rc = md__bucket_exists(db, bucket)) ||
+    if ((rc = md__bucket_exists_locked(db, bucket)) ||
         (rc = md__object_stage(db, b, &g, bucket, key, obj, opts)))
         goto out;
     rc = md__batch_commit(db, b, true);

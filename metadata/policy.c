@@ -48,7 +48,7 @@ int md_bucket_doc_put(md_db_t *db, enum md_bucket_doc kind, const char *bucket, 
     /* Read lock: the bucket cannot be deleted between the check and the put. */
     lk = md__bucket_lock(db, bucket);
     pthread_rwlock_rdlock(lk);
-    if (!(rc = md__bucket_exists(db, bucket))) {
+    if (!(rc = md__bucket_exists_locked(db, bucket))) {
         md__batch_put(wb, cm_buf_slice(&k), doc);
         rc = md__batch_commit(db, wb, true);
     }

@@ -38,7 +38,7 @@ int md_upload_create(md_db_t *db, const char *bucket, cm_slice key, cm_slice upl
     ulk = md__upload_lock(db, upload_id);
     pthread_rwlock_rdlock(blk);
     pthread_rwlock_wrlock(ulk);
-    if ((rc = md__bucket_exists(db, bucket)))
+    if ((rc = md__bucket_exists_locked(db, bucket)))
         goto out;
     rc = md__exists(db, cm_buf_slice(&k));
     if (rc == 0)

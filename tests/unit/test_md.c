@@ -351,6 +351,33 @@ static md_db_t *test_buckets(md_db_t *db)
     is_int(md_bucket_delete(db, "a"), 0, "delete bucket a once empty");
     is_int(md_bucket_get(db, "a", &b), CM_ENOTFOUND, "deleted bucket is gone");
     is_int(md_bucket_delete(db, "a"), CM_ENOTFOUND, "delete missing bucket: CM_ENOTFOUND");
+
+    /* Object writes answer "does the bucket exist" from memory once they
+     * found it: a deleted bucket must not be answered so, nor another
+     * bucket that shares its lock stripe. */
+    mkbucket(db, "gone");
+    is_int(put(db, "gone", "k", NULL), 0, "put gone/k (the bucket is now known)");
+    is_int(md_object_delete(db, "gone", CM_SLICE_STR("k"), NULL, NULL), 0, "delete gone/k");
+    is_int(md_bucket_delete(db, "gone"), 0, "delete bucket gone");
+    is_int(put(db, "gone", "k", NULL), CM_ENOTFOUND, "put into the deleted bucket: CM_ENOTFOUND");
+    is_int(md_upload_create(db, "gone", CM_SLICE_STR("up"), CM_SLICE_STR("U2"), NULL),
+           CM_ENOTFOUND, "upload into the deleted bucket: CM_ENOTFOUND");
+    char twin[16] = "";
+    for (int i = 0; i < 10000 && !twin[0]; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "twin%d", i);
+        if (md__bucket_lock(db, name) == md__bucket_lock(db, "alpha"))
+            snprintf(twin, sizeof twin, "%s", name);
+    }
+    ok(twin[0] != 0, "a bucket name on alpha's lock stripe: %s", twin);
+    is_int(put(db, "alpha", "k", NULL), 0, "put alpha/k (alpha is now known)");
+    is_int(put(db, twin, "k", NULL), CM_ENOTFOUND, "put into %s (never created): CM_ENOTFOUND",
+           twin);
+    mkbucket(db, "gone");
+    is_int(put(db, "gone", "k", NULL), 0, "put into gone once created again");
+    is_int(md_object_delete(db, "gone", CM_SLICE_STR("k"), NULL, NULL), 0, "delete gone/k");
+    is_int(md_object_delete(db, "alpha", CM_SLICE_STR("k"), NULL, NULL), 0, "delete alpha/k");
+    is_int(md_bucket_delete(db, "gone"), 0, "delete bucket gone again");
     return db;
 }
 
