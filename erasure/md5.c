@@ -68,15 +68,26 @@ static inline uint32_t get_le32(const uint8_t *p)
 
 /* ------------------------------------------------------------ scalar */
 
+/* The round functions are written so that the fewest operations wait for
+ * b, the word the step before produced (the chain that bounds a stream's
+ * speed): G's two halves have no bit in common, so its OR is an add and
+ * the half without b joins a early; H's and F's (c, d) parts come first. */
 #define ROTL(x, s) (((x) << (s)) | ((x) >> (32 - (s))))
 #define F(b, c, d) ((d) ^ ((b) & ((c) ^ (d))))
-#define G(b, c, d) ((c) ^ ((d) & ((b) ^ (c))))
-#define H(b, c, d) ((b) ^ (c) ^ (d))
+#define H(b, c, d) ((b) ^ ((c) ^ (d)))
 #define I(b, c, d) ((c) ^ ((b) | ~(d)))
 /* a = b + rotl(a + FN(b, c, d) + w[g] + k, s) */
 #define STEP(FN, a, b, c, d, g, k, s)                                                              \
     do {                                                                                           \
-        a += FN(b, c, d) + w[g] + (uint32_t)(k);                                                   \
+        a += w[g] + (uint32_t)(k);                                                                 \
+        a += FN(b, c, d);                                                                          \
+        a = ROTL(a, s) + b;                                                                        \
+    } while (0)
+/* G(b, c, d) = (b & d) | (c & ~d), as an add. */
+#define STEP_G(a, b, c, d, g, k, s)                                                                \
+    do {                                                                                           \
+        a += w[g] + (uint32_t)(k) + ((c) & ~(d));                                                  \
+        a += (b) & (d);                                                                            \
         a = ROTL(a, s) + b;                                                                        \
     } while (0)
 
@@ -90,14 +101,14 @@ static inline uint32_t get_le32(const uint8_t *p)
     STEP(F, c, d, a, b, 10, 0xffff5bb1, 17); STEP(F, b, c, d, a, 11, 0x895cd7be, 22); \
     STEP(F, a, b, c, d, 12, 0x6b901122, 7); STEP(F, d, a, b, c, 13, 0xfd987193, 12); \
     STEP(F, c, d, a, b, 14, 0xa679438e, 17); STEP(F, b, c, d, a, 15, 0x49b40821, 22); \
-    STEP(G, a, b, c, d, 1, 0xf61e2562, 5); STEP(G, d, a, b, c, 6, 0xc040b340, 9); \
-    STEP(G, c, d, a, b, 11, 0x265e5a51, 14); STEP(G, b, c, d, a, 0, 0xe9b6c7aa, 20); \
-    STEP(G, a, b, c, d, 5, 0xd62f105d, 5); STEP(G, d, a, b, c, 10, 0x02441453, 9); \
-    STEP(G, c, d, a, b, 15, 0xd8a1e681, 14); STEP(G, b, c, d, a, 4, 0xe7d3fbc8, 20); \
-    STEP(G, a, b, c, d, 9, 0x21e1cde6, 5); STEP(G, d, a, b, c, 14, 0xc33707d6, 9); \
-    STEP(G, c, d, a, b, 3, 0xf4d50d87, 14); STEP(G, b, c, d, a, 8, 0x455a14ed, 20); \
-    STEP(G, a, b, c, d, 13, 0xa9e3e905, 5); STEP(G, d, a, b, c, 2, 0xfcefa3f8, 9); \
-    STEP(G, c, d, a, b, 7, 0x676f02d9, 14); STEP(G, b, c, d, a, 12, 0x8d2a4c8a, 20); \
+    STEP_G(a, b, c, d, 1, 0xf61e2562, 5); STEP_G(d, a, b, c, 6, 0xc040b340, 9); \
+    STEP_G(c, d, a, b, 11, 0x265e5a51, 14); STEP_G(b, c, d, a, 0, 0xe9b6c7aa, 20); \
+    STEP_G(a, b, c, d, 5, 0xd62f105d, 5); STEP_G(d, a, b, c, 10, 0x02441453, 9); \
+    STEP_G(c, d, a, b, 15, 0xd8a1e681, 14); STEP_G(b, c, d, a, 4, 0xe7d3fbc8, 20); \
+    STEP_G(a, b, c, d, 9, 0x21e1cde6, 5); STEP_G(d, a, b, c, 14, 0xc33707d6, 9); \
+    STEP_G(c, d, a, b, 3, 0xf4d50d87, 14); STEP_G(b, c, d, a, 8, 0x455a14ed, 20); \
+    STEP_G(a, b, c, d, 13, 0xa9e3e905, 5); STEP_G(d, a, b, c, 2, 0xfcefa3f8, 9); \
+    STEP_G(c, d, a, b, 7, 0x676f02d9, 14); STEP_G(b, c, d, a, 12, 0x8d2a4c8a, 20); \
     STEP(H, a, b, c, d, 5, 0xfffa3942, 4); STEP(H, d, a, b, c, 8, 0x8771f681, 11); \
     STEP(H, c, d, a, b, 11, 0x6d9d6122, 16); STEP(H, b, c, d, a, 14, 0xfde5380c, 23); \
     STEP(H, a, b, c, d, 1, 0xa4beea44, 4); STEP(H, d, a, b, c, 4, 0x4bdecfa9, 11); \
@@ -132,10 +143,10 @@ static void md5_blocks_scalar(uint32_t h[4], const uint8_t *p, size_t nblocks)
 
 #undef ROTL
 #undef F
-#undef G
 #undef H
 #undef I
 #undef STEP
+#undef STEP_G
 
 /* ------------------------------------------------------------ 8 lanes */
 
@@ -210,6 +221,7 @@ static void md5_blocks_scalar(uint32_t h[4], const uint8_t *p, size_t nblocks)
         a = ADD(a, ADD(w[g], _mm256_set1_epi32((int)(k))));                                        \
         a = ADD(ROTL(ADD(a, FN(b, c, d)), s), b);                                                  \
     } while (0)
+#define STEP_G(a, b, c, d, g, k, s) STEP(G, a, b, c, d, g, k, s) /* G is one instruction here */
 
 /* AVX-512VL: one vpternlogd per round function, one vprold per rotate. */
 #define F(b, c, d) _mm256_ternarylogic_epi32(b, c, d, 0xca)
@@ -249,6 +261,7 @@ __attribute__((target("avx2"))) static void md5_x8_avx2(uint32_t st[4][LANES],
 #undef ROTL
 #undef ADD
 #undef STEP
+#undef STEP_G
 
 /* ------------------------------------------------------------ engine */
 
