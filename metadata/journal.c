@@ -7,8 +7,10 @@
  * record payloads and replays them; see db.c for the protocol around it.
  *
  * Record: header (32 bytes) then payload, padded to 4 KiB:
- *   magic u32 "CJR1", payload length u32, lsn u64, sum u64 (over lsn, length
- *   and payload), reserved u64.
+ *   magic u32 "CJR2", payload length u32, lsn u64, sum u64 (over lsn, length
+ *   and payload: md__sum64x4), reserved u64.
+ * A "CJR1" record (an older build's: the same with md__sum64) is still
+ * replayed.
  * Records follow each other from offset 0; a rewind starts over at 0, so
  * records of earlier laps sit behind the current ones. They are told apart
  * by lsn: every record has the lsn after its predecessor's, and a lap never
@@ -25,7 +27,8 @@
 
 #define J_ALIGN 4096
 #define J_HDR 32
-#define J_MAGIC 0x31524a43u /* "CJR1" little-endian */
+#define J_MAGIC 0x32524a43u  /* "CJR2" little-endian */
+#define J_MAGIC1 0x31524a43u /* "CJR1": md__sum64 */
 
 size_t md__journal_bytes = (size_t)16 << 20; /* a checkpoint per 16 MiB of metadata */
 
@@ -56,10 +59,34 @@ uint64_t md__sum64(uint64_t seed, const uint8_t *p, size_t n)
     return h ^ (h >> 32);
 }
 
-/* A record's check: md__sum64 over the payload, seeded with lsn and length. */
-static uint64_t jsum(uint64_t lsn, uint32_t len, const uint8_t *p, size_t n)
+/* The same mix over four interleaved 8-byte lanes, so that four multiplies
+ * are under way at once instead of one (a journal record carries every
+ * small object's bytes: 4 KiB took about 1 us with one lane), then the
+ * lanes and the tail folded together with md__sum64. */
+uint64_t md__sum64x4(uint64_t seed, const uint8_t *p, size_t n)
 {
-    return md__sum64(0x9e3779b97f4a7c15ull ^ lsn ^ ((uint64_t)len << 40), p, n);
+    uint64_t h[4] = {seed, seed ^ 0x9e3779b97f4a7c15ull, seed ^ 0xbf58476d1ce4e5b9ull,
+                     seed ^ 0x94d049bb133111ebull};
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        for (int l = 0; l < 4; l++) {
+            uint64_t w;
+            memcpy(&w, p + i + 8 * l, 8);
+            h[l] = (h[l] ^ w) * 0xff51afd7ed558ccdull;
+            h[l] ^= h[l] >> 29;
+        }
+    }
+    uint8_t lanes[32];
+    memcpy(lanes, h, sizeof lanes);
+    return md__sum64(md__sum64(seed ^ n, lanes, sizeof lanes), p + i, n - i);
+}
+
+/* A record's check, seeded with lsn and length: md__sum64x4 over the
+ * payload ("CJR2"), or md__sum64 ("CJR1"). */
+static uint64_t jsum(uint32_t magic, uint64_t lsn, uint32_t len, const uint8_t *p, size_t n)
+{
+    uint64_t seed = 0x9e3779b97f4a7c15ull ^ lsn ^ ((uint64_t)len << 40);
+    return magic == J_MAGIC1 ? md__sum64(seed, p, n) : md__sum64x4(seed, p, n);
 }
 
 static size_t round_up(size_t n)
@@ -184,13 +211,14 @@ int md__journal_replay(md__journal *j, uint64_t base, int (*fn)(void *arg, cm_sl
         uint32_t len = md__get_le32(j->buf + 4);
         uint64_t lsn = md__get_le64(j->buf + 8);
         size_t total = round_up(J_HDR + (size_t)len);
-        if (md__get_le32(j->buf) != J_MAGIC || lsn != want || total > j->size - off)
+        uint32_t magic = md__get_le32(j->buf);
+        if ((magic != J_MAGIC && magic != J_MAGIC1) || lsn != want || total > j->size - off)
             break; /* the end: zeros, a torn record, or one of an earlier lap */
         if (total > J_ALIGN) {
             if ((rc = grow_buf(j, total)) || (rc = read_at(j, off, total)))
                 break;
         }
-        if (md__get_le64(j->buf + 16) != jsum(lsn, len, j->buf + J_HDR, len))
+        if (md__get_le64(j->buf + 16) != jsum(magic, lsn, len, j->buf + J_HDR, len))
             break;
         if ((rc = fn(arg, (cm_slice){j->buf + J_HDR, len})))
             break;
@@ -247,7 +275,7 @@ int md__journal_append(md__journal *j, uint64_t lsn, cm_slice payload)
     md__put_le32(j->buf, J_MAGIC);
     md__put_le32(j->buf + 4, (uint32_t)payload.n);
     md__put_le64(j->buf + 8, lsn);
-    md__put_le64(j->buf + 16, jsum(lsn, (uint32_t)payload.n, payload.p, payload.n));
+    md__put_le64(j->buf + 16, jsum(J_MAGIC, lsn, (uint32_t)payload.n, payload.p, payload.n));
     md__put_le64(j->buf + 24, 0);
     memcpy(j->buf + J_HDR, payload.p, payload.n);
     memset(j->buf + J_HDR + payload.n, 0, total - J_HDR - payload.n);

@@ -1404,6 +1404,80 @@ static void journal_crash(const char *what, size_t jbytes, bool lose, int nw)
     md__journal_bytes = saved;
 }
 
+/* Record formats: a "CJR1" record (an older build's, checked with
+ * md__sum64) is still replayed; a "CJR2" record (md__sum64x4) with one
+ * byte changed anywhere in its payload ends the replay before it. */
+struct jseen {
+    size_t n;
+    cm_buf last;
+};
+
+static int jseen_fn(void *arg, cm_slice payload)
+{
+    struct jseen *s = arg;
+    s->n++;
+    cm_buf_reset(&s->last);
+    return cm_buf_append_slice(&s->last, payload);
+}
+
+static void test_journal_format(void)
+{
+    char path[128];
+    uint8_t payload[1000], blk[4096] = {0};
+    md__journal *j = NULL;
+    struct jseen seen = {0};
+    uint64_t next = 0;
+
+    for (size_t i = 0; i < sizeof payload; i++)
+        payload[i] = (uint8_t)(i * 13 + 1);
+    snprintf(path, sizeof path, "%s/journal-format", g_dir);
+    if (!ok(md__journal_open(path, &j) == 0, "format: open a journal"))
+        return;
+    /* lsn 7 as an old build wrote it, by hand. */
+    uint64_t seed = 0x9e3779b97f4a7c15ull ^ 7 ^ ((uint64_t)sizeof payload << 40);
+    memcpy(blk, "CJR1", 4);
+    blk[4] = (uint8_t)(sizeof payload & 0xff);
+    blk[5] = (uint8_t)(sizeof payload >> 8);
+    blk[8] = 7;
+    uint64_t sum = md__sum64(seed, payload, sizeof payload);
+    for (int i = 0; i < 8; i++)
+        blk[16 + i] = (uint8_t)(sum >> (8 * i));
+    memcpy(blk + 32, payload, sizeof payload);
+    int fd = open(path, O_WRONLY);
+    ok(fd >= 0 && pwrite(fd, blk, sizeof blk, 0) == (ssize_t)sizeof blk, "format: a CJR1 record");
+    if (fd >= 0)
+        close(fd);
+    md__journal_close(j);
+    j = NULL;
+    md__journal_open(path, &j);
+    is_int(md__journal_replay(j, 7, jseen_fn, &seen, &next), 0, "format: replay");
+    ok(seen.n == 1 && next == 8 && cm_slice_eq(cm_buf_slice(&seen.last),
+                                               CM_SLICE(payload, sizeof payload)),
+       "format: the CJR1 record is replayed with its bytes");
+    /* Then new records after it, one with a byte changed on disk. */
+    is_int(md__journal_append(j, 8, CM_SLICE(payload, sizeof payload)), 0, "format: lsn 8");
+    is_int(md__journal_append(j, 9, CM_SLICE(payload, sizeof payload)), 0, "format: lsn 9");
+    md__journal_close(j);
+    j = NULL;
+    fd = open(path, O_RDWR);
+    uint8_t b = 0, magic[4] = {0};
+    ok(fd >= 0 && pread(fd, magic, 4, 4096) == 4 && !memcmp(magic, "CJR2", 4),
+       "format: new records are CJR2");
+    /* One byte in the middle of lsn 9's payload (its last lane-aligned part). */
+    ok(fd >= 0 && pread(fd, &b, 1, 8192 + 32 + 517) == 1, "format: read a byte of lsn 9");
+    b ^= 0x20;
+    ok(fd >= 0 && pwrite(fd, &b, 1, 8192 + 32 + 517) == 1, "format: change it");
+    if (fd >= 0)
+        close(fd);
+    md__journal_open(path, &j);
+    seen.n = 0;
+    is_int(md__journal_replay(j, 7, jseen_fn, &seen, &next), 0, "format: replay again");
+    ok(seen.n == 2 && next == 9, "format: the changed record ends the replay (%zu records)",
+       seen.n);
+    md__journal_close(j);
+    cm_buf_free(&seen.last);
+}
+
 static void test_journal(void)
 {
     /* Big enough not to wrap: the replay alone brings the writes back. */
@@ -1452,6 +1526,7 @@ static void test_journal(void)
     cm_buf_free(&big);
     cm_buf_free(&v);
     md__journal_bytes = saved;
+    test_journal_format();
 }
 
 int main(void)
