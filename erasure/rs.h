@@ -57,6 +57,11 @@ typedef struct rs_md5 rs_md5_t;
 rs_md5_t *rs_md5_new(void);
 /* Adds n bytes. May block while other streams' segments are hashed. */
 void rs_md5_update(rs_md5_t *c, const void *p, size_t n);
+/* rs_md5_update, and the same bytes in the same order to each (a second
+ * hash), interleaved a 64-byte block at a time while c hashes alone on this
+ * thread: two dependency chains run side by side in one core. */
+void rs_md5_update_each(rs_md5_t *c, const void *p, size_t n,
+                        void (*each)(void *arg, const void *p, size_t n), void *arg);
 /* Writes the digest of everything added to out. c may only be freed after. */
 void rs_md5_final(rs_md5_t *c, uint8_t out[16]);
 /* Frees c, final or not. NULL is a no-op. */

@@ -108,19 +108,29 @@ static void hex_bytes(cm_buf *out, cm_slice s)
         cm_buf_printf(out, i ? " %02x" : "%02x", s.p[i]);
 }
 
-static int decoded_sink(void *arg, const uint8_t *p, size_t n)
+/* The body's bytes as stored: the ETag's MD5 (with also, the payload's
+ * SHA-256, when that is over the same bytes), the client's checksum, then
+ * the sink. */
+static int body_bytes(struct auth_state *st, const uint8_t *p, size_t n, gw_cksum *also)
 {
-    struct auth_state *st = arg;
     if (!st->md5_started) {
         gw_cksum_init(&st->md5, GW_CKSUM_MD5);
         st->md5_started = true;
     }
-    gw_cksum_update(&st->md5, p, n);
+    if (also)
+        gw_cksum_update2(&st->md5, also, p, n);
+    else
+        gw_cksum_update(&st->md5, p, n);
     if (st->ck_algo != GW_CKSUM_NONE)
         gw_cksum_update(&st->ck, p, n);
     if (st->sink && st->sink(st->r, p, n))
         return CM_EINVAL;
     return 0;
+}
+
+static int decoded_sink(void *arg, const uint8_t *p, size_t n)
+{
+    return body_bytes(arg, p, n, NULL);
 }
 
 static void build_sigreq(gw_req *r, sigv4_req *sr)
@@ -380,21 +390,20 @@ int gw_auth_body(gw_req *r, const uint8_t *p, size_t n,
     if (!st)
         return -1;
     st->sink = sink;
+    if (!st->chunked) /* the payload hash is over the stored bytes: both at once */
+        return body_bytes(st, p, n, st->check_sha ? &st->sha : NULL) ? -1 : 0;
     if (st->check_sha)
         gw_cksum_update(&st->sha, p, n);
-    if (st->chunked) {
-        int rc = sigv4_stream_feed(st->stream, p, n);
-        if (rc) {
-            if (r->err == S3E__NONE) {
-                enum sigv4_err e = sigv4_stream_err(st->stream);
-                gw_error(r, e == SIGV4_OK ? S3E_InternalError
-                                          : s3err_by_code(sigv4_err_code(e, false)));
-            }
-            return -1;
+    int rc = sigv4_stream_feed(st->stream, p, n);
+    if (rc) {
+        if (r->err == S3E__NONE) {
+            enum sigv4_err e = sigv4_stream_err(st->stream);
+            gw_error(r, e == SIGV4_OK ? S3E_InternalError
+                                      : s3err_by_code(sigv4_err_code(e, false)));
         }
-        return 0;
+        return -1;
     }
-    return decoded_sink(st, p, n) ? -1 : 0;
+    return 0;
 }
 
 int gw_auth_end(gw_req *r)

@@ -114,6 +114,31 @@ int gw_cksum_update(gw_cksum *c, const void *p, size_t n)
     }
 }
 
+struct evp_each {
+    EVP_MD_CTX *ctx;
+    int failed;
+};
+
+static void evp_each(void *arg, const void *p, size_t n)
+{
+    struct evp_each *e = arg;
+    if (!e->failed && !EVP_DigestUpdate(e->ctx, p, n))
+        e->failed = 1;
+}
+
+int gw_cksum_update2(gw_cksum *c, gw_cksum *also, const void *p, size_t n)
+{
+    if (c->algo == GW_CKSUM_MD5 && c->md && also->md &&
+        (also->algo == GW_CKSUM_SHA256 || also->algo == GW_CKSUM_SHA1)) {
+        struct evp_each e = {also->md, 0};
+        rs_md5_update_each(c->md, p, n, evp_each, &e);
+        return e.failed ? CM_EINVAL : 0;
+    }
+    int rc = gw_cksum_update(c, p, n);
+    int rc2 = gw_cksum_update(also, p, n);
+    return rc ? rc : rc2;
+}
+
 int gw_cksum_final(gw_cksum *c, uint8_t *digest, size_t *n)
 {
     int rc = 0;

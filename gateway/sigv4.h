@@ -275,6 +275,10 @@ typedef struct gw_cksum {
 int gw_cksum_init(gw_cksum *c, enum gw_cksum_algo algo);
 /* Adds n bytes. Returns 0 or CM_EINVAL (not initialised / hash failure). */
 int gw_cksum_update(gw_cksum *c, const void *p, size_t n);
+/* gw_cksum_update of both c and also with the same bytes; an MD5 beside a
+ * SHA-1 or SHA-256 is computed interleaved (a PUT's ETag and its signed
+ * payload hash: about 1.3 us less per 4 KiB). */
+int gw_cksum_update2(gw_cksum *c, gw_cksum *also, const void *p, size_t n);
 /* Finishes: writes the digest (CRCs big-endian, as S3 sends them) to
  * digest[GW_CKSUM_MAX_DIGEST] and its size to *n, and releases c. */
 int gw_cksum_final(gw_cksum *c, uint8_t *digest /* OUT */, size_t *n /* OUT */);

@@ -188,25 +188,54 @@ static uint64_t rng_r(uint64_t *s)
     return *s * 0x2545f4914f6cdd1dULL;
 }
 
-/* Hashes p[0..n) fed in pieces of random sizes up to maxpiece (1 if 0);
- * returns 1 if the digest equals OpenSSL's. */
-static int md5_matches(const uint8_t *p, size_t n, size_t maxpiece, uint64_t *seed)
+/* What rs_md5_update_each passed on: a second SHA-256 and a byte count. */
+struct each_seen {
+    EVP_MD_CTX *sha;
+    size_t n;
+};
+
+static void each_fn(void *arg, const void *p, size_t n)
 {
-    uint8_t got[16], want[16];
+    struct each_seen *e = arg;
+    EVP_DigestUpdate(e->sha, p, n);
+    e->n += n;
+}
+
+/* Hashes p[0..n) fed in pieces of random sizes up to maxpiece (1 if 0);
+ * returns 1 if the digest equals OpenSSL's. With each, through
+ * rs_md5_update_each, whose second hash must also see every byte in order. */
+static int md5_matches(const uint8_t *p, size_t n, size_t maxpiece, uint64_t *seed, bool each)
+{
+    uint8_t got[16], want[16], sgot[32], swant[32];
+    unsigned int len = 0;
+    struct each_seen e = {EVP_MD_CTX_new(), 0};
     rs_md5_t *c = rs_md5_new();
-    if (!c)
-        return 0;
-    for (size_t off = 0; off < n;) {
+    int good = 1;
+    if (!c || !e.sha || !EVP_DigestInit_ex(e.sha, EVP_sha256(), NULL))
+        good = 0;
+    for (size_t off = 0; good && off < n;) {
         size_t piece = maxpiece ? 1 + (size_t)(rng_r(seed) % maxpiece) : n - off;
         if (piece > n - off)
             piece = n - off;
-        rs_md5_update(c, p + off, piece);
+        if (each)
+            rs_md5_update_each(c, p + off, piece, each_fn, &e);
+        else
+            rs_md5_update(c, p + off, piece);
         off += piece;
     }
-    rs_md5_final(c, got);
+    if (good) {
+        rs_md5_final(c, got);
+        ref_md5(p, n, want);
+        good = memcmp(got, want, 16) == 0;
+    }
+    if (good && each) {
+        EVP_DigestFinal_ex(e.sha, sgot, &len);
+        EVP_Digest(p, n, swant, &len, EVP_sha256(), NULL);
+        good = e.n == n && memcmp(sgot, swant, 32) == 0;
+    }
     rs_md5_free(c);
-    ref_md5(p, n, want);
-    return memcmp(got, want, 16) == 0;
+    EVP_MD_CTX_free(e.sha);
+    return good;
 }
 
 struct md5_job {
@@ -235,7 +264,7 @@ static void *md5_thread(void *arg)
             rs_md5_free(c);
             continue;
         }
-        j->bad += !md5_matches(j->data + off, n, piece, &j->seed);
+        j->bad += !md5_matches(j->data + off, n, piece, &j->seed, o % 2 == 1);
     }
     return NULL;
 }
@@ -255,19 +284,27 @@ static void test_md5_level(int level, const char *name, uint8_t *big, size_t nbi
         skip(name);
         return;
     }
-    for (size_t l = 0; l < sizeof(lens) / sizeof(lens[0]); l++) {
-        if (lens[l] > nbig)
-            continue;
-        for (size_t q = 0; q < sizeof(pieces) / sizeof(pieces[0]); q++) {
-            if (pieces[q] == 1 && lens[l] > 70000)
-                continue; /* byte by byte only for short inputs */
-            if (!md5_matches(big + l, lens[l], pieces[q], &seed)) {
-                printf("# %s: len %zu piece %zu differs\n", name, lens[l], pieces[q]);
-                good = 0;
+    for (int each = 0; each < 2; each++) {
+        good = 1;
+        for (size_t l = 0; l < sizeof(lens) / sizeof(lens[0]); l++) {
+            if (lens[l] > nbig)
+                continue;
+            for (size_t q = 0; q < sizeof(pieces) / sizeof(pieces[0]); q++) {
+                if (pieces[q] == 1 && lens[l] > 70000)
+                    continue; /* byte by byte only for short inputs */
+                if (!md5_matches(big + l, lens[l], pieces[q], &seed, each)) {
+                    printf("# %s: len %zu piece %zu differs%s\n", name, lens[l], pieces[q],
+                           each ? " (with a second hash)" : "");
+                    good = 0;
+                }
             }
         }
+        if (each)
+            ok(good, "MD5 (%s) and a SHA-256 interleaved with it equal OpenSSL's for odd "
+                     "lengths and splits", name);
+        else
+            ok(good, "MD5 (%s) equals OpenSSL for odd lengths and splits", name);
     }
-    ok(good, "MD5 (%s) equals OpenSSL for odd lengths and splits", name);
 
     enum { NT = 20 }; /* more than the engine takes in multi-buffer mode */
     pthread_t th[NT];
