@@ -492,19 +492,29 @@ rs_md5_t *rs_md5_new(void)
     return s;
 }
 
+/* Solo mode: tops up the partial block in tail from p[0, n) and hashes it
+ * once full. Returns the bytes it took; s->ntail is 0 when it was hashed. */
+static size_t tail_fill(struct rs_md5 *s, const uint8_t *p, size_t n)
+{
+    size_t c = 64 - s->ntail < n ? 64 - s->ntail : n;
+    memcpy(s->tail + s->ntail, p, c);
+    s->ntail += c;
+    if (s->ntail == 64) {
+        md5_blocks_scalar(s->h, s->tail, 1);
+        s->ntail = 0;
+    }
+    return c;
+}
+
 /* Solo mode: hashes on the calling thread, a partial block kept in tail. */
 static void solo_update(struct rs_md5 *s, const uint8_t *p, size_t n)
 {
     if (s->ntail) {
-        size_t c = 64 - s->ntail < n ? 64 - s->ntail : n;
-        memcpy(s->tail + s->ntail, p, c);
-        s->ntail += c;
+        size_t c = tail_fill(s, p, n);
         p += c;
         n -= c;
-        if (s->ntail < 64)
+        if (s->ntail)
             return;
-        md5_blocks_scalar(s->h, s->tail, 1);
-        s->ntail = 0;
     }
     md5_blocks_scalar(s->h, p, n / 64);
     p += n / 64 * 64;
@@ -521,16 +531,12 @@ static void solo_update_each(struct rs_md5 *s, const uint8_t *p, size_t n,
                              void (*each)(void *arg, const void *p, size_t n), void *arg)
 {
     if (s->ntail) {
-        size_t c = 64 - s->ntail < n ? 64 - s->ntail : n;
-        memcpy(s->tail + s->ntail, p, c);
-        s->ntail += c;
+        size_t c = tail_fill(s, p, n);
         each(arg, p, c);
         p += c;
         n -= c;
-        if (s->ntail < 64)
+        if (s->ntail)
             return;
-        md5_blocks_scalar(s->h, s->tail, 1);
-        s->ntail = 0;
     }
     for (; n >= 64; p += 64, n -= 64) {
         md5_blocks_scalar(s->h, p, 1);

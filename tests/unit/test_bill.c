@@ -152,6 +152,17 @@ static int delta_hook(void *arg, md_batch_t *b, const md_object *cur, const md_o
     return md_usage_storage_delta(b, h->bucket, cm_now_ms(), db, dn);
 }
 
+/* Creates bucket name and the write options whose hook records storage
+ * deltas for it. */
+static void delta_bucket(md_db_t *db, const char *name, struct hook_arg *ha, md_write_opts *o)
+{
+    md_bucket b = {.ctime_ms = 1, .region = "us-east-1"};
+    snprintf(b.name, sizeof b.name, "%s", name);
+    md_bucket_create(db, &b);
+    ha->bucket = name;
+    *o = (md_write_opts){NULL, NULL, delta_hook, ha, 0};
+}
+
 static void test_counting(void)
 {
     char path[128];
@@ -233,10 +244,9 @@ static void test_counting(void)
     cm_buf_free(&out);
 
     /* Storage: deltas from object commits. */
-    md_bucket b = {.name = "st", .ctime_ms = 1, .region = "us-east-1"};
-    md_bucket_create(db, &b);
-    struct hook_arg ha = {"st"};
-    md_write_opts o = {NULL, NULL, delta_hook, &ha, 0};
+    struct hook_arg ha;
+    md_write_opts o;
+    delta_bucket(db, "st", &ha, &o);
     md_object obj = {.size = 1000, .mtime_ms = 1, .etag = CM_SLICE_STR("e"),
                      .inline_data = CM_SLICE("x", 1)};
     md_object_put_ex(db, "st", CM_SLICE_STR("a"), &obj, 0, &o);
@@ -301,10 +311,9 @@ static void test_fold_from(void)
     snprintf(path, sizeof path, "%s/foldfrom", g_dir);
     if (!ok(md_open(path, &db) == 0, "open"))
         return;
-    md_bucket b = {.name = "ff", .ctime_ms = 1, .region = "us-east-1"};
-    md_bucket_create(db, &b);
-    struct hook_arg ha = {"ff"};
-    md_write_opts o = {NULL, NULL, delta_hook, &ha, 0};
+    struct hook_arg ha;
+    md_write_opts o;
+    delta_bucket(db, "ff", &ha, &o);
     md_object obj = {.size = 10, .mtime_ms = 1, .etag = CM_SLICE_STR("e"),
                      .inline_data = CM_SLICE("x", 1)};
     char key[32];
