@@ -650,19 +650,26 @@ struct md__batch *md__batch_new(void)
     return b;
 }
 
-void md__batch_free(struct md__batch *b)
+/* Unlinks b from the batches holding ids (md__batch_seq), if it is there. */
+static void unhold(struct md__batch *b)
 {
-    if (!b)
-        return;
-    leveldb_writebatch_destroy(b->wb);
-    release_values(b);
     if (b->hdb) {
         md_db_t *db = b->hdb;
         pthread_mutex_lock(&db->hold_lk);
         *(b->hprev ? &b->hprev->hnext : &db->held) = b->hnext;
         *(b->hnext ? &b->hnext->hprev : &db->held_tail) = b->hprev;
         pthread_mutex_unlock(&db->hold_lk);
+        b->hdb = NULL;
     }
+}
+
+void md__batch_free(struct md__batch *b)
+{
+    if (!b)
+        return;
+    leveldb_writebatch_destroy(b->wb);
+    release_values(b);
+    unhold(b);
     cm_buf_free(&b->vals);
     free(b);
 }
@@ -777,7 +784,9 @@ int md__batch_commit_later(md_db_t *db, struct md__batch *b)
     struct commit_req *r = calloc(1, sizeof *r);
     int rc = __atomic_load_n(&l->failed, __ATOMIC_ACQUIRE);
 
-    if (!r || rc || b->vals.n) { /* value-log writes are never "later" */
+    /* Value-log writes are never "later", nor records keyed by a held id
+     * (md__batch_seq): nothing would hold it until the committer wrote it. */
+    if (!r || rc || b->vals.n || b->hdb) {
         free(r);
         rc = !r ? CM_ENOMEM : rc ? rc : CM_EINVAL;
         md__batch_free(b);

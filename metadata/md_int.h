@@ -105,7 +105,8 @@ uint64_t md__seq_watermark(md_db_t *db);
  * lost in a crash, in part too, and should cost no write of their own
  * while sync writes flow: deletes of delivered events, each of which is
  * on its own. CM_EIO if the database is closing
- * or has refused writes (b freed). */
+ * or has refused writes, CM_EINVAL if b has value-log writes or holds an
+ * id from md__batch_seq (b freed in every case). */
 int md__batch_commit_later(md_db_t *db, struct md__batch *b);
 /* The commit journal (journal.c): records of bytes at aligned offsets of a
  * preallocated file, each made durable by one O_DIRECT | O_DSYNC write. */

@@ -346,6 +346,13 @@ static void test_fold_from(void)
     is_int(bucket_bytes(db, "ff"), 2017, "and counted");
     is_int(md_usage_fold(db, &n), 0, "fold again");
     is_int(n, 0, "nothing folded twice");
+    /* A queued write nobody waits for would hold nothing once queued. */
+    struct md__batch *later = md__batch_new();
+    md_batch_t ml = {db, later};
+    md_usage_storage_delta(&ml, "ff", cm_now_ms(), 5, 1);
+    is_int(md__batch_commit_later(db, later), CM_EINVAL, "a held id is never written later");
+    is_int(md_usage_fold(db, &n), 0, "fold after the refused write");
+    ok(n == 0 && bucket_bytes(db, "ff") == 2017, "nothing of it counted");
     md_close(db);
 }
 
