@@ -50,6 +50,10 @@ void bill_event_to_md(const bill_event *ev, md_usage_req *out);
 int bill_record(md_db_t *md, const bill_event *ev, bool sync);
 /* Records ev inside the write batch of a change (from an md_hook_fn). */
 int bill_record_batch(md_batch_t *b, const bill_event *ev);
+/* The same together with the change's storage delta of bucket (bytes and
+ * objects, may be 0) at ms, as one record. */
+int bill_record_batch_delta(md_batch_t *b, const bill_event *ev, const char *bucket, int64_t ms,
+                            int64_t dbytes, int64_t dobjects);
 
 /* The folder: a thread that folds pending records into counters every
  * interval_ms. Returns 0 and *out, or a CM_E* code. */

@@ -42,6 +42,16 @@ int bill_record_batch(md_batch_t *b, const bill_event *ev)
     return md_usage_add_batch(b, &u);
 }
 
+int bill_record_batch_delta(md_batch_t *b, const bill_event *ev, const char *bucket, int64_t ms,
+                            int64_t dbytes, int64_t dobjects)
+{
+    md_usage_req u;
+    if (bill_op_class(ev->op) == BILL_NONE)
+        return dbytes || dobjects ? md_usage_storage_delta(b, bucket, ms, dbytes, dobjects) : 0;
+    bill_event_to_md(ev, &u);
+    return md_usage_storage_delta_req(b, bucket, ms, dbytes, dobjects, &u);
+}
+
 /* The folder thread. stop and the condition are guarded by lk. */
 struct bill_meter {
     md_db_t *md;

@@ -90,18 +90,19 @@ int gw_commit_hook(void *arg, md_batch_t *b, const md_object *cur, const md_obje
     int64_t dn = (next ? 1 : 0) - (cur ? 1 : 0);
     int rc;
 
-    if ((db || dn) && (rc = md_usage_storage_delta(b, r->bucket, now, db, dn)))
-        return rc;
     /* PutObject answers 200 with no body once this batch commits: its usage
-     * record rides in the batch and costs no extra sync. If the batch
-     * fails, the error response is recorded by gw_account as usual. */
+     * record rides in the batch, in the record of its storage delta, and
+     * costs no extra sync. If the batch fails, the error response is
+     * recorded by gw_account as usual. */
     if (r->op == GW_OP_PutObject && r->srv && r->srv->obs && r->srv->obs->usage) {
         bill_event ev;
         fill_event(r, &ev, now, 0);
         ev.status = 200;
-        if ((rc = bill_record_batch(b, &ev)))
+        if ((rc = bill_record_batch_delta(b, &ev, r->bucket, now, db, dn)))
             return rc;
         r->acct_in_batch = true;
+    } else if ((db || dn) && (rc = md_usage_storage_delta(b, r->bucket, now, db, dn))) {
+        return rc;
     }
     /* events: the outbox and change-log records of this change. */
     return gw_evt_hook(r, b, cur, next);

@@ -443,6 +443,10 @@ int md_usage_add_batch(md_batch_t *b, const md_usage_req *u);
  * to a change's batch (from a write hook). */
 int md_usage_storage_delta(md_batch_t *b, const char *bucket, int64_t ms, int64_t dbytes,
                            int64_t dobjects);
+/* Both in one record: the storage delta and the request record of the
+ * change (a PUT's), which the fold counts as md_usage_add_batch's. */
+int md_usage_storage_delta_req(md_batch_t *b, const char *bucket, int64_t ms, int64_t dbytes,
+                               int64_t dobjects, const md_usage_req *u);
 /* Folds every pending record (journals before the current one, after
  * switching writers to a new one, and LevelDB records) into counters and
  * storage state (atomic batches; a folded journal leaves a marker in its

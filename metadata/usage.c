@@ -394,9 +394,11 @@ int md_usage_add_batch(md_batch_t *mb, const md_usage_req *u)
     return add_req(mb->db, mb->b, seq, u);
 }
 
-/* 'D' value: version, ms i64, dbytes i64, dobjects i64, bucket. */
-int md_usage_storage_delta(md_batch_t *mb, const char *bucket, int64_t ms, int64_t dbytes,
-                           int64_t dobjects)
+/* 'D' value: version, ms i64, dbytes i64, dobjects i64, bucket, and for a
+ * change that carries its request record, that record ('R' value) after
+ * them: one key, one delete and one read in the fold instead of two. */
+static int delta_add(md_batch_t *mb, const char *bucket, int64_t ms, int64_t dbytes,
+                     int64_t dobjects, const md_usage_req *u)
 {
     cm_buf k = {0}, v = {0};
     uint64_t seq = md_batch_seq(mb);
@@ -406,13 +408,25 @@ int md_usage_storage_delta(md_batch_t *mb, const char *bucket, int64_t ms, int64
     if ((rc = key_seq(&k, K_DELTA, seq)) || (rc = cm_buf_put_u8(&v, MD__REC_VERSION)) ||
         (rc = cm_buf_put_u64(&v, (uint64_t)ms)) || (rc = cm_buf_put_u64(&v, (uint64_t)dbytes)) ||
         (rc = cm_buf_put_u64(&v, (uint64_t)dobjects)) ||
-        (rc = cm_buf_put_bytes(&v, CM_SLICE_STR(bucket))))
+        (rc = cm_buf_put_bytes(&v, CM_SLICE_STR(bucket))) || (u && (rc = req_encode(&v, u))))
         goto out;
     md__batch_put(mb->b, cm_buf_slice(&k), cm_buf_slice(&v));
 out:
     cm_buf_free(&k);
     cm_buf_free(&v);
     return rc;
+}
+
+int md_usage_storage_delta(md_batch_t *mb, const char *bucket, int64_t ms, int64_t dbytes,
+                           int64_t dobjects)
+{
+    return delta_add(mb, bucket, ms, dbytes, dobjects, NULL);
+}
+
+int md_usage_storage_delta_req(md_batch_t *mb, const char *bucket, int64_t ms, int64_t dbytes,
+                               int64_t dobjects, const md_usage_req *u)
+{
+    return delta_add(mb, bucket, ms, dbytes, dobjects, u);
 }
 
 /* ------------------------------------------------------------ counters */
@@ -859,7 +873,7 @@ static int integrate(bms_ent **a, size_t *n, size_t *cap, const char *bucket, ui
     return 0;
 }
 
-static int fold_storage(md_db_t *db, struct md__batch *b, size_t *nfold, uint64_t w,
+static int fold_storage(md_db_t *db, struct md__batch *b, aggset *s, size_t *nfold, uint64_t w,
                         uint64_t *next)
 {
     struct md__iter *it = md__iter_new(db);
@@ -893,6 +907,13 @@ static int fold_storage(md_db_t *db, struct md__batch *b, size_t *nfold, uint64_
             bk.n == 0 || bk.n > MD_BUCKET_MAX) {
             cm_log(CM_LOG_WARN, "metadata: dropping a corrupt storage delta");
             continue;
+        }
+        if (r.n) { /* the change's request record rides along */
+            req_dec d;
+            if (req_decode(CM_SLICE(r.p, r.n), &d))
+                cm_log(CM_LOG_WARN, "metadata: dropping a corrupt usage record");
+            else if ((rc = aggset_add(s, &d)))
+                goto out;
         }
         char bucket[MD_BUCKET_MAX + 1];
         memcpy(bucket, bk.p, bk.n);
@@ -1005,12 +1026,12 @@ int md_usage_fold(md_db_t *db, size_t *out_n)
         if (!rc)
             rc = fold_requests(db, b, &s, &nreq, w, &next[0]);
         n += nreq;
-        if (!rc)
-            rc = aggset_commit(db, b, &s);
         size_t nst = 0;
         if (!rc)
-            rc = fold_storage(db, b, &nst, w, &next[1]);
+            rc = fold_storage(db, b, &s, &nst, w, &next[1]);
         n += nst;
+        if (!rc)
+            rc = aggset_commit(db, b, &s);
         /* Pending LevelDB records alone: not a sync write; the batch is
          * atomic, and if it is lost the records it deletes are still there
          * to fold again. Journals are unlinked after it: sync first. */

@@ -356,6 +356,45 @@ static void test_fold_from(void)
     md_close(db);
 }
 
+/* A PUT's request record rides in its storage delta's record: the fold
+ * counts both, also when the delta is zero (an overwrite of the same
+ * size). */
+static int put_hook(void *arg, md_batch_t *b, const md_object *cur, const md_object *next)
+{
+    struct hook_arg *h = arg;
+    int64_t db = (int64_t)(next ? next->size : 0) - (int64_t)(cur ? cur->size : 0);
+    int64_t dn = (next ? 1 : 0) - (cur ? 1 : 0);
+    bill_event ev = ev_make("PutObject", 200, next ? next->size : 0, 0, cm_now_ms());
+    ev.bucket = h->bucket;
+    return bill_record_batch_delta(b, &ev, h->bucket, cm_now_ms(), db, dn);
+}
+
+static void test_put_record(void)
+{
+    char path[128];
+    md_db_t *db = NULL;
+    snprintf(path, sizeof path, "%s/putrec", g_dir);
+    if (!ok(md_open(path, &db) == 0, "open"))
+        return;
+    struct hook_arg ha;
+    md_write_opts o;
+    delta_bucket(db, "pr", &ha, &o);
+    o.hook = put_hook;
+    md_object obj = {.size = 300, .mtime_ms = 1, .etag = CM_SLICE_STR("e"),
+                     .inline_data = CM_SLICE("x", 1)};
+    md_object_put_ex(db, "pr", CM_SLICE_STR("a"), &obj, 0, &o);
+    md_object_put_ex(db, "pr", CM_SLICE_STR("b"), &obj, 0, &o);
+    md_object_put_ex(db, "pr", CM_SLICE_STR("a"), &obj, 0, &o); /* same size: delta 0 */
+    size_t n = 0;
+    is_int(md_usage_fold(db, &n), 0, "fold");
+    is_int(n, 3, "three records, one per PUT");
+    sums s = scan_all(db);
+    is_int(s.req, 3, "three PUT requests counted");
+    is_int(s.in, 900, "their bytes in");
+    is_int(bucket_bytes(db, "pr"), 600, "and the bucket's bytes: two objects of 300");
+    md_close(db);
+}
+
 /* A child writes N sync records and is SIGKILLed without closing: every
  * record whose write returned is counted after reopen. */
 static void test_kill(void)
@@ -632,6 +671,7 @@ int main(void)
     test_parse();
     test_counting();
     test_fold_from();
+    test_put_record();
     test_kill();
     test_journal_kill();
     test_journal_marker();
