@@ -304,16 +304,27 @@ static uint64_t bucket_bytes(md_db_t *db, const char *bucket)
     return bytes;
 }
 
-static void test_fold_from(void)
+/* Opens a database in g_dir/sub with bucket and its delta hook; NULL if
+ * it cannot. */
+static md_db_t *open_delta(const char *sub, const char *bucket, struct hook_arg *ha,
+                           md_write_opts *o)
 {
     char path[128];
     md_db_t *db = NULL;
-    snprintf(path, sizeof path, "%s/foldfrom", g_dir);
-    if (!ok(md_open(path, &db) == 0, "open"))
-        return;
+    snprintf(path, sizeof path, "%s/%s", g_dir, sub);
+    if (!ok(md_open(path, &db) == 0, "open %s", sub))
+        return NULL;
+    delta_bucket(db, bucket, ha, o);
+    return db;
+}
+
+static void test_fold_from(void)
+{
     struct hook_arg ha;
     md_write_opts o;
-    delta_bucket(db, "ff", &ha, &o);
+    md_db_t *db = open_delta("foldfrom", "ff", &ha, &o);
+    if (!db)
+        return;
     md_object obj = {.size = 10, .mtime_ms = 1, .etag = CM_SLICE_STR("e"),
                      .inline_data = CM_SLICE("x", 1)};
     char key[32];
@@ -371,14 +382,11 @@ static int put_hook(void *arg, md_batch_t *b, const md_object *cur, const md_obj
 
 static void test_put_record(void)
 {
-    char path[128];
-    md_db_t *db = NULL;
-    snprintf(path, sizeof path, "%s/putrec", g_dir);
-    if (!ok(md_open(path, &db) == 0, "open"))
-        return;
     struct hook_arg ha;
     md_write_opts o;
-    delta_bucket(db, "pr", &ha, &o);
+    md_db_t *db = open_delta("putrec", "pr", &ha, &o);
+    if (!db)
+        return;
     o.hook = put_hook;
     md_object obj = {.size = 300, .mtime_ms = 1, .etag = CM_SLICE_STR("e"),
                      .inline_data = CM_SLICE("x", 1)};
