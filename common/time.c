@@ -60,6 +60,27 @@ static char *put4(char *o, unsigned v)
     return put2(o + 2, v % 100);
 }
 
+/* yyyy mm dd T HH MM SS, each pair joined by dsep / tsep when they are not
+ * 0 (ISO 8601's extended form), or nothing (its basic form). */
+static char *put_date_time(char *o, const struct civil *c, char dsep, char tsep)
+{
+    o = put4(o, c->y);
+    if (dsep)
+        *o++ = dsep;
+    o = put2(o, c->m);
+    if (dsep)
+        *o++ = dsep;
+    o = put2(o, c->d);
+    *o++ = 'T';
+    o = put2(o, c->hh);
+    if (tsep)
+        *o++ = tsep;
+    o = put2(o, c->mm);
+    if (tsep)
+        *o++ = tsep;
+    return put2(o, c->ss);
+}
+
 static const char wday_names[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
 static const char mon_names[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
@@ -103,17 +124,7 @@ void cm_time_iso8601_ms(int64_t ms, char *out)
         snprintf(out, 32, "%s.%03dZ", tmp, (int)(ms % 1000));
         return;
     }
-    char *o = put4(out, c.y);
-    *o++ = '-';
-    o = put2(o, c.m);
-    *o++ = '-';
-    o = put2(o, c.d);
-    *o++ = 'T';
-    o = put2(o, c.hh);
-    *o++ = ':';
-    o = put2(o, c.mm);
-    *o++ = ':';
-    o = put2(o, c.ss);
+    char *o = put_date_time(out, &c, '-', ':');
     unsigned f = (unsigned)(ms % 1000);
     *o++ = '.';
     *o++ = (char)('0' + f / 100);
@@ -130,13 +141,7 @@ void cm_time_amz(time_t t, char *out)
         strftime(out, 32, "%Y%m%dT%H%M%SZ", &tm);
         return;
     }
-    char *o = put4(out, c.y);
-    o = put2(o, c.m);
-    o = put2(o, c.d);
-    *o++ = 'T';
-    o = put2(o, c.hh);
-    o = put2(o, c.mm);
-    o = put2(o, c.ss);
+    char *o = put_date_time(out, &c, 0, 0);
     memcpy(o, "Z", 2);
 }
 

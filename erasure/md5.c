@@ -573,13 +573,20 @@ static void go_multi(struct rs_md5 *s)
     s->solo = 1;
 }
 
+/* Whether a stream that has had len bytes in all hashes on its own thread
+ * (no lane kernel, refused multi-buffer mode, or still short). */
+static int stays_solo(const struct rs_md5 *s, uint64_t len)
+{
+    return !eng.kernel || s->solo || len <= SOLO_BYTES;
+}
+
 void rs_md5_update(rs_md5_t *s, const void *p, size_t n)
 {
     const uint8_t *q = p;
 
     s->len += n;
     if (!s->ring) {
-        if (!eng.kernel || s->solo || s->len <= SOLO_BYTES) {
+        if (stays_solo(s, s->len)) {
             solo_update(s, q, n);
             return;
         }
@@ -603,7 +610,7 @@ void rs_md5_update(rs_md5_t *s, const void *p, size_t n)
 void rs_md5_update_each(rs_md5_t *s, const void *p, size_t n,
                         void (*each)(void *arg, const void *p, size_t n), void *arg)
 {
-    if (!s->ring && (!eng.kernel || s->solo || s->len + n <= SOLO_BYTES)) {
+    if (!s->ring && stays_solo(s, s->len + n)) {
         s->len += n;
         solo_update_each(s, p, n, each, arg);
         return;

@@ -581,27 +581,20 @@ out:
  * made) if the range was read to its end, else below the first id not
  * read. Never past an id below w that was not seen: that record may still
  * be committed. */
-static void fold_seek(md_db_t *db, struct md__iter *it, char kind)
+static int fold_seek(md_db_t *db, struct md__iter *it, char kind)
 {
-    uint8_t start[10] = {MD__K_USAGE, (uint8_t)kind};
-    uint64_t from = db->fold_from[kind == K_DELTA];
+    cm_buf k = {0};
+    int rc = key_seq(&k, kind, db->fold_from[kind == K_DELTA]);
 
-    for (int i = 0; i < 8; i++)
-        start[2 + i] = (uint8_t)(from >> (56 - 8 * i));
-    md__iter_seek(it, CM_SLICE(start, 10));
+    if (!rc)
+        md__iter_seek(it, cm_buf_slice(&k));
+    cm_buf_free(&k);
+    return rc;
 }
 
 static uint64_t fold_next(uint64_t w, bool ended, uint64_t last)
 {
     return ended || last + 1 > w ? w : last + 1;
-}
-
-static uint64_t key_id(cm_slice k)
-{
-    uint64_t id = 0;
-    for (int i = 0; i < 8; i++)
-        id = id << 8 | k.p[2 + i];
-    return id;
 }
 
 /* Adds up to FOLD_MAX 'R' records to s, deleting them in b. */
@@ -616,7 +609,9 @@ static int fold_requests(md_db_t *db, struct md__batch *b, aggset *s, size_t *nf
 
     if (!it)
         return CM_ENOMEM;
-    for (fold_seek(db, it, K_REQ); md__iter_valid(it); md__iter_next(it)) {
+    if ((rc = fold_seek(db, it, K_REQ)))
+        goto out;
+    for (; md__iter_valid(it); md__iter_next(it)) {
         cm_slice k = md__iter_key(it);
         req_dec d;
         if (k.n != 10 || k.p[0] != MD__K_USAGE || k.p[1] != K_REQ)
@@ -626,7 +621,7 @@ static int fold_requests(md_db_t *db, struct md__batch *b, aggset *s, size_t *nf
             break;
         }
         md__batch_del(b, k);
-        last = key_id(k);
+        last = get_be64(k.p + 2);
         n++;
         if (req_decode(md__iter_val(it), &d)) {
             cm_log(CM_LOG_WARN, "metadata: dropping a corrupt usage record");
@@ -887,7 +882,9 @@ static int fold_storage(md_db_t *db, struct md__batch *b, aggset *s, size_t *nfo
 
     if (!it)
         return CM_ENOMEM;
-    for (fold_seek(db, it, K_DELTA); md__iter_valid(it); md__iter_next(it)) {
+    if ((rc = fold_seek(db, it, K_DELTA)))
+        goto out;
+    for (; md__iter_valid(it); md__iter_next(it)) {
         cm_slice key = md__iter_key(it);
         if (key.n != 10 || key.p[0] != MD__K_USAGE || key.p[1] != K_DELTA)
             break;
@@ -896,7 +893,7 @@ static int fold_storage(md_db_t *db, struct md__batch *b, aggset *s, size_t *nfo
             break;
         }
         md__batch_del(b, key);
-        last = key_id(key);
+        last = get_be64(key.p + 2);
         n++;
         cm_slice val = md__iter_val(it), bk;
         cm_reader r = {val.p, val.n};
