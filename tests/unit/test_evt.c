@@ -499,7 +499,8 @@ static int hook(void *arg, md_batch_t *b, const md_object *cur, const md_object 
     return evt_stage(h->e, b, &h->c, &h->st);
 }
 
-static int put(md_db_t *md, evt_t *e, const char *key, uint32_t type, int depth)
+/* The object "foo" (3 bytes, its MD5 as ETag), written now. */
+static md_object foo_object(void)
 {
     md_object o;
     memset(&o, 0, sizeof o);
@@ -507,6 +508,12 @@ static int put(md_db_t *md, evt_t *e, const char *key, uint32_t type, int depth)
     o.mtime_ms = cm_now_ms();
     o.etag = CM_SLICE_STR("acbd18db4cc2f85cedef654fccc4a4d8");
     o.inline_data = CM_SLICE_STR("foo");
+    return o;
+}
+
+static int put(md_db_t *md, evt_t *e, const char *key, uint32_t type, int depth)
+{
+    md_object o = foo_object();
     struct hook_arg h = {e, {.bucket = "b", .key = CM_SLICE_STR(key), .type = type,
                              .time_ms = cm_now_ms(), .region = "us-east-1", .principal = "p",
                              .owner = "o", .source_ip = "127.0.0.1", .request_id = "r",
@@ -912,12 +919,7 @@ static void test_changelog(void)
      * first trim runs as soon as the events start). */
     c.retention_ms = (int64_t)100 * 365 * 24 * 3600 * 1000;
     ok(evt_start(&c, md, &e) == 0, "events start");
-    md_object o;
-    memset(&o, 0, sizeof o);
-    o.size = 3;
-    o.mtime_ms = cm_now_ms();
-    o.etag = CM_SLICE_STR("acbd18db4cc2f85cedef654fccc4a4d8");
-    o.inline_data = CM_SLICE_STR("foo");
+    md_object o = foo_object();
     /* As an older release wrote it. */
     cm_buf_put_u8(&v1, 1);
     cm_buf_put_u32(&v1, EVT_CREATED_PUT);

@@ -4,6 +4,7 @@
  * prefixes), multipart uploads, reopen, concurrent sync puts, and failing
  * group writes of the committer (log write errors, a full disk). TAP. */
 #include "metadata/md_int.h"
+#include "tests/unit/crash.h"
 #include "tests/unit/tap.h"
 
 #include <dirent.h>
@@ -1263,41 +1264,10 @@ static void test_settings(md_db_t *db)
 }
 
 /* ------------------------------------------------------------ journal */
-/* The newest LevelDB log in dir (the one being written), into out. */
-static bool newest_log(const char *dir, char *out, size_t cap)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    unsigned long best = 0;
-    bool found = false;
-    if (!d)
-        return false;
-    while ((e = readdir(d))) {
-        unsigned long n;
-        char tail[8];
-        if (sscanf(e->d_name, "%lu.%7s", &n, tail) == 2 && !strcmp(tail, "log") &&
-            (!found || n > best)) {
-            best = n;
-            found = true;
-        }
-    }
-    closedir(d);
-    if (found)
-        snprintf(out, cap, "%s/%06lu.log", dir, best);
-    return found;
-}
-
-struct jwriter {
-    md_db_t *db;
-    int fd; /* the acknowledgement pipe */
-    uint32_t t;
-};
-
-/* Commits sync writes (key j<t>-<i % 50> = v<i>) and acknowledges each on
- * the pipe as (t, i): 8 bytes, so writes of several threads never mix. */
+/* Commits sync writes (key j<t>-<i % 50> = v<i>) and acknowledges each. */
 static void *journal_writer(void *arg)
 {
-    struct jwriter *w = arg;
+    struct crash_writer *w = arg;
     char key[32], val[32];
     for (uint32_t i = 0;; i++) {
         struct md__batch *b = md__batch_new();
@@ -1307,14 +1277,10 @@ static void *journal_writer(void *arg)
         if (md__batch_commit(w->db, b, true))
             _exit(1);
         md__batch_free(b);
-        uint32_t ack[2] = {w->t, i};
-        if (write(w->fd, ack, sizeof ack) != sizeof ack)
-            _exit(1);
+        crash_ack(w, i);
     }
     return NULL;
 }
-
-#define JW_MAX 8
 
 /* A child runs nw writer threads (journal_writer) and is killed with
  * SIGKILL after each has 300 acknowledged writes. With several writers
@@ -1327,58 +1293,20 @@ static void *journal_writer(void *arg)
 static void journal_crash(const char *what, size_t jbytes, bool lose, int nw)
 {
     char path[128], key[32], log[300];
-    int pipefd[2], st, bad = 0;
-    uint32_t acked[JW_MAX], ack[2], least = 0;
-    uint64_t logsize = 0;
+    int bad = 0;
+    uint32_t acked[CRASH_WRITERS_MAX];
+    uint64_t logsize;
     md_db_t *db = NULL;
     size_t saved = md__journal_bytes;
-    pid_t pid;
+    bool killed;
 
     snprintf(path, sizeof path, "%s/journal-%s", g_dir, what);
-    md__journal_bytes = jbytes;
-    if (pipe(pipefd))
-        return;
-    pid = fork();
-    if (pid == 0) {
-        struct stat sb;
-        struct jwriter w[JW_MAX];
-        pthread_t th[JW_MAX];
-        close(pipefd[0]);
-        if (md_open(path, &db) || !newest_log(path, log, sizeof log) || stat(log, &sb))
-            _exit(1);
-        logsize = (uint64_t)sb.st_size;
-        if (write(pipefd[1], &logsize, sizeof logsize) != sizeof logsize)
-            _exit(1);
-        for (int t = 0; t < nw; t++) {
-            w[t] = (struct jwriter){db, pipefd[1], (uint32_t)t};
-            if (pthread_create(&th[t], NULL, journal_writer, &w[t]))
-                _exit(1);
-        }
-        pause();
-        _exit(1);
-    }
-    close(pipefd[1]);
-    if (read(pipefd[0], &logsize, sizeof logsize) != sizeof logsize)
-        logsize = UINT64_MAX;
-    for (int t = 0; t < JW_MAX; t++)
-        acked[t] = 0;
-    while (least < 300 && read(pipefd[0], ack, sizeof ack) == sizeof ack) {
-        if (ack[0] < (uint32_t)nw && ack[1] > acked[ack[0]])
-            acked[ack[0]] = ack[1];
-        least = acked[0];
-        for (int t = 1; t < nw; t++)
-            least = acked[t] < least ? acked[t] : least;
-    }
-    kill(pid, SIGKILL);
-    while (read(pipefd[0], ack, sizeof ack) == sizeof ack)
-        if (ack[0] < (uint32_t)nw && ack[1] > acked[ack[0]])
-            acked[ack[0]] = ack[1];
-    waitpid(pid, &st, 0);
-    close(pipefd[0]);
-    ok(WIFSIGNALED(st) && least >= 300, "%s: %d writers killed after %u sync writes or more each",
-       what, nw, least);
+    md__journal_bytes = jbytes; /* the child inherits it */
+    uint32_t least = crash_run(path, nw, 300, journal_writer, acked, &logsize, &killed);
+    ok(killed && least >= 300, "%s: %d writers killed after %u sync writes or more each", what,
+       nw, least);
     if (lose) {
-        ok(logsize != UINT64_MAX && newest_log(path, log, sizeof log) &&
+        ok(logsize != UINT64_MAX && crash_newest_log(path, log, sizeof log) &&
                truncate(log, (off_t)logsize) == 0,
            "%s: LevelDB's log cut back to %llu bytes", what, (unsigned long long)logsize);
     }

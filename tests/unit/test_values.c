@@ -6,6 +6,7 @@
  * segments without an open descriptor), and kill -9 of writers with the unsynced value-log bytes
  * and LevelDB's log lost afterwards (the journal brings them back). TAP. */
 #include "metadata/md_int.h"
+#include "tests/unit/crash.h"
 #include "tests/unit/tap.h"
 
 #include <dirent.h>
@@ -198,6 +199,25 @@ static void test_basics(void)
     md_close(db);
 }
 
+/* test_collector's 400 objects of bucket "c": k<i> deleted when i % 8 is 7
+ * and, with evens_gone, every even one but i % 8 == 6 too; the others hold
+ * their last version (1 when i % 4, else 0). Returns how many differ. */
+static int read_back(md_db_t *db, bool evens_gone)
+{
+    char key[32];
+    int bad = 0;
+    for (uint32_t i = 0; i < 400; i++) {
+        snprintf(key, sizeof key, "k%03u", i);
+        if (i % 8 == 7 || (evens_gone && i % 2 == 0 && i % 8 != 6)) {
+            md_object o;
+            bad += md_object_get(db, "c", CM_SLICE_STR(key), &o) != CM_ENOTFOUND;
+        } else {
+            bad += check_val(db, "c", key, 3000, i, i % 4 ? 1 : 0) != 0;
+        }
+    }
+    return bad;
+}
+
 static void test_collector(void)
 {
     char path[128], key[32];
@@ -240,15 +260,7 @@ static void test_collector(void)
        dropped);
     ok(count_segments(path) < 2 * before - (int)dropped + 1, "segment files went away (%d left)",
        count_segments(path));
-    for (uint32_t i = 0; i < 400; i++) {
-        snprintf(key, sizeof key, "k%03u", i);
-        if (i % 8 == 7) {
-            md_object o;
-            bad += md_object_get(db, "c", CM_SLICE_STR(key), &o) != CM_ENOTFOUND;
-        } else {
-            bad += check_val(db, "c", key, 3000, i, i % 4 ? 1 : 0) != 0;
-        }
-    }
+    bad += read_back(db, false);
     is_int(bad, 0, "every object reads back its last bytes after the pass");
     md_close(db);
 
@@ -268,16 +280,8 @@ static void test_collector(void)
     ok(dropped > 0, "it drops segments (%zu, %zu values moved)", dropped, moved);
     md_close(db);
     db = open_db(path);
-    for (uint32_t i = 0; db && i < 400; i++) {
-        snprintf(key, sizeof key, "k%03u", i);
-        bool gone = i % 8 == 7 || (i % 2 == 0 && i % 8 != 6);
-        if (gone) {
-            md_object o;
-            bad += md_object_get(db, "c", CM_SLICE_STR(key), &o) != CM_ENOTFOUND;
-        } else {
-            bad += check_val(db, "c", key, 3000, i, i % 4 ? 1 : 0) != 0;
-        }
-    }
+    if (db)
+        bad += read_back(db, true);
     is_int(bad, 0, "every object reads back after another reopen");
     md_close(db);
     md__vlog_seg_bytes = saved;
@@ -410,29 +414,6 @@ static void test_pending(void)
     md__vlog_seg_bytes = saved;
 }
 
-static bool newest_log(const char *dir, char *out, size_t cap)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    unsigned long best = 0;
-    bool found = false;
-    if (!d)
-        return false;
-    while ((e = readdir(d))) {
-        unsigned long n;
-        char tail[8];
-        if (sscanf(e->d_name, "%lu.%7s", &n, tail) == 2 && !strcmp(tail, "log") &&
-            (!found || n > best)) {
-            best = n;
-            found = true;
-        }
-    }
-    closedir(d);
-    if (found)
-        snprintf(out, cap, "%s/%06lu.log", dir, best);
-    return found;
-}
-
 /* Cuts every value-log segment back to its size at the child's open: what a
  * power loss may leave of bytes written since the last checkpoint. */
 static int cut_segments(const char *dir, const char *sizes)
@@ -460,24 +441,16 @@ static int cut_segments(const char *dir, const char *sizes)
 
 #define NW 4
 
-struct cwriter {
-    md_db_t *db;
-    int fd;
-    uint32_t t;
-};
-
-/* Puts key w<t>-<i % 30> = version i of 2500 bytes and acknowledges (t, i). */
+/* Puts key w<t>-<i % 30> = version i of 2500 bytes and acknowledges it. */
 static void *crash_writer(void *arg)
 {
-    struct cwriter *w = arg;
+    struct crash_writer *w = arg;
     char key[32];
     for (uint32_t i = 0;; i++) {
         snprintf(key, sizeof key, "w%u-%02u", w->t, i % 30);
         if (put_val(w->db, "k", key, 2500, w->t * 100 + i % 30, i))
             _exit(1);
-        uint32_t ack[2] = {w->t, i};
-        if (write(w->fd, ack, sizeof ack) != sizeof ack)
-            _exit(1);
+        crash_ack(w, i);
     }
     return NULL;
 }
@@ -490,10 +463,9 @@ static void *crash_writer(void *arg)
 static void crash(const char *what, bool lose)
 {
     char path[128], key[32], log[300], sizes[4096] = "";
-    int pipefd[2], st, bad = 0;
-    uint32_t acked[NW] = {0}, ack[2], least = 0;
-    uint64_t logsize = UINT64_MAX;
-    pid_t pid;
+    int bad = 0;
+    uint32_t acked[NW];
+    uint64_t logsize;
 
     snprintf(path, sizeof path, "%s/crash-%s", g_dir, what);
     {
@@ -517,48 +489,11 @@ static void crash(const char *what, bool lose)
     }
     if (d)
         closedir(d);
-    if (pipe(pipefd))
-        return;
-    pid = fork();
-    if (pid == 0) {
-        struct stat sb;
-        struct cwriter w[NW];
-        pthread_t th[NW];
-        md_db_t *db = NULL;
-        close(pipefd[0]);
-        if (md_open(path, &db) || !newest_log(path, log, sizeof log) || stat(log, &sb))
-            _exit(1);
-        uint64_t ls = (uint64_t)sb.st_size;
-        if (write(pipefd[1], &ls, sizeof ls) != sizeof ls)
-            _exit(1);
-        for (int t = 0; t < NW; t++) {
-            w[t] = (struct cwriter){db, pipefd[1], (uint32_t)t};
-            if (pthread_create(&th[t], NULL, crash_writer, &w[t]))
-                _exit(1);
-        }
-        pause();
-        _exit(1);
-    }
-    close(pipefd[1]);
-    if (read(pipefd[0], &logsize, sizeof logsize) != sizeof logsize)
-        logsize = UINT64_MAX;
-    while (least < 200 && read(pipefd[0], ack, sizeof ack) == sizeof ack) {
-        if (ack[0] < NW && ack[1] > acked[ack[0]])
-            acked[ack[0]] = ack[1];
-        least = acked[0];
-        for (int t = 1; t < NW; t++)
-            least = acked[t] < least ? acked[t] : least;
-    }
-    kill(pid, SIGKILL);
-    while (read(pipefd[0], ack, sizeof ack) == sizeof ack)
-        if (ack[0] < NW && ack[1] > acked[ack[0]])
-            acked[ack[0]] = ack[1];
-    waitpid(pid, &st, 0);
-    close(pipefd[0]);
-    ok(WIFSIGNALED(st) && least >= 200, "%s: %d writers killed after 200 puts or more each", what,
-       NW);
+    bool killed;
+    uint32_t least = crash_run(path, NW, 200, crash_writer, acked, &logsize, &killed);
+    ok(killed && least >= 200, "%s: %d writers killed after 200 puts or more each", what, NW);
     if (lose) {
-        ok(logsize != UINT64_MAX && newest_log(path, log, sizeof log) &&
+        ok(logsize != UINT64_MAX && crash_newest_log(path, log, sizeof log) &&
                truncate(log, (off_t)logsize) == 0,
            "%s: LevelDB's log cut back to %llu bytes", what, (unsigned long long)logsize);
         ok(cut_segments(path, sizes) > 0, "%s: value-log segments cut back", what);
