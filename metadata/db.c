@@ -650,26 +650,19 @@ struct md__batch *md__batch_new(void)
     return b;
 }
 
-/* Unlinks b from the batches holding ids (md__batch_seq), if it is there. */
-static void unhold(struct md__batch *b)
-{
-    if (b->hdb) {
-        md_db_t *db = b->hdb;
-        pthread_mutex_lock(&db->hold_lk);
-        *(b->hprev ? &b->hprev->hnext : &db->held) = b->hnext;
-        *(b->hnext ? &b->hnext->hprev : &db->held_tail) = b->hprev;
-        pthread_mutex_unlock(&db->hold_lk);
-        b->hdb = NULL;
-    }
-}
-
 void md__batch_free(struct md__batch *b)
 {
     if (!b)
         return;
     leveldb_writebatch_destroy(b->wb);
     release_values(b);
-    unhold(b);
+    if (b->hdb) { /* its ids are no longer held (md__batch_seq) */
+        md_db_t *db = b->hdb;
+        pthread_mutex_lock(&db->hold_lk);
+        *(b->hprev ? &b->hprev->hnext : &db->held) = b->hnext;
+        *(b->hnext ? &b->hnext->hprev : &db->held_tail) = b->hprev;
+        pthread_mutex_unlock(&db->hold_lk);
+    }
     cm_buf_free(&b->vals);
     free(b);
 }
